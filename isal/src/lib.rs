@@ -1,0 +1,2 @@
+//! Placeholder: replaced by the ISA-L FFI.
+#![deny(unsafe_code)]

@@ -1,0 +1,310 @@
+//! The fabric frame: a 32-byte header followed by `payload_bytes` of payload.
+//!
+//! The fabric (the card arbiter, or `amf fabric` in software) stamps `sequence`: for
+//! broadcasts, the position in the one total order every live port sees; for
+//! point-to-point messages, the per sender-receiver FIFO counter. `checksum` is CRC-32C of
+//! header (checksum field zero) and payload.
+
+use crate::checksum::crc32c_with_zeroed_field;
+use crate::limits::{FABRIC_PAYLOAD_BYTES_MAX, FABRIC_PORTS_MAX};
+use core::mem::{offset_of, size_of};
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// First two bytes of every frame.
+pub const FABRIC_MAGIC: u16 = 0xAF1B;
+/// Frame format version.
+pub const FABRIC_VERSION: u8 = 1;
+/// `target_port` of a broadcast.
+pub const PORT_BROADCAST: u8 = 0xFF;
+/// Bytes of the header.
+pub const HEADER_BYTES: usize = size_of::<FabricHeader>();
+
+/// Kind of a fabric message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MessageKind {
+    /// Delivered to every live port, in the fabric's total order.
+    Broadcast = 1,
+    /// Delivered to `target_port` only, FIFO per sender-receiver pair.
+    Unicast = 2,
+    /// Write `payload` into `target_port`'s SRAM at `sram_offset`.
+    SramWrite = 3,
+    /// The SRAM write with this `sequence` is in the target's SRAM.
+    SramWriteAck = 4,
+    /// `source_port` died; ordered after everything it sent.
+    MemberDown = 5,
+    /// `source_port` joined.
+    MemberUp = 6,
+    /// Liveness beat between a port and the fabric.
+    Heartbeat = 7,
+}
+
+impl MessageKind {
+    /// Decodes a header's kind byte.
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Broadcast,
+            2 => Self::Unicast,
+            3 => Self::SramWrite,
+            4 => Self::SramWriteAck,
+            5 => Self::MemberDown,
+            6 => Self::MemberUp,
+            7 => Self::Heartbeat,
+            _ => return None,
+        })
+    }
+}
+
+/// Header of every fabric frame: 32 bytes.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct FabricHeader {
+    /// [`FABRIC_MAGIC`].
+    pub magic: U16,
+    /// [`FABRIC_VERSION`].
+    pub version: u8,
+    /// A [`MessageKind`].
+    pub kind: u8,
+    /// Sending port.
+    pub source_port: u8,
+    /// Receiving port, or [`PORT_BROADCAST`].
+    pub target_port: u8,
+    /// Zero.
+    pub flags: U16,
+    /// Order stamp given by the fabric (see the module docs).
+    pub sequence: U64,
+    /// Bytes of payload after the header.
+    pub payload_bytes: U32,
+    /// Target SRAM offset for [`MessageKind::SramWrite`]; zero otherwise.
+    pub sram_offset: U32,
+    /// CRC-32C of header (this field zero) and payload.
+    pub checksum: U32,
+    /// Zero.
+    pub reserved: U32,
+}
+
+/// Why a byte string is not a fabric frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Fewer bytes than a header, or than the header says.
+    #[error("frame truncated: {have} bytes, need {need}")]
+    Truncated { have: usize, need: usize },
+    /// Wrong magic.
+    #[error("bad frame magic {0:#06x}")]
+    BadMagic(u16),
+    /// Unknown version.
+    #[error("unsupported frame version {0}")]
+    BadVersion(u8),
+    /// Unknown kind.
+    #[error("unknown message kind {0}")]
+    BadKind(u8),
+    /// A port number beyond the fabric.
+    #[error("port {0} out of range")]
+    BadPort(u8),
+    /// Payload longer than the fabric carries.
+    #[error("payload of {0} bytes exceeds the maximum")]
+    PayloadTooLarge(u32),
+    /// A reserved field was set.
+    #[error("reserved field set")]
+    Reserved,
+    /// Checksum mismatch.
+    #[error("frame checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum { stored: u32, computed: u32 },
+}
+
+/// A checked frame borrowed from a byte string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The header.
+    pub header: &'a FabricHeader,
+    /// Its kind, decoded.
+    pub kind: MessageKind,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+fn port_valid(port: u8, broadcast_allowed: bool) -> bool {
+    u32::from(port) < FABRIC_PORTS_MAX || (broadcast_allowed && port == PORT_BROADCAST)
+}
+
+impl FabricHeader {
+    /// Builds a header for `payload`, checksum included.
+    pub fn new(
+        kind: MessageKind,
+        source_port: u8,
+        target_port: u8,
+        sequence: u64,
+        sram_offset: u32,
+        payload: &[u8],
+    ) -> Self {
+        assert!(
+            payload.len() <= FABRIC_PAYLOAD_BYTES_MAX as usize,
+            "payload too large"
+        );
+        let mut header = Self {
+            magic: U16::new(FABRIC_MAGIC),
+            version: FABRIC_VERSION,
+            kind: kind as u8,
+            source_port,
+            target_port,
+            sequence: U64::new(sequence),
+            payload_bytes: U32::new(payload.len() as u32),
+            sram_offset: U32::new(sram_offset),
+            ..Default::default()
+        };
+        header.checksum = U32::new(header.compute_checksum(payload));
+        header
+    }
+
+    /// CRC-32C over this header (checksum as zero) and `payload`.
+    pub fn compute_checksum(&self, payload: &[u8]) -> u32 {
+        let head = crc32c_with_zeroed_field(self.as_bytes(), offset_of!(FabricHeader, checksum));
+        crc32c::crc32c_append(head, payload)
+    }
+
+    /// Bytes of the whole frame.
+    pub fn frame_bytes(&self) -> usize {
+        HEADER_BYTES + self.payload_bytes.get() as usize
+    }
+}
+
+/// Parses the frame at the start of `bytes`; returns it and the bytes after it.
+pub fn parse_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), FrameError> {
+    let (header, rest) =
+        FabricHeader::ref_from_prefix(bytes).map_err(|_| FrameError::Truncated {
+            have: bytes.len(),
+            need: HEADER_BYTES,
+        })?;
+    if header.magic.get() != FABRIC_MAGIC {
+        return Err(FrameError::BadMagic(header.magic.get()));
+    }
+    if header.version != FABRIC_VERSION {
+        return Err(FrameError::BadVersion(header.version));
+    }
+    let kind = MessageKind::from_u8(header.kind).ok_or(FrameError::BadKind(header.kind))?;
+    if !port_valid(header.source_port, false) {
+        return Err(FrameError::BadPort(header.source_port));
+    }
+    if !port_valid(header.target_port, true) {
+        return Err(FrameError::BadPort(header.target_port));
+    }
+    if header.flags.get() != 0 || header.reserved.get() != 0 {
+        return Err(FrameError::Reserved);
+    }
+    let payload_bytes = header.payload_bytes.get();
+    if payload_bytes > FABRIC_PAYLOAD_BYTES_MAX {
+        return Err(FrameError::PayloadTooLarge(payload_bytes));
+    }
+    let payload_len = payload_bytes as usize;
+    if rest.len() < payload_len {
+        return Err(FrameError::Truncated {
+            have: bytes.len(),
+            need: HEADER_BYTES + payload_len,
+        });
+    }
+    let (payload, after) = rest.split_at(payload_len);
+    let computed = header.compute_checksum(payload);
+    if computed != header.checksum.get() {
+        return Err(FrameError::Checksum {
+            stored: header.checksum.get(),
+            computed,
+        });
+    }
+    Ok((
+        Frame {
+            header,
+            kind,
+            payload,
+        },
+        after,
+    ))
+}
+
+const _: () = {
+    assert!(HEADER_BYTES == 32);
+    assert!(offset_of!(FabricHeader, sequence) == 8);
+    assert!(offset_of!(FabricHeader, payload_bytes) == 16);
+    assert!(offset_of!(FabricHeader, sram_offset) == 20);
+    assert!(offset_of!(FabricHeader, checksum) == 24);
+    assert!(FABRIC_PORTS_MAX <= PORT_BROADCAST as u32);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(kind: MessageKind, payload: &[u8]) -> Vec<u8> {
+        let header = FabricHeader::new(kind, 1, PORT_BROADCAST, 42, 0, payload);
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = frame(MessageKind::Broadcast, b"hello");
+        let (parsed, rest) = parse_frame(&bytes).unwrap();
+        assert_eq!(parsed.kind, MessageKind::Broadcast);
+        assert_eq!(parsed.payload, b"hello");
+        assert_eq!(parsed.header.sequence.get(), 42);
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn every_corruption_is_typed() {
+        let good = frame(MessageKind::Unicast, b"payload");
+        let mut bytes = good.clone();
+        bytes[0] ^= 1;
+        assert!(matches!(parse_frame(&bytes), Err(FrameError::BadMagic(_))));
+        let mut bytes = good.clone();
+        bytes[3] = 99;
+        assert_eq!(parse_frame(&bytes).unwrap_err(), FrameError::BadKind(99));
+        let mut bytes = good.clone();
+        bytes[4] = 200;
+        assert_eq!(parse_frame(&bytes).unwrap_err(), FrameError::BadPort(200));
+        let mut bytes = good.clone();
+        *bytes.last_mut().unwrap() ^= 1;
+        assert!(matches!(
+            parse_frame(&bytes),
+            Err(FrameError::Checksum { .. })
+        ));
+        assert!(matches!(
+            parse_frame(&good[..good.len() - 1]),
+            Err(FrameError::Truncated { .. })
+        ));
+        assert!(matches!(
+            parse_frame(&good[..10]),
+            Err(FrameError::Truncated { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_frame(&bytes);
+        }
+
+        #[test]
+        fn any_single_bit_flip_is_caught(payload in proptest::collection::vec(any::<u8>(), 0..64), bit in 0usize..8 * 96) {
+            let good = frame(MessageKind::SramWrite, &payload);
+            let bit = bit % (good.len() * 8);
+            let mut bytes = good.clone();
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(parse_frame(&bytes).is_err());
+        }
+    }
+}
