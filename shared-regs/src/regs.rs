@@ -18,10 +18,12 @@ pub const SRAM_WINDOW_OFFSET: u32 = 0x1_0000;
 
 /// Value of [`ID`]: ASCII "AMFL" read as a little-endian u32.
 pub const ID_VALUE: u32 = u32::from_le_bytes(*b"AMFL");
-/// Register-map version this crate describes: major in bits 31..16, minor in 15..0.
-pub const VERSION_VALUE: u32 = (1 << 16) | 0;
 /// Major version a driver must match exactly.
 pub const VERSION_MAJOR: u16 = 1;
+/// Minor version: additions a driver may ignore.
+pub const VERSION_MINOR: u16 = 0;
+/// Register-map version this crate describes: major in bits 31..16, minor in 15..0.
+pub const VERSION_VALUE: u32 = ((VERSION_MAJOR as u32) << 16) | VERSION_MINOR as u32;
 
 // ---- identity (read-only) ----
 /// Card identity, always [`ID_VALUE`].
