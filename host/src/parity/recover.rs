@@ -31,23 +31,22 @@ pub fn recover(
     lost.sort_unstable();
     let (p_index, q_index) = (data_count, data_count + 1);
     match lost[..] {
-        [] => Ok(()),
-        [x] if x == p_index || x == q_index => {
-            Ok(regenerate_parity(chunks, data_count, parity_count))
-        }
-        [x] => Ok(data_from_p(chunks, data_count, x)),
-        [x, y] if x == p_index && y == q_index => Ok(regenerate_parity(chunks, data_count, 2)),
+        [] => {}
+        [x] if x == p_index || x == q_index => regenerate_parity(chunks, data_count, parity_count),
+        [x] => data_from_p(chunks, data_count, x),
+        [x, y] if x == p_index && y == q_index => regenerate_parity(chunks, data_count, 2),
         [x, y] if y == p_index => {
             data_from_q(chunks, data_count, x);
-            Ok(regenerate_parity(chunks, data_count, 1))
+            regenerate_parity(chunks, data_count, 1);
         }
         [x, y] if y == q_index => {
             data_from_p(chunks, data_count, x);
-            Ok(regenerate_parity(chunks, data_count, 2))
+            regenerate_parity(chunks, data_count, 2);
         }
-        [x, y] => Ok(data_data(chunks, data_count, x, y)),
+        [x, y] => data_data(chunks, data_count, x, y),
         _ => unreachable!("check() bounds the lost count"),
     }
+    Ok(())
 }
 
 fn check(chunk_count: usize, parity_count: usize, lost: &[usize]) -> Result<usize, RecoverError> {
