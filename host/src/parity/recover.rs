@@ -85,7 +85,7 @@ fn regenerate_parity(chunks: &mut [&mut [u8]], data_count: usize, which: usize) 
 fn data_from_p(chunks: &mut [&mut [u8]], data_count: usize, x: usize) {
     let (head, tail) = chunks.split_at_mut(x);
     let (target, after) = tail.split_first_mut().expect("x < data_count");
-    target.copy_from_slice(&after[data_count - x - 1]);
+    target.copy_from_slice(after[data_count - x - 1]);
     for chunk in head.iter().chain(after[..data_count - x - 1].iter()) {
         reference::xor_into(target, chunk);
     }
