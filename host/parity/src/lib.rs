@@ -5,6 +5,10 @@
 //! every buffer has the same length. The entry points dispatch to the fastest kernel the
 //! CPU supports ([`kernels`]); [`reference`] is the plain scalar model every kernel is
 //! tested against.
+//!
+//! `unsafe` is allowed only in the SIMD kernels (CPU intrinsics), each block with a
+//! `// SAFETY:` comment; the rest of the crate denies it.
+#![deny(unsafe_code)]
 
 pub mod gf;
 pub mod recover;

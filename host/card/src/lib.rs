@@ -1,0 +1,2 @@
+//! amflink card interface (placeholder; filled by the card work).
+#![deny(unsafe_code)]

@@ -1,0 +1,2 @@
+//! amflink's RAID core (placeholder; filled by the RAID core work).
+#![forbid(unsafe_code)]
