@@ -6,6 +6,8 @@
 //! card trait, the driver, the sim card). This crate is the I/O shell and the CLI:
 //!
 //! * [`format`]: the on-disk member superblock;
+//! * [`create`]: `amf create`, laying superblocks on new or existing members;
+//! * [`status`]: `amf status` reports;
 //! * [`array`]: the I/O shell: members opened from files, checked against each other, and
 //!   stripes read and written through the RAID core;
 //! * [`scrub`]: offline parity verification (and repair);
@@ -19,5 +21,7 @@
 pub mod array;
 pub mod bench;
 pub mod cli;
+pub mod create;
 pub mod format;
 pub mod scrub;
+pub mod status;

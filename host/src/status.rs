@@ -1,0 +1,116 @@
+//! `amf status`: what the members' superblocks say, for people and (with `--json`) for
+//! programs. The JSON shape is documented in `docs/FORMAT.md` and kept stable.
+
+use crate::array::{Array, Health, level_number};
+use serde::Serialize;
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// Array identity.
+    pub array_uuid: String,
+    /// 5 or 6.
+    pub level: u8,
+    /// Chunk size in bytes.
+    pub chunk_bytes: u32,
+    /// Members in the array.
+    pub member_count: u32,
+    /// Start of the data area on each member.
+    pub data_offset: u64,
+    /// Bytes of the data area on each member.
+    pub member_data_bytes: u64,
+    /// Stripes.
+    pub stripes: u64,
+    /// Bytes the volume exports.
+    pub volume_bytes: u64,
+    /// Highest generation among the members.
+    pub generation: u64,
+    /// Overall health.
+    pub health: Health,
+    /// Every member slot, by index.
+    pub members: Vec<MemberReport>,
+}
+
+/// One member slot.
+#[derive(Debug, Serialize)]
+pub struct MemberReport {
+    /// Index in the layout.
+    pub index: u32,
+    /// "active", "failed", "rebuilding", "stale" or "missing".
+    pub state: &'static str,
+    /// Where it was opened from (null when missing).
+    pub path: Option<String>,
+    /// Its own generation (null when missing).
+    pub generation: Option<u64>,
+    /// Its device identity (null when missing).
+    pub member_uuid: Option<String>,
+}
+
+/// Builds the report for an opened array.
+pub fn report(array: &Array) -> StatusReport {
+    let superblock = &array.superblock;
+    let members = array
+        .slots()
+        .iter()
+        .enumerate()
+        .map(|(index, slot)| {
+            let member = array.member(index as u32);
+            MemberReport {
+                index: index as u32,
+                state: slot.name(),
+                path: member.map(|member| member.path.display().to_string()),
+                generation: member.map(|member| member.superblock.generation),
+                member_uuid: member.map(|member| uuid::Uuid::from_bytes(member.superblock.member_uuid).to_string()),
+            }
+        })
+        .collect();
+    StatusReport {
+        array_uuid: uuid::Uuid::from_bytes(superblock.array_uuid).to_string(),
+        level: level_number(superblock),
+        chunk_bytes: superblock.chunk_bytes,
+        member_count: superblock.member_count,
+        data_offset: superblock.data_offset,
+        member_data_bytes: superblock.data_bytes,
+        stripes: array.geometry.stripe_count(),
+        volume_bytes: array.geometry.volume_bytes(),
+        generation: superblock.generation,
+        health: array.health(),
+        members,
+    }
+}
+
+/// Human-readable rendering.
+pub fn render(report: &StatusReport) -> String {
+    let mut text = format!(
+        "array {}  RAID-{}  {} members  chunk {}  volume {} ({} stripes)\nhealth {:?}  generation {}  data offset {}  data per member {}\n",
+        report.array_uuid,
+        report.level,
+        report.member_count,
+        human_bytes(report.chunk_bytes.into()),
+        human_bytes(report.volume_bytes),
+        report.stripes,
+        report.health,
+        report.generation,
+        report.data_offset,
+        human_bytes(report.member_data_bytes),
+    );
+    text.push_str("  index  state       generation  path\n");
+    for member in &report.members {
+        let generation = member.generation.map_or("-".to_string(), |generation| generation.to_string());
+        let path = member.path.as_deref().unwrap_or("-");
+        text.push_str(&format!("  {:>5}  {:<10}  {:>10}  {}\n", member.index, member.state, generation, path));
+    }
+    text
+}
+
+/// `bytes` in binary units, e.g. "64 KiB", "1.5 GiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 { format!("{value} {}", UNITS[unit]) } else { format!("{value:.1} {}", UNITS[unit]) }
+}
