@@ -77,6 +77,8 @@ pub struct Created {
 
 /// Creates the array described by `spec` on `targets`.
 pub fn create(spec: &CreateSpec, targets: &Targets) -> Result<Created, CreateError> {
+    // Level, member count and chunk are checked before anything is touched on disk.
+    Geometry::new(spec.level, spec.members, spec.chunk_bytes, u64::from(spec.chunk_bytes))?;
     let paths = target_paths(spec, targets)?;
     for path in &paths {
         refuse_existing(path, spec.force)?;
