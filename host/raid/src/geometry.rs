@@ -284,6 +284,33 @@ impl Geometry {
         }
     }
 
+    /// The role's position in `amf_parity`'s chunk order: data `0..k`, then P, then Q.
+    pub(crate) fn slot(&self, role: Role) -> usize {
+        let k = self.data_chunks() as usize;
+        match role {
+            Role::Data(index) => {
+                assert!(index < self.data_chunks());
+                index as usize
+            }
+            Role::P => k,
+            Role::Q => {
+                assert_eq!(self.level, Level::Raid6, "Q exists on RAID-6 only");
+                k + 1
+            }
+        }
+    }
+
+    /// The inverse of [`Geometry::slot`].
+    pub(crate) fn role_of_slot(&self, slot: usize) -> Role {
+        let k = self.data_chunks() as usize;
+        assert!(slot < self.members as usize);
+        match slot.checked_sub(k) {
+            None => Role::Data(u32::try_from(slot).expect("below data_chunks")),
+            Some(0) => Role::P,
+            Some(_) => Role::Q,
+        }
+    }
+
     pub(crate) fn assert_stripe(&self, stripe: u64) {
         assert!(
             stripe < self.stripe_count,
