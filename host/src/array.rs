@@ -27,26 +27,51 @@ pub enum ArrayError {
     Io { path: PathBuf, source: io::Error },
     /// A member's superblock is unreadable.
     #[error("member {path}: {source}")]
-    Superblock { path: PathBuf, source: SuperblockError },
+    Superblock {
+        path: PathBuf,
+        source: SuperblockError,
+    },
     /// A member disagrees with the others.
     #[error("member {path}: field {field}: {found} but the array has {expected}")]
-    Disagree { path: PathBuf, field: &'static str, expected: String, found: String },
+    Disagree {
+        path: PathBuf,
+        field: &'static str,
+        expected: String,
+        found: String,
+    },
     /// Two members claim the same index.
     #[error("member {path}: field member_index: {index} is also claimed by {other}")]
-    DuplicateIndex { path: PathBuf, index: u32, other: PathBuf },
+    DuplicateIndex {
+        path: PathBuf,
+        index: u32,
+        other: PathBuf,
+    },
     /// Nothing to open.
     #[error("{path}: no member files found (expected {MEMBER_FILE_PREFIX}NN{MEMBER_FILE_SUFFIX})")]
     NoMembers { path: PathBuf },
     /// The superblocks describe an impossible geometry.
     #[error("member {path}: {source}")]
-    Geometry { path: PathBuf, source: GeometryError },
+    Geometry {
+        path: PathBuf,
+        source: GeometryError,
+    },
     /// More members missing or failed than the level's parity covers.
-    #[error("array unavailable: {unavailable} of {members} members missing or failed, RAID-{level} survives {parity}")]
-    Unavailable { unavailable: u32, members: u32, level: u8, parity: u32 },
+    #[error(
+        "array unavailable: {unavailable} of {members} members missing or failed, RAID-{level} survives {parity}"
+    )]
+    Unavailable {
+        unavailable: u32,
+        members: u32,
+        level: u8,
+        parity: u32,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ArrayError + '_ {
-    move |source| ArrayError::Io { path: path.to_path_buf(), source }
+    move |source| ArrayError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Expands the command line's DIR|FILE arguments into member paths.
@@ -56,7 +81,9 @@ pub fn member_paths(arguments: &[PathBuf]) -> Result<Vec<PathBuf>, ArrayError> {
         if argument.is_dir() {
             let found = member_files_in(argument)?;
             if found.is_empty() {
-                return Err(ArrayError::NoMembers { path: argument.clone() });
+                return Err(ArrayError::NoMembers {
+                    path: argument.clone(),
+                });
             }
             paths.extend(found);
         } else {
@@ -83,7 +110,9 @@ pub fn member_files_in(directory: &Path) -> Result<Vec<PathBuf>, ArrayError> {
 
 /// Path of member `index` inside `directory`.
 pub fn member_file_name(directory: &Path, index: u32) -> PathBuf {
-    directory.join(format!("{MEMBER_FILE_PREFIX}{index:02}{MEMBER_FILE_SUFFIX}"))
+    directory.join(format!(
+        "{MEMBER_FILE_PREFIX}{index:02}{MEMBER_FILE_SUFFIX}"
+    ))
 }
 
 /// One opened member device.
@@ -99,23 +128,35 @@ pub struct Member {
 impl Member {
     /// Opens `path` read-write (or read-only) and reads its superblock.
     pub fn open(path: &Path, writable: bool) -> Result<Member, ArrayError> {
-        let file = OpenOptions::new().read(true).write(writable).open(path).map_err(io_error(path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(io_error(path))?;
         let superblock = read_superblock(&file, path)?;
-        Ok(Member { path: path.to_path_buf(), superblock, file })
+        Ok(Member {
+            path: path.to_path_buf(),
+            superblock,
+            file,
+        })
     }
 
     /// Reads `buffer.len()` bytes at `offset` of the data area.
     pub fn read_data(&self, offset: u64, buffer: &mut [u8]) -> Result<(), ArrayError> {
         self.check_range(offset, buffer.len())?;
         let position = self.superblock.data_offset + offset;
-        self.file.read_exact_at(buffer, position).map_err(io_error(&self.path))
+        self.file
+            .read_exact_at(buffer, position)
+            .map_err(io_error(&self.path))
     }
 
     /// Writes `bytes` at `offset` of the data area.
     pub fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<(), ArrayError> {
         self.check_range(offset, bytes.len())?;
         let position = self.superblock.data_offset + offset;
-        self.file.write_all_at(bytes, position).map_err(io_error(&self.path))
+        self.file
+            .write_all_at(bytes, position)
+            .map_err(io_error(&self.path))
     }
 
     /// Makes written data durable.
@@ -126,8 +167,14 @@ impl Member {
     fn check_range(&self, offset: u64, length: usize) -> Result<(), ArrayError> {
         let end = offset.checked_add(length as u64);
         if end.is_none_or(|end| end > self.superblock.data_bytes) {
-            let message = format!("access {offset}+{length} beyond the data area of {} bytes", self.superblock.data_bytes);
-            return Err(ArrayError::Io { path: self.path.clone(), source: io::Error::new(io::ErrorKind::InvalidInput, message) });
+            let message = format!(
+                "access {offset}+{length} beyond the data area of {} bytes",
+                self.superblock.data_bytes
+            );
+            return Err(ArrayError::Io {
+                path: self.path.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, message),
+            });
         }
         Ok(())
     }
@@ -137,7 +184,10 @@ impl Member {
 pub fn read_superblock(file: &File, path: &Path) -> Result<Superblock, ArrayError> {
     let mut bytes = vec![0u8; SUPERBLOCK_BYTES as usize];
     let read = read_up_to(file, &mut bytes).map_err(io_error(path))?;
-    Superblock::decode(&bytes[..read]).map_err(|source| ArrayError::Superblock { path: path.to_path_buf(), source })
+    Superblock::decode(&bytes[..read]).map_err(|source| ArrayError::Superblock {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn read_up_to(file: &File, buffer: &mut [u8]) -> io::Result<usize> {
@@ -152,8 +202,13 @@ fn read_up_to(file: &File, buffer: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Writes `superblock` at the start of `file` and makes it durable.
-pub fn write_superblock(file: &File, path: &Path, superblock: &Superblock) -> Result<(), ArrayError> {
-    file.write_all_at(&superblock.encode(), 0).map_err(io_error(path))?;
+pub fn write_superblock(
+    file: &File,
+    path: &Path,
+    superblock: &Superblock,
+) -> Result<(), ArrayError> {
+    file.write_all_at(&superblock.encode(), 0)
+        .map_err(io_error(path))?;
     file.sync_data().map_err(io_error(path))
 }
 
@@ -212,17 +267,33 @@ impl Array {
     /// slot's state. An array with too many unusable members still opens (so `status` can
     /// show it); I/O paths call [`Array::check_available`].
     pub fn open(paths: &[PathBuf], writable: bool) -> Result<Array, ArrayError> {
-        let opened = paths.iter().map(|path| Member::open(path, writable)).collect::<Result<Vec<_>, _>>()?;
-        let first = opened.first().ok_or_else(|| ArrayError::NoMembers { path: PathBuf::from(".") })?;
-        let newest = opened.iter().max_by_key(|member| member.superblock.generation).unwrap_or(first);
+        let opened = paths
+            .iter()
+            .map(|path| Member::open(path, writable))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = opened.first().ok_or_else(|| ArrayError::NoMembers {
+            path: PathBuf::from("."),
+        })?;
+        let newest = opened
+            .iter()
+            .max_by_key(|member| member.superblock.generation)
+            .unwrap_or(first);
         let superblock = newest.superblock.clone();
-        let geometry = geometry_of(&superblock).map_err(|source| ArrayError::Geometry { path: newest.path.clone(), source })?;
+        let geometry = geometry_of(&superblock).map_err(|source| ArrayError::Geometry {
+            path: newest.path.clone(),
+            source,
+        })?;
         for member in &opened {
             check_agrees(&superblock, member)?;
         }
         let members = place_by_index(opened, superblock.member_count)?;
         let slots = slot_states(&superblock, &members);
-        Ok(Array { geometry, superblock, members, slots })
+        Ok(Array {
+            geometry,
+            superblock,
+            members,
+            slots,
+        })
     }
 
     /// State of every slot, by member index.
@@ -239,25 +310,30 @@ impl Array {
     pub fn health(&self) -> Health {
         match self.unusable_members().len() {
             0 => Health::Clean,
-            count if count <= self.geometry.level().parity_count() as usize => Health::Degraded,
+            count if count <= self.geometry.parity_count() as usize => Health::Degraded,
             _ => Health::Failed,
         }
     }
 
     /// Indices whose contents cannot be trusted (missing, stale, failed or rebuilding).
     pub fn unusable_members(&self) -> Vec<u32> {
-        (0..self.superblock.member_count).filter(|&index| !self.slots[index as usize].is_usable()).collect()
+        (0..self.superblock.member_count)
+            .filter(|&index| !self.slots[index as usize].is_usable())
+            .collect()
     }
 
     /// The member at `index` when its contents can be trusted.
     pub fn usable_member(&self, index: u32) -> Option<&Member> {
-        self.slots[index as usize].is_usable().then(|| self.member(index)).flatten()
+        self.slots[index as usize]
+            .is_usable()
+            .then(|| self.member(index))
+            .flatten()
     }
 
     /// Fails when more members are unusable than the level's parity covers.
     pub fn check_available(&self) -> Result<(), ArrayError> {
         let unavailable = self.unusable_members().len() as u32;
-        let parity = self.geometry.level().parity_count() as u32;
+        let parity = self.geometry.level().parity_count();
         if unavailable > parity {
             return Err(ArrayError::Unavailable {
                 unavailable,
@@ -280,7 +356,12 @@ pub fn level_number(superblock: &Superblock) -> u8 {
 
 /// The geometry a superblock describes.
 pub fn geometry_of(superblock: &Superblock) -> Result<Geometry, GeometryError> {
-    Geometry::new(superblock.level, superblock.member_count, superblock.chunk_bytes, superblock.data_bytes)
+    Geometry::new(
+        superblock.level,
+        superblock.member_count,
+        superblock.chunk_bytes,
+        superblock.data_bytes,
+    )
 }
 
 fn check_agrees(reference: &Superblock, member: &Member) -> Result<(), ArrayError> {
@@ -293,30 +374,60 @@ fn check_agrees(reference: &Superblock, member: &Member) -> Result<(), ArrayErro
     };
     if found.array_uuid != reference.array_uuid {
         let show = |uuid: [u8; 16]| uuid::Uuid::from_bytes(uuid).to_string();
-        return Err(disagree("array_uuid", show(reference.array_uuid), format!("{} (a member of another array)", show(found.array_uuid))));
+        return Err(disagree(
+            "array_uuid",
+            show(reference.array_uuid),
+            format!("{} (a member of another array)", show(found.array_uuid)),
+        ));
     }
     let fields: [(&'static str, u64, u64); 5] = [
-        ("level", level_number(reference).into(), level_number(found).into()),
-        ("member_count", reference.member_count.into(), found.member_count.into()),
-        ("chunk_bytes", reference.chunk_bytes.into(), found.chunk_bytes.into()),
+        (
+            "level",
+            level_number(reference).into(),
+            level_number(found).into(),
+        ),
+        (
+            "member_count",
+            reference.member_count.into(),
+            found.member_count.into(),
+        ),
+        (
+            "chunk_bytes",
+            reference.chunk_bytes.into(),
+            found.chunk_bytes.into(),
+        ),
         ("data_offset", reference.data_offset, found.data_offset),
         ("data_bytes", reference.data_bytes, found.data_bytes),
     ];
-    if let Some((field, expected, value)) = fields.into_iter().find(|(_, expected, value)| expected != value) {
+    if let Some((field, expected, value)) = fields
+        .into_iter()
+        .find(|(_, expected, value)| expected != value)
+    {
         return Err(disagree(field, expected.to_string(), value.to_string()));
     }
     if found.generation == reference.generation && found.member_states != reference.member_states {
-        return Err(disagree("member_states", format!("{:?}", reference.member_states), format!("{:?}", found.member_states)));
+        return Err(disagree(
+            "member_states",
+            format!("{:?}", reference.member_states),
+            format!("{:?}", found.member_states),
+        ));
     }
     Ok(())
 }
 
-fn place_by_index(opened: Vec<Member>, member_count: u32) -> Result<Vec<Option<Member>>, ArrayError> {
+fn place_by_index(
+    opened: Vec<Member>,
+    member_count: u32,
+) -> Result<Vec<Option<Member>>, ArrayError> {
     let mut members: Vec<Option<Member>> = (0..member_count).map(|_| None).collect();
     for member in opened {
         let index = member.superblock.member_index;
         if let Some(other) = &members[index as usize] {
-            return Err(ArrayError::DuplicateIndex { path: member.path.clone(), index, other: other.path.clone() });
+            return Err(ArrayError::DuplicateIndex {
+                path: member.path.clone(),
+                index,
+                other: other.path.clone(),
+            });
         }
         members[index as usize] = Some(member);
     }
@@ -329,7 +440,12 @@ fn slot_states(reference: &Superblock, members: &[Option<Member>]) -> Vec<SlotSt
         .zip(&reference.member_states)
         .map(|(member, &recorded)| match member {
             None => SlotState::Missing,
-            Some(member) if member.superblock.generation < reference.generation && recorded == MemberState::Active => SlotState::Stale,
+            Some(member)
+                if member.superblock.generation < reference.generation
+                    && recorded == MemberState::Active =>
+            {
+                SlotState::Stale
+            }
             Some(_) => SlotState::Present(recorded),
         })
         .collect()

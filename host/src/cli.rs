@@ -122,8 +122,12 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AMF_LOG").unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("AMF_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// The error and its causes, joined on one line.
@@ -155,9 +159,12 @@ fn run_create(args: CreateArgs) -> CliResult {
         LevelArg::Raid5 => Level::Raid5,
         LevelArg::Raid6 => Level::Raid6,
     };
-    let chunk_bytes = u32::try_from(args.chunk).map_err(|_| format!("--chunk {} is too large", args.chunk))?;
+    let chunk_bytes =
+        u32::try_from(args.chunk).map_err(|_| format!("--chunk {} is too large", args.chunk))?;
     let targets = match &args.targets[..] {
-        [single] if single.is_dir() || (!single.exists() && args.members > 1) => Targets::Directory(single.clone()),
+        [single] if single.is_dir() || (!single.exists() && args.members > 1) => {
+            Targets::Directory(single.clone())
+        }
         devices => Targets::Devices(devices.to_vec()),
     };
     let spec = CreateSpec {
@@ -167,7 +174,9 @@ fn run_create(args: CreateArgs) -> CliResult {
         member_bytes: args.size,
         force: args.force,
         array_uuid: *uuid::Uuid::new_v4().as_bytes(),
-        created_unix_seconds: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        created_unix_seconds: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     };
     let created = create(&spec, &targets)?;
     if created.needs_parity_sync {
@@ -175,7 +184,12 @@ fn run_create(args: CreateArgs) -> CliResult {
         scrub::run(&array, scrub::Mode::Repair, scrub::progress_bar(&array))?;
     }
     let volume = status::human_bytes(created.geometry.volume_bytes());
-    println!("created RAID-{} of {} members, chunk {}, volume {volume}:", level_digit(level), spec.members, status::human_bytes(chunk_bytes.into()));
+    println!(
+        "created RAID-{} of {} members, chunk {}, volume {volume}:",
+        level_digit(level),
+        spec.members,
+        status::human_bytes(chunk_bytes.into())
+    );
     for path in &created.paths {
         println!("  {}", path.display());
     }
@@ -208,8 +222,16 @@ fn run_status(args: StatusArgs) -> CliResult {
 fn run_scrub(args: ScrubArgs) -> CliResult {
     let array = open_array(&args.members, args.repair)?;
     array.check_available()?;
-    let mode = if args.repair { scrub::Mode::Repair } else { scrub::Mode::Check };
-    let progress = if args.json { indicatif::ProgressBar::hidden() } else { scrub::progress_bar(&array) };
+    let mode = if args.repair {
+        scrub::Mode::Repair
+    } else {
+        scrub::Mode::Check
+    };
+    let progress = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        scrub::progress_bar(&array)
+    };
     let report = scrub::run(&array, mode, progress)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -217,11 +239,18 @@ fn run_scrub(args: ScrubArgs) -> CliResult {
         print!("{}", scrub::render(&report));
     }
     let clean = report.mismatches.is_empty();
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn run_bench_parity(json: bool, memory_bytes: u64) -> CliResult {
-    let options = bench::ParityBenchOptions { memory_bytes, ..Default::default() };
+    let options = bench::ParityBenchOptions {
+        memory_bytes,
+        ..Default::default()
+    };
     let report = bench::run_parity(&options);
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -235,21 +264,34 @@ fn run_bench_parity(json: bool, memory_bytes: u64) -> CliResult {
 /// KB: all powers of 1024, as mdadm reads them).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
-    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
     let (digits, suffix) = trimmed.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| format!("'{text}' is not a size (e.g. 64K, 256M, 1G)"))?;
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 64K, 256M, 1G)"))?;
     let shift = match suffix.to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
-        _ => return Err(format!("'{text}': unknown size suffix '{suffix}' (use K, M, G or T)")),
+        _ => {
+            return Err(format!(
+                "'{text}': unknown size suffix '{suffix}' (use K, M, G or T)"
+            ));
+        }
     };
-    number.checked_mul(1u64 << shift).ok_or_else(|| format!("'{text}' is too large"))
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
-const _: () = assert!(CHUNK_BYTES_DEFAULT == 64 * 1024, "the --chunk default above says 64K");
+const _: () = assert!(
+    CHUNK_BYTES_DEFAULT == 64 * 1024,
+    "the --chunk default above says 64K"
+);
 
 #[cfg(test)]
 mod tests {

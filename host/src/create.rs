@@ -4,7 +4,9 @@
 //! consistent at once (P and Q of zeros are zeros). Block devices cannot be cleared
 //! cheaply, so the caller runs a parity repair pass over them after creation.
 
-use crate::array::{ArrayError, member_file_name, member_files_in, read_superblock, write_superblock};
+use crate::array::{
+    ArrayError, member_file_name, member_files_in, read_superblock, write_superblock,
+};
 use crate::format::{MemberState, Superblock, SuperblockError};
 use amf_raid::{Geometry, GeometryError, Level};
 use shared_regs::limits::DATA_OFFSET_BYTES_DEFAULT;
@@ -57,7 +59,11 @@ pub enum CreateError {
     DeviceCount { members: u32, devices: usize },
     /// A member too small for the data offset plus one chunk.
     #[error("{path}: {bytes} bytes is too small: a member needs at least {needed} bytes")]
-    TooSmall { path: PathBuf, bytes: u64, needed: u64 },
+    TooSmall {
+        path: PathBuf,
+        bytes: u64,
+        needed: u64,
+    },
     /// No size known for a new file.
     #[error("{path}: new member file needs --size")]
     SizeNeeded { path: PathBuf },
@@ -78,47 +84,66 @@ pub struct Created {
 /// Creates the array described by `spec` on `targets`.
 pub fn create(spec: &CreateSpec, targets: &Targets) -> Result<Created, CreateError> {
     // Level, member count and chunk are checked before anything is touched on disk.
-    Geometry::new(spec.level, spec.members, spec.chunk_bytes, u64::from(spec.chunk_bytes))?;
+    Geometry::new(
+        spec.level,
+        spec.members,
+        spec.chunk_bytes,
+        u64::from(spec.chunk_bytes),
+    )?;
     let paths = target_paths(spec, targets)?;
     for path in &paths {
         refuse_existing(path, spec.force)?;
     }
-    let mut files = Vec::with_capacity(paths.len());
-    let mut needs_parity_sync = false;
-    for path in &paths {
-        let (file, bytes, is_block) = prepare_device(path, spec.member_bytes)?;
-        needs_parity_sync |= is_block;
-        files.push((file, bytes));
-    }
-    let member_bytes = files.iter().map(|(_, bytes)| *bytes).min().unwrap_or(0);
+    let sizes = paths
+        .iter()
+        .map(|path| device_size(path, spec.member_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let member_bytes = sizes.iter().map(|size| size.bytes).min().unwrap_or(0);
     let data_bytes = data_bytes_for(member_bytes, spec.chunk_bytes, &paths[0])?;
     let geometry = Geometry::new(spec.level, spec.members, spec.chunk_bytes, data_bytes)?;
-    for (index, (path, (file, _))) in paths.iter().zip(&files).enumerate() {
-        let superblock = superblock_for(spec, index as u32, data_bytes);
-        write_superblock(file, path, &superblock)?;
+    // Every check has passed: only now is anything written.
+    for (index, (path, size)) in paths.iter().zip(&sizes).enumerate() {
+        let file = prepare_device(path, size)?;
+        write_superblock(&file, path, &superblock_for(spec, index as u32, data_bytes))?;
     }
-    Ok(Created { paths, geometry, needs_parity_sync })
+    let needs_parity_sync = sizes.iter().any(|size| size.is_block_device);
+    Ok(Created {
+        paths,
+        geometry,
+        needs_parity_sync,
+    })
 }
 
 fn target_paths(spec: &CreateSpec, targets: &Targets) -> Result<Vec<PathBuf>, CreateError> {
     match targets {
         Targets::Directory(directory) => {
-            let io = |source| ArrayError::Io { path: directory.clone(), source };
+            let io = |source| ArrayError::Io {
+                path: directory.clone(),
+                source,
+            };
             std::fs::create_dir_all(directory).map_err(io)?;
-            let wanted: Vec<PathBuf> = (0..spec.members).map(|index| member_file_name(directory, index)).collect();
+            let wanted: Vec<PathBuf> = (0..spec.members)
+                .map(|index| member_file_name(directory, index))
+                .collect();
             for existing in member_files_in(directory)? {
                 if !spec.force {
                     return Err(existing_error(&existing));
                 }
                 if !wanted.contains(&existing) {
                     // A leftover member of the old, wider array would be picked up by `DIR`.
-                    std::fs::remove_file(&existing).map_err(|source| ArrayError::Io { path: existing.clone(), source })?;
+                    std::fs::remove_file(&existing).map_err(|source| ArrayError::Io {
+                        path: existing.clone(),
+                        source,
+                    })?;
                 }
             }
             Ok(wanted)
         }
         Targets::Devices(devices) if devices.len() != spec.members as usize => {
-            Err(CreateError::DeviceCount { members: spec.members, devices: devices.len() })
+            Err(CreateError::DeviceCount {
+                members: spec.members,
+                devices: devices.len(),
+            })
         }
         Targets::Devices(devices) => Ok(devices.clone()),
     }
@@ -128,54 +153,112 @@ fn existing_error(path: &Path) -> CreateError {
     let array_uuid = File::open(path)
         .ok()
         .and_then(|file| read_superblock(&file, path).ok())
-        .map_or_else(|| "unknown (unreadable superblock)".to_string(), |sb| uuid::Uuid::from_bytes(sb.array_uuid).to_string());
-    CreateError::Exists { path: path.to_path_buf(), array_uuid }
+        .map_or_else(
+            || "unknown (unreadable superblock)".to_string(),
+            |sb| uuid::Uuid::from_bytes(sb.array_uuid).to_string(),
+        );
+    CreateError::Exists {
+        path: path.to_path_buf(),
+        array_uuid,
+    }
 }
 
 /// Refuses a device that already carries an amflink superblock (even a corrupt one,
 /// recognised by its magic), unless `force`.
 fn refuse_existing(path: &Path, force: bool) -> Result<(), CreateError> {
-    let Ok(file) = File::open(path) else { return Ok(()) };
+    let Ok(file) = File::open(path) else {
+        return Ok(());
+    };
     match read_superblock(&file, path) {
-        Err(ArrayError::Superblock { source: SuperblockError::Foreign { .. } | SuperblockError::Truncated { .. }, .. }) => Ok(()),
+        Err(ArrayError::Superblock {
+            source: SuperblockError::Foreign { .. } | SuperblockError::Truncated { .. },
+            ..
+        }) => Ok(()),
         Err(ArrayError::Io { .. }) => Ok(()),
         _ if force => Ok(()),
         _ => Err(existing_error(path)),
     }
 }
 
-/// Opens (creating if needed) and sizes one device; regular files are zero-filled.
-fn prepare_device(path: &Path, member_bytes: Option<u64>) -> Result<(File, u64, bool), CreateError> {
-    let io = |source| ArrayError::Io { path: path.to_path_buf(), source };
-    let is_block = std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_block_device());
-    let file = OpenOptions::new().read(true).write(true).create(!is_block).truncate(false).open(path).map_err(io)?;
-    if is_block {
-        let bytes = device_bytes(&file).map_err(io)?;
-        return Ok((file, member_bytes.map_or(bytes, |wanted| wanted.min(bytes)), true));
-    }
-    let existing = file.metadata().map_err(io)?.len();
-    let bytes = match member_bytes {
-        Some(bytes) => bytes,
-        None if existing > 0 => existing,
-        None => return Err(CreateError::SizeNeeded { path: path.to_path_buf() }),
-    };
-    // Truncating to zero first drops old contents, so the data area reads as zeros.
-    file.set_len(0).map_err(io)?;
-    file.set_len(bytes).map_err(io)?;
-    Ok((file, bytes, false))
+/// The size a member device will have, found without changing anything.
+#[derive(Clone, Copy, Debug)]
+struct DeviceSize {
+    bytes: u64,
+    is_block_device: bool,
 }
 
-fn device_bytes(file: &File) -> std::io::Result<u64> {
+fn device_size(path: &Path, member_bytes: Option<u64>) -> Result<DeviceSize, CreateError> {
+    let io = |source| ArrayError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => Some(metadata),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(io(error).into()),
+    };
+    if metadata
+        .as_ref()
+        .is_some_and(|meta| meta.file_type().is_block_device())
+    {
+        let device_bytes = block_device_bytes(path).map_err(io)?;
+        let bytes = member_bytes.map_or(device_bytes, |wanted| wanted.min(device_bytes));
+        return Ok(DeviceSize {
+            bytes,
+            is_block_device: true,
+        });
+    }
+    let existing = metadata.map_or(0, |meta| meta.len());
+    match member_bytes {
+        Some(bytes) => Ok(DeviceSize {
+            bytes,
+            is_block_device: false,
+        }),
+        None if existing > 0 => Ok(DeviceSize {
+            bytes: existing,
+            is_block_device: false,
+        }),
+        None => Err(CreateError::SizeNeeded {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+fn block_device_bytes(path: &Path) -> std::io::Result<u64> {
     use std::io::{Seek, SeekFrom};
-    let mut file = file;
-    file.seek(SeekFrom::End(0))
+    File::open(path)?.seek(SeekFrom::End(0))
+}
+
+/// Opens (creating if needed) one device at its size; regular files are zero-filled.
+fn prepare_device(path: &Path, size: &DeviceSize) -> Result<File, CreateError> {
+    let io = |source| ArrayError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(!size.is_block_device)
+        .truncate(false)
+        .open(path)
+        .map_err(io)?;
+    if !size.is_block_device {
+        // Truncating to zero first drops old contents, so the data area reads as zeros.
+        file.set_len(0).map_err(io)?;
+        file.set_len(size.bytes).map_err(io)?;
+    }
+    Ok(file)
 }
 
 fn data_bytes_for(member_bytes: u64, chunk_bytes: u32, path: &Path) -> Result<u64, CreateError> {
     let chunk = u64::from(chunk_bytes.max(1));
     let needed = DATA_OFFSET_BYTES_DEFAULT + chunk;
     if member_bytes < needed {
-        return Err(CreateError::TooSmall { path: path.to_path_buf(), bytes: member_bytes, needed });
+        return Err(CreateError::TooSmall {
+            path: path.to_path_buf(),
+            bytes: member_bytes,
+            needed,
+        });
     }
     Ok((member_bytes - DATA_OFFSET_BYTES_DEFAULT) / chunk * chunk)
 }

@@ -9,11 +9,9 @@
 
 use amf_raid::Level;
 use core::mem::{offset_of, size_of};
-use shared_regs::limits::{
-    CHUNK_BYTES_MAX, CHUNK_BYTES_MIN, MEMBERS_MAX, SUPERBLOCK_BYTES,
-};
+use shared_regs::limits::{CHUNK_BYTES_MAX, CHUNK_BYTES_MIN, MEMBERS_MAX, SUPERBLOCK_BYTES};
 use zerocopy::little_endian::{U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// First eight bytes of every member.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"AMFLINK\0";
@@ -89,7 +87,7 @@ pub struct RawSuperblock {
     /// State of members `0..member_count` (a [`MemberState`] each); zero beyond.
     pub member_states: [u8; 32],
     /// Zero.
-    pub reserved1: [u8; 3964],
+    pub reserved1: [u8; 3972],
     /// CRC-32C of all 4096 bytes with this field as zero.
     pub checksum: U32,
 }
@@ -153,11 +151,19 @@ pub enum SuperblockError {
     Checksum { stored: u32, computed: u32 },
     /// A field out of its range.
     #[error("field {field}: {value} {reason}")]
-    BadField { field: &'static str, value: u64, reason: &'static str },
+    BadField {
+        field: &'static str,
+        value: u64,
+        reason: &'static str,
+    },
 }
 
 fn bad(field: &'static str, value: u64, reason: &'static str) -> SuperblockError {
-    SuperblockError::BadField { field, value, reason }
+    SuperblockError::BadField {
+        field,
+        value,
+        reason,
+    }
 }
 
 impl Superblock {
@@ -199,10 +205,15 @@ impl Superblock {
         }
         let computed = checksum(raw);
         if computed != raw.checksum.get() {
-            return Err(SuperblockError::Checksum { stored: raw.checksum.get(), computed });
+            return Err(SuperblockError::Checksum {
+                stored: raw.checksum.get(),
+                computed,
+            });
         }
         if raw.format_version.get() != FORMAT_VERSION {
-            return Err(SuperblockError::UnsupportedVersion { found: raw.format_version.get() });
+            return Err(SuperblockError::UnsupportedVersion {
+                found: raw.format_version.get(),
+            });
         }
         check_fields(raw)
     }
@@ -210,7 +221,11 @@ impl Superblock {
 
 fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
     if raw.superblock_bytes.get() != SUPERBLOCK_BYTES {
-        return Err(bad("superblock_bytes", raw.superblock_bytes.get().into(), "is not 4096"));
+        return Err(bad(
+            "superblock_bytes",
+            raw.superblock_bytes.get().into(),
+            "is not 4096",
+        ));
     }
     let level = match raw.level {
         5 => Level::Raid5,
@@ -219,23 +234,44 @@ fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
     };
     let member_count = u32::from(raw.member_count);
     if member_count < level.members_min() || member_count > MEMBERS_MAX {
-        return Err(bad("member_count", member_count.into(), "is out of range for the level"));
+        return Err(bad(
+            "member_count",
+            member_count.into(),
+            "is out of range for the level",
+        ));
     }
     let member_index = u32::from(raw.member_index);
     if member_index >= member_count {
-        return Err(bad("member_index", member_index.into(), "is not below member_count"));
+        return Err(bad(
+            "member_index",
+            member_index.into(),
+            "is not below member_count",
+        ));
     }
     let chunk_bytes = raw.chunk_bytes.get();
-    if !chunk_bytes.is_power_of_two() || !(CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX).contains(&chunk_bytes) {
-        return Err(bad("chunk_bytes", chunk_bytes.into(), "is not a power of two in 4 KiB..=1 MiB"));
+    if !chunk_bytes.is_power_of_two() || !(CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX).contains(&chunk_bytes)
+    {
+        return Err(bad(
+            "chunk_bytes",
+            chunk_bytes.into(),
+            "is not a power of two in 4 KiB..=1 MiB",
+        ));
     }
     let data_offset = raw.data_offset.get();
     if data_offset < u64::from(SUPERBLOCK_BYTES) || data_offset % u64::from(CHUNK_BYTES_MIN) != 0 {
-        return Err(bad("data_offset", data_offset, "is inside the superblock or not 4 KiB aligned"));
+        return Err(bad(
+            "data_offset",
+            data_offset,
+            "is inside the superblock or not 4 KiB aligned",
+        ));
     }
     let data_bytes = raw.data_bytes.get();
     if data_bytes == 0 || data_bytes % u64::from(chunk_bytes) != 0 {
-        return Err(bad("data_bytes", data_bytes, "is zero or not a whole number of chunks"));
+        return Err(bad(
+            "data_bytes",
+            data_bytes,
+            "is zero or not a whole number of chunks",
+        ));
     }
     let member_states = decode_states(raw, member_count)?;
     Ok(Superblock {
@@ -253,13 +289,26 @@ fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
     })
 }
 
-fn decode_states(raw: &RawSuperblock, member_count: u32) -> Result<Vec<MemberState>, SuperblockError> {
+fn decode_states(
+    raw: &RawSuperblock,
+    member_count: u32,
+) -> Result<Vec<MemberState>, SuperblockError> {
     let (used, unused) = raw.member_states.split_at(member_count as usize);
     if let Some(&byte) = unused.iter().find(|&&byte| byte != 0) {
-        return Err(bad("member_states", byte.into(), "is set beyond member_count"));
+        return Err(bad(
+            "member_states",
+            byte.into(),
+            "is set beyond member_count",
+        ));
     }
     used.iter()
-        .map(|&byte| MemberState::from_u8(byte).ok_or(bad("member_states", byte.into(), "is not a member state")))
+        .map(|&byte| {
+            MemberState::from_u8(byte).ok_or(bad(
+                "member_states",
+                byte.into(),
+                "is not a member state",
+            ))
+        })
         .collect()
 }
 
@@ -307,14 +356,23 @@ mod tests {
         for index in 0..good.len() {
             let mut bytes = good.clone();
             bytes[index] ^= 0x40;
-            assert!(Superblock::decode(&bytes).is_err(), "flip at byte {index} went unnoticed");
+            assert!(
+                Superblock::decode(&bytes).is_err(),
+                "flip at byte {index} went unnoticed"
+            );
         }
     }
 
     #[test]
     fn foreign_and_truncated_are_named() {
-        assert!(matches!(Superblock::decode(&[0u8; 4096]), Err(SuperblockError::Foreign { .. })));
-        assert_eq!(Superblock::decode(&[0u8; 100]), Err(SuperblockError::Truncated { have: 100 }));
+        assert!(matches!(
+            Superblock::decode(&[0u8; 4096]),
+            Err(SuperblockError::Foreign { .. })
+        ));
+        assert_eq!(
+            Superblock::decode(&[0u8; 100]),
+            Err(SuperblockError::Truncated { have: 100 })
+        );
     }
 
     #[test]
@@ -323,15 +381,27 @@ mod tests {
         raw.level = 4;
         raw.checksum = U32::new(checksum(&raw));
         let error = Superblock::decode(raw.as_bytes()).unwrap_err();
-        assert!(matches!(error, SuperblockError::BadField { field: "level", .. }), "{error}");
+        assert!(
+            matches!(error, SuperblockError::BadField { field: "level", .. }),
+            "{error}"
+        );
         let mut raw = RawSuperblock::read_from_bytes(&sample().encode()).unwrap();
         raw.member_index = 6;
         raw.checksum = U32::new(checksum(&raw));
-        assert!(matches!(Superblock::decode(raw.as_bytes()), Err(SuperblockError::BadField { field: "member_index", .. })));
+        assert!(matches!(
+            Superblock::decode(raw.as_bytes()),
+            Err(SuperblockError::BadField {
+                field: "member_index",
+                ..
+            })
+        ));
         let mut raw = RawSuperblock::read_from_bytes(&sample().encode()).unwrap();
         raw.format_version = U32::new(2);
         raw.checksum = U32::new(checksum(&raw));
-        assert_eq!(Superblock::decode(raw.as_bytes()), Err(SuperblockError::UnsupportedVersion { found: 2 }));
+        assert_eq!(
+            Superblock::decode(raw.as_bytes()),
+            Err(SuperblockError::UnsupportedVersion { found: 2 })
+        );
     }
 
     proptest! {

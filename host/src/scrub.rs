@@ -6,7 +6,7 @@
 //! against the other); a stripe with no redundancy left is counted as not checked.
 
 use crate::array::{Array, ArrayError};
-use amf_raid::{Geometry, Role, StripeCheck, check_stripe};
+use amf_raid::{Columns, Geometry, MemberSet, ParityCheck, Role};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -54,9 +54,11 @@ pub struct ScrubReport {
 /// A progress bar over the array's stripes, drawn on a terminal only.
 pub fn progress_bar(array: &Array) -> ProgressBar {
     let bar = ProgressBar::new(array.geometry.stripe_count());
-    let style = ProgressStyle::with_template("{prefix} [{bar:40}] {percent:>3}% {pos}/{len} stripes {per_sec} eta {eta}")
-        .map(|style| style.progress_chars("=> "))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template(
+        "{prefix} [{bar:40}] {percent:>3}% {pos}/{len} stripes {per_sec} eta {eta}",
+    )
+    .map(|style| style.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_prefix("scrub");
     bar
@@ -66,60 +68,106 @@ pub fn progress_bar(array: &Array) -> ProgressBar {
 pub fn run(array: &Array, mode: Mode, progress: ProgressBar) -> Result<ScrubReport, ArrayError> {
     array.check_available()?;
     let geometry = array.geometry;
+    let unusable: MemberSet = array.unusable_members().into_iter().collect();
+    // With every parity's worth of members gone, nothing is left to check against.
+    let checkable = unusable.count() < geometry.parity_count();
     let chunk_bytes = geometry.chunk_bytes() as usize;
-    let mut chunks: Vec<Vec<u8>> = (0..geometry.members()).map(|_| vec![0u8; chunk_bytes]).collect();
-    let mut report = ScrubReport { stripes: geometry.stripe_count(), stripes_checked: 0, mismatches: Vec::new(), repaired: false };
+    let mut chunks: Vec<Vec<u8>> = (0..geometry.members())
+        .map(|_| vec![0u8; chunk_bytes])
+        .collect();
+    let mut report = ScrubReport {
+        stripes: geometry.stripe_count(),
+        stripes_checked: 0,
+        mismatches: Vec::new(),
+        repaired: false,
+    };
     for stripe in 0..geometry.stripe_count() {
-        let present = read_stripe(array, stripe, &mut chunks)?;
-        let check = check_stripe(&geometry, stripe, &present_views(&chunks, &present));
+        progress.inc(1);
+        if !checkable {
+            continue;
+        }
+        read_stripe(array, stripe, &mut chunks)?;
+        rebuild_unusable(&geometry, stripe, unusable, &mut chunks);
+        let check = check_stripe(&geometry, stripe, &chunks);
         record(&mut report, stripe, &check);
-        if mode == Mode::Repair && !check.is_clean() {
-            repair_stripe(array, &geometry, stripe, &mut chunks, &present)?;
+        if mode == Mode::Repair && !check.is_consistent() {
+            repair_stripe(array, stripe, &mut chunks)?;
             report.repaired = true;
         }
-        progress.inc(1);
     }
     progress.finish_and_clear();
     Ok(report)
 }
 
-fn present_views<'a>(chunks: &'a [Vec<u8>], present: &[bool]) -> Vec<Option<&'a [u8]>> {
-    chunks.iter().zip(present).map(|(chunk, &here)| here.then_some(chunk.as_slice())).collect()
-}
-
-/// Reads stripe `stripe` from every usable member into `chunks` (by member index);
-/// returns which members were read.
-fn read_stripe(array: &Array, stripe: u64, chunks: &mut [Vec<u8>]) -> Result<Vec<bool>, ArrayError> {
-    let offset = stripe * u64::from(array.geometry.chunk_bytes());
-    let mut present = Vec::with_capacity(chunks.len());
+/// Reads stripe `stripe` from every usable member into `chunks` (by member index).
+fn read_stripe(array: &Array, stripe: u64, chunks: &mut [Vec<u8>]) -> Result<(), ArrayError> {
+    let offset = array.geometry.stripe_member_offset(stripe);
     for (index, chunk) in chunks.iter_mut().enumerate() {
-        let member = array.usable_member(index as u32);
-        if let Some(member) = member {
+        if let Some(member) = array.usable_member(index as u32) {
             member.read_data(offset, chunk)?;
         }
-        present.push(member.is_some());
     }
-    Ok(present)
+    Ok(())
 }
 
-fn record(report: &mut ScrubReport, stripe: u64, check: &StripeCheck) {
-    if !check.checked() {
-        return;
+/// Fills the chunks of unusable members from the usable ones, so the parity left over can
+/// be checked against a full stripe.
+fn rebuild_unusable(geometry: &Geometry, stripe: u64, unusable: MemberSet, chunks: &mut [Vec<u8>]) {
+    let whole = Columns::new(0, geometry.chunk_bytes());
+    let stripe_offset = geometry.stripe_member_offset(stripe);
+    for member in unusable.iter() {
+        let plan = geometry
+            .plan_rebuild(stripe, member, whole, unusable)
+            .expect("availability was checked");
+        let mut rebuilt = vec![0u8; whole.length() as usize];
+        {
+            let reads: Vec<&[u8]> = plan
+                .reads()
+                .iter()
+                .map(|io| {
+                    let start = (io.member_offset - stripe_offset) as usize;
+                    &chunks[io.member as usize][start..start + io.length as usize]
+                })
+                .collect();
+            plan.execute(&reads, &mut rebuilt)
+                .expect("buffers sized by the plan");
+        }
+        chunks[member as usize] = rebuilt;
     }
+}
+
+fn check_stripe(geometry: &Geometry, stripe: u64, chunks: &[Vec<u8>]) -> ParityCheck {
+    let views: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    geometry
+        .check_parity(stripe, &views)
+        .expect("one whole chunk per member")
+}
+
+fn record(report: &mut ScrubReport, stripe: u64, check: &ParityCheck) {
     report.stripes_checked += 1;
     if check.p_mismatch {
-        report.mismatches.push(Mismatch { stripe, parity: Parity::P });
+        report.mismatches.push(Mismatch {
+            stripe,
+            parity: Parity::P,
+        });
     }
     if check.q_mismatch {
-        report.mismatches.push(Mismatch { stripe, parity: Parity::Q });
+        report.mismatches.push(Mismatch {
+            stripe,
+            parity: Parity::Q,
+        });
     }
 }
 
 /// Recomputes the stripe's parity from its data and writes it to the usable parity
 /// members. The data is taken as the truth (a scrub cannot tell which chunk is wrong).
-fn repair_stripe(array: &Array, geometry: &Geometry, stripe: u64, chunks: &mut [Vec<u8>], present: &[bool]) -> Result<(), ArrayError> {
-    amf_raid::regenerate_parity(geometry, stripe, chunks, present);
-    let offset = stripe * u64::from(geometry.chunk_bytes());
+fn repair_stripe(array: &Array, stripe: u64, chunks: &mut [Vec<u8>]) -> Result<(), ArrayError> {
+    let geometry = &array.geometry;
+    let mut views: Vec<&mut [u8]> = chunks.iter_mut().map(Vec::as_mut_slice).collect();
+    geometry
+        .repair_parity(stripe, &mut views)
+        .expect("one whole chunk per member");
+    let offset = geometry.stripe_member_offset(stripe);
     for (index, chunk) in chunks.iter().enumerate() {
         let is_parity = !matches!(geometry.role(stripe, index as u32), Role::Data(_));
         if let (true, Some(member)) = (is_parity, array.usable_member(index as u32)) {

@@ -60,7 +60,9 @@ pub fn report(array: &Array) -> StatusReport {
                 state: slot.name(),
                 path: member.map(|member| member.path.display().to_string()),
                 generation: member.map(|member| member.superblock.generation),
-                member_uuid: member.map(|member| uuid::Uuid::from_bytes(member.superblock.member_uuid).to_string()),
+                member_uuid: member.map(|member| {
+                    uuid::Uuid::from_bytes(member.superblock.member_uuid).to_string()
+                }),
             }
         })
         .collect();
@@ -96,9 +98,14 @@ pub fn render(report: &StatusReport) -> String {
     );
     text.push_str("  index  state       generation  path\n");
     for member in &report.members {
-        let generation = member.generation.map_or("-".to_string(), |generation| generation.to_string());
+        let generation = member
+            .generation
+            .map_or("-".to_string(), |generation| generation.to_string());
         let path = member.path.as_deref().unwrap_or("-");
-        text.push_str(&format!("  {:>5}  {:<10}  {:>10}  {}\n", member.index, member.state, generation, path));
+        text.push_str(&format!(
+            "  {:>5}  {:<10}  {:>10}  {}\n",
+            member.index, member.state, generation, path
+        ));
     }
     text
 }
@@ -112,5 +119,9 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if value.fract() == 0.0 { format!("{value} {}", UNITS[unit]) } else { format!("{value:.1} {}", UNITS[unit]) }
+    if value.fract() == 0.0 {
+        format!("{value} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

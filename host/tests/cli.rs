@@ -8,12 +8,19 @@ use std::process::{Command, Output};
 const DATA_OFFSET: u64 = 1 << 20;
 
 fn amf(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_amf")).args(arguments).output().expect("amf runs")
+    Command::new(env!("CARGO_BIN_EXE_amf"))
+        .args(arguments)
+        .output()
+        .expect("amf runs")
 }
 
 fn amf_ok(arguments: &[&str]) -> String {
     let output = amf(arguments);
-    assert!(output.status.success(), "amf {arguments:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "amf {arguments:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
@@ -22,7 +29,11 @@ fn member(directory: &Path, index: u32) -> PathBuf {
 }
 
 fn flip_byte(path: &Path, offset: u64) {
-    let file = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut byte = [0u8; 1];
     file.read_exact_at(&mut byte, offset).unwrap();
     byte[0] ^= 0x5a;
@@ -32,11 +43,23 @@ fn flip_byte(path: &Path, offset: u64) {
 fn create(directory: &Path, level: &str, members: u32, size: &str) {
     let members = members.to_string();
     let directory = directory.to_str().unwrap();
-    amf_ok(&["create", "--level", level, "--members", &members, "--chunk", "64K", "--size", size, directory]);
+    amf_ok(&[
+        "create",
+        "--level",
+        level,
+        "--members",
+        &members,
+        "--chunk",
+        "64K",
+        "--size",
+        size,
+        directory,
+    ]);
 }
 
 fn status_json(directory: &Path) -> serde_json::Value {
-    serde_json::from_str(&amf_ok(&["status", "--json", directory.to_str().unwrap()])).expect("status JSON")
+    serde_json::from_str(&amf_ok(&["status", "--json", directory.to_str().unwrap()]))
+        .expect("status JSON")
 }
 
 /// Member holding data chunk `data_index` of `stripe` (docs/FORMAT.md section 3, written
@@ -71,7 +94,10 @@ fn create_then_status_json_describes_the_array() {
         assert_eq!(member["state"], "active");
     }
     let text = amf_ok(&["status", directory.path().to_str().unwrap()]);
-    assert!(text.contains("RAID-6") && text.contains("member-05.img"), "{text}");
+    assert!(
+        text.contains("RAID-6") && text.contains("member-05.img"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -83,7 +109,10 @@ fn corrupt_superblock_fails_status_naming_the_member() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("member-02.img") && stderr.contains("checksum"), "{stderr}");
+    assert!(
+        stderr.contains("member-02.img") && stderr.contains("checksum"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -94,7 +123,10 @@ fn foreign_file_is_named_as_foreign() {
     let output = amf(&["status", directory.path().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("member-01.img") && stderr.contains("no amflink superblock"), "{stderr}");
+    assert!(
+        stderr.contains("member-01.img") && stderr.contains("no amflink superblock"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -112,7 +144,10 @@ fn member_of_another_array_is_refused() {
     ]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("array_uuid") && stderr.contains("another array"), "{stderr}");
+    assert!(
+        stderr.contains("array_uuid") && stderr.contains("another array"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -121,14 +156,40 @@ fn create_refuses_an_existing_array_without_force() {
     create(directory.path(), "6", 4, "8M");
     let before = status_json(directory.path())["array_uuid"].clone();
     let path = directory.path().to_str().unwrap();
-    let output = amf(&["create", "--level", "6", "--members", "4", "--size", "8M", path]);
+    let output = amf(&[
+        "create",
+        "--level",
+        "6",
+        "--members",
+        "4",
+        "--size",
+        "8M",
+        path,
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--force"));
-    assert_eq!(status_json(directory.path())["array_uuid"], before, "refused create changed nothing");
-    amf_ok(&["create", "--level", "5", "--members", "3", "--size", "8M", "--force", path]);
+    assert_eq!(
+        status_json(directory.path())["array_uuid"],
+        before,
+        "refused create changed nothing"
+    );
+    amf_ok(&[
+        "create",
+        "--level",
+        "5",
+        "--members",
+        "3",
+        "--size",
+        "8M",
+        "--force",
+        path,
+    ]);
     let after = status_json(directory.path());
     assert_ne!(after["array_uuid"], before);
-    assert_eq!(after["member_count"], 3, "leftover members of the wider array were removed");
+    assert_eq!(
+        after["member_count"], 3,
+        "leftover members of the wider array were removed"
+    );
 }
 
 #[test]
@@ -148,12 +209,18 @@ fn scrub_mismatches(directory: &Path, extra: &[&str]) -> (Option<i32>, Vec<(u64,
     arguments.extend_from_slice(extra);
     arguments.push(directory.to_str().unwrap());
     let output = amf(&arguments);
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
     let mismatches = report["mismatches"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["stripe"].as_u64().unwrap(), m["parity"].as_str().unwrap().to_string()))
+        .map(|m| {
+            (
+                m["stripe"].as_u64().unwrap(),
+                m["parity"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     (output.status.code(), mismatches)
 }
@@ -164,7 +231,10 @@ fn flipped_data_byte_is_reported_at_its_stripe_only() {
         let directory = tempfile::tempdir().unwrap();
         create(directory.path(), &level.to_string(), members as u32, "8M");
         let (stripe, data_index, offset_in_chunk) = (37u64, 2u64, 12_345u64);
-        let target = member(directory.path(), data_member(level, members, stripe, data_index));
+        let target = member(
+            directory.path(),
+            data_member(level, members, stripe, data_index),
+        );
         flip_byte(&target, DATA_OFFSET + stripe * 65536 + offset_in_chunk);
         let (code, mismatches) = scrub_mismatches(directory.path(), &[]);
         assert_eq!(code, Some(1));
@@ -185,12 +255,19 @@ fn repair_restores_corrupted_parity() {
     let offset = DATA_OFFSET + stripe * 65536 + 100;
     flip_byte(&p_path, offset);
     let (code, mismatches) = scrub_mismatches(directory.path(), &["--repair"]);
-    assert_eq!(code, Some(1), "the repairing scrub still reports what it found");
+    assert_eq!(
+        code,
+        Some(1),
+        "the repairing scrub still reports what it found"
+    );
     assert_eq!(mismatches, vec![(stripe, "p".to_string())]);
     let (code, mismatches) = scrub_mismatches(directory.path(), &[]);
     assert_eq!((code, mismatches.len()), (Some(0), 0));
     let mut byte = [0xffu8; 1];
-    std::fs::File::open(&p_path).unwrap().read_exact_at(&mut byte, offset).unwrap();
+    std::fs::File::open(&p_path)
+        .unwrap()
+        .read_exact_at(&mut byte, offset)
+        .unwrap();
     assert_eq!(byte[0], 0, "parity of zeros is zero again");
 }
 
@@ -202,7 +279,11 @@ fn degraded_raid6_still_scrubs_and_reports() {
     let target = member(directory.path(), data_member(6, 6, stripe, 0));
     flip_byte(&target, DATA_OFFSET + stripe * 65536 + 7);
     // Remove a member that holds neither the flipped chunk nor stripe 20's parity.
-    let busy = [data_member(6, 6, stripe, 0), p_member(6, stripe), (p_member(6, stripe) + 1) % 6];
+    let busy = [
+        data_member(6, 6, stripe, 0),
+        p_member(6, stripe),
+        (p_member(6, stripe) + 1) % 6,
+    ];
     let gone = (0..6).find(|index| !busy.contains(index)).unwrap();
     std::fs::remove_file(member(directory.path(), gone)).unwrap();
     let status = status_json(directory.path());
@@ -210,8 +291,18 @@ fn degraded_raid6_still_scrubs_and_reports() {
     assert_eq!(status["members"][gone as usize]["state"], "missing");
     let (code, mismatches) = scrub_mismatches(directory.path(), &[]);
     assert_eq!(code, Some(1));
-    assert_eq!(mismatches.iter().map(|(s, _)| *s).collect::<Vec<_>>().first(), Some(&stripe));
-    assert!(mismatches.iter().all(|(s, _)| *s == stripe), "{mismatches:?}");
+    assert_eq!(
+        mismatches
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+            .first(),
+        Some(&stripe)
+    );
+    assert!(
+        mismatches.iter().all(|(s, _)| *s == stripe),
+        "{mismatches:?}"
+    );
 }
 
 #[test]
@@ -232,18 +323,73 @@ fn bad_command_lines_get_usage_errors() {
     let target = scratch.path().join("array");
     let target = target.to_str().unwrap();
     for arguments in [
-        &["create", "--level", "7", "--members", "4", "--size", "8M", target][..],
-        &["create", "--level", "6", "--members", "3", "--size", "8M", target][..],
-        &["create", "--level", "6", "--members", "4", "--chunk", "3K", "--size", "8M", target][..],
-        &["create", "--level", "6", "--members", "4", "--size", "8Q", target][..],
-        &["create", "--level", "6", "--members", "4", "--size", "512K", target][..],
+        &[
+            "create",
+            "--level",
+            "7",
+            "--members",
+            "4",
+            "--size",
+            "8M",
+            target,
+        ][..],
+        &[
+            "create",
+            "--level",
+            "6",
+            "--members",
+            "3",
+            "--size",
+            "8M",
+            target,
+        ][..],
+        &[
+            "create",
+            "--level",
+            "6",
+            "--members",
+            "4",
+            "--chunk",
+            "3K",
+            "--size",
+            "8M",
+            target,
+        ][..],
+        &[
+            "create",
+            "--level",
+            "6",
+            "--members",
+            "4",
+            "--size",
+            "8Q",
+            target,
+        ][..],
+        &[
+            "create",
+            "--level",
+            "6",
+            "--members",
+            "4",
+            "--size",
+            "512K",
+            target,
+        ][..],
         &["status"][..],
     ] {
         let output = amf(arguments);
         assert_eq!(output.status.code(), Some(2), "{arguments:?}");
         assert!(!output.stderr.is_empty());
     }
-    assert!(!Path::new(target).join("member-00.img").exists(), "a refused create wrote nothing");
+    assert!(
+        !Path::new(target).join("member-00.img").exists(),
+        "a refused create wrote nothing"
+    );
+}
+
+fn aligned_32(backing: &mut [u8], length: usize) -> &mut [u8] {
+    let skip = backing.as_ptr().align_offset(32);
+    &mut backing[skip..skip + length]
 }
 
 /// The outside oracle on a whole array: after random data is written into the members'
@@ -257,31 +403,66 @@ fn repaired_parity_on_disk_equals_isal() {
     let directory = tempfile::tempdir().unwrap();
     create(directory.path(), "6", members as u32, "3M");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let files: Vec<std::fs::File> =
-        (0..members).map(|index| OpenOptions::new().read(true).write(true).open(member(directory.path(), index as u32)).unwrap()).collect();
+    let files: Vec<std::fs::File> = (0..members)
+        .map(|index| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(member(directory.path(), index as u32))
+                .unwrap()
+        })
+        .collect();
     for stripe in 0..stripes {
         for data_index in 0..members - 2 {
             let mut chunk_bytes = vec![0u8; chunk];
             rng.fill_bytes(&mut chunk_bytes);
             let file = &files[data_member(6, members, stripe, data_index) as usize];
-            file.write_all_at(&chunk_bytes, DATA_OFFSET + stripe * chunk as u64).unwrap();
+            file.write_all_at(&chunk_bytes, DATA_OFFSET + stripe * chunk as u64)
+                .unwrap();
         }
     }
     let (code, mismatches) = scrub_mismatches(directory.path(), &["--repair"]);
     assert_eq!(code, Some(1));
-    assert_eq!(mismatches.len() as u64, 2 * stripes, "every random stripe had stale P and Q");
+    assert_eq!(
+        mismatches.len() as u64,
+        2 * stripes,
+        "every random stripe had stale P and Q"
+    );
     for stripe in 0..stripes {
         let read = |index: u32| {
             let mut bytes = vec![0u8; chunk];
-            files[index as usize].read_exact_at(&mut bytes, DATA_OFFSET + stripe * chunk as u64).unwrap();
+            files[index as usize]
+                .read_exact_at(&mut bytes, DATA_OFFSET + stripe * chunk as u64)
+                .unwrap();
             bytes
         };
-        let data: Vec<Vec<u8>> = (0..members - 2).map(|i| read(data_member(6, members, stripe, i))).collect();
+        let data: Vec<Vec<u8>> = (0..members - 2)
+            .map(|i| read(data_member(6, members, stripe, i)))
+            .collect();
         let data_views: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-        let (mut p, mut q) = (vec![0u8; chunk], vec![0u8; chunk]);
-        isal::pq_gen(&data_views, &mut p, &mut q).expect("ISA-L is installed by scripts/test");
+        // ISA-L wants 32-byte aligned buffers: carve aligned slices out of larger ones.
+        let (mut p_backing, mut q_backing) = (vec![0u8; chunk + 32], vec![0u8; chunk + 32]);
+        let (p, q) = (
+            aligned_32(&mut p_backing, chunk),
+            aligned_32(&mut q_backing, chunk),
+        );
+        let data_aligned: Vec<Vec<u8>> = data.iter().map(|_| vec![0u8; chunk + 32]).collect();
+        let mut data_aligned = data_aligned;
+        let data_views: Vec<&[u8]> = data_aligned
+            .iter_mut()
+            .zip(&data_views)
+            .map(|(backing, source)| {
+                let slice = aligned_32(backing, chunk);
+                slice.copy_from_slice(source);
+                &*slice
+            })
+            .collect();
+        isal::pq_gen(&data_views, p, q).expect("ISA-L is installed by scripts/test");
         let p_index = p_member(members, stripe);
-        assert!(read(p_index) == p, "P of stripe {stripe}");
-        assert!(read((p_index + 1) % members as u32) == q, "Q of stripe {stripe}");
+        assert!(read(p_index) == *p, "P of stripe {stripe}");
+        assert!(
+            read((p_index + 1) % members as u32) == *q,
+            "Q of stripe {stripe}"
+        );
     }
 }

@@ -11,8 +11,8 @@ pub const RAID5_MEMBERS_MIN: u32 = 3;
 pub const RAID6_MEMBERS_MIN: u32 = 4;
 /// Most members any set may have.
 pub const MEMBERS_MAX: u32 = 32;
-/// Most data chunks in one stripe (RAID-6 with [`MEMBERS_MAX`] members).
-pub const DATA_CHUNKS_MAX: u32 = MEMBERS_MAX - 2;
+/// Most data chunks in one stripe (RAID-5 with [`MEMBERS_MAX`] members).
+pub const DATA_CHUNKS_MAX: u32 = MEMBERS_MAX - 1;
 /// Smallest chunk: one host block.
 pub const CHUNK_BYTES_MIN: u32 = BLOCK_BYTES;
 /// Largest chunk.
@@ -48,8 +48,9 @@ pub const SRAM_BYTES_MAX: u64 = 1 << 32;
 /// Bytes of SRAM visible at once through the BAR0 window.
 pub const SRAM_WINDOW_BYTES: u32 = 64 * 1024;
 
-/// Largest data payload carried inline in one intent record: one full stripe of data at
-/// the default chunk and the widest set still fits.
+/// Largest data payload carried inline in one intent record: the fabric payload less
+/// room for the header. A stripe write with more new data than this is recorded as
+/// several records.
 pub const INTENT_PAYLOAD_BYTES_MAX: u32 = FABRIC_PAYLOAD_BYTES_MAX - 4096;
 
 const _: () = {

@@ -276,7 +276,7 @@ mod tests {
         let mut d = good();
         d.source_count = 1;
         assert_eq!(d.check(), Err(CompletionStatus::BadSourceCount));
-        d.source_count = 31;
+        d.source_count = 32;
         assert_eq!(d.check(), Err(CompletionStatus::BadSourceCount));
         let mut d = good();
         d.length_bytes = U32::new(100);

@@ -25,15 +25,11 @@ impl Level {
         }
     }
 
-    /// Most members a set of this level may have: `MEMBERS_MAX`, and no more data chunks
-    /// than `DATA_CHUNKS_MAX` (the card's parity sources). RAID-5 stops at 31 members.
+    /// Most members a set of this level may have, [`MEMBERS_MAX`] for both levels (a
+    /// 32-member RAID-5 has `DATA_CHUNKS_MAX` = 31 data chunks, what the card's parity
+    /// engine takes).
     pub const fn members_max(self) -> u32 {
-        let by_data = DATA_CHUNKS_MAX + self.parity_count();
-        if by_data < MEMBERS_MAX {
-            by_data
-        } else {
-            MEMBERS_MAX
-        }
+        MEMBERS_MAX
     }
 
     /// Fewest members a set of this level may have.
@@ -63,6 +59,8 @@ const _: () = {
     assert!(Level::Raid6.members_min() >= Level::Raid6.parity_count() + 2);
     assert!(Level::Raid5.members_min() <= Level::Raid5.members_max());
     assert!(Level::Raid6.members_min() <= Level::Raid6.members_max());
+    // The widest RAID-5 stripe is within what the parity engine takes.
+    assert!(MEMBERS_MAX - Level::Raid5.parity_count() <= DATA_CHUNKS_MAX);
 };
 
 /// What a member's chunk holds in one stripe.
