@@ -120,10 +120,13 @@ fn geometry_errors_name_the_field() {
         Err(GeometryError::MembersOutOfRange { .. })
     ));
     assert!(Geometry::new(Level::Raid6, MEMBERS_MAX, chunk, size).is_ok());
-    // RAID-5 over MEMBERS_MAX would have more data chunks than the card's parity sources.
+    // Both levels span 3 (or 4) ..= MEMBERS_MAX members.
     assert_eq!(Level::Raid5.members_max(), MEMBERS_MAX);
-    assert!(Geometry::new(Level::Raid5, MEMBERS_MAX, chunk, size).is_err());
-    assert!(Geometry::new(Level::Raid5, MEMBERS_MAX - 1, chunk, size).is_ok());
+    assert!(Geometry::new(Level::Raid5, MEMBERS_MAX, chunk, size).is_ok());
+    assert!(matches!(
+        Geometry::new(Level::Raid5, MEMBERS_MAX + 1, chunk, size),
+        Err(GeometryError::MembersOutOfRange { .. })
+    ));
     assert_eq!(
         Geometry::new(Level::Raid5, 4, 3 * 4096, size),
         Err(GeometryError::ChunkNotPowerOfTwo {
