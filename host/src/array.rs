@@ -251,6 +251,17 @@ pub enum Health {
     Failed,
 }
 
+impl Health {
+    /// Lower-case name, as in `amf status --json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Clean => "clean",
+            Health::Degraded => "degraded",
+            Health::Failed => "failed",
+        }
+    }
+}
+
 /// An opened array: members by index, their states, and the geometry.
 #[derive(Debug)]
 pub struct Array {

@@ -12,9 +12,17 @@ use shared_regs::limits::CHUNK_BYTES_DEFAULT;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// amflink: active-active shared RAID-5/6 across controllers.
+/// The `amf` command line.
 #[derive(Debug, Parser)]
-#[command(name = "amf", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "amf",
+    version,
+    about = "amflink: active-active shared RAID-5/6 across controllers",
+    long_about = "amflink: active-active shared RAID-5/6 across controllers.\n\n\
+        Members are files or block devices; a DIR argument stands for the member-NN.img files \
+        inside it. Exit codes: 0 success, 1 scrub found mismatches, 2 error.",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -84,14 +84,14 @@ pub fn report(array: &Array) -> StatusReport {
 /// Human-readable rendering.
 pub fn render(report: &StatusReport) -> String {
     let mut text = format!(
-        "array {}  RAID-{}  {} members  chunk {}  volume {} ({} stripes)\nhealth {:?}  generation {}  data offset {}  data per member {}\n",
+        "array {}  RAID-{}  {} members  chunk {}  volume {} ({} stripes)\nhealth {}  generation {}  data offset {}  data per member {}\n",
         report.array_uuid,
         report.level,
         report.member_count,
         human_bytes(report.chunk_bytes.into()),
         human_bytes(report.volume_bytes),
         report.stripes,
-        report.health,
+        report.health.name(),
         report.generation,
         report.data_offset,
         human_bytes(report.member_data_bytes),
