@@ -9,14 +9,15 @@
 //!
 //! # What every backend guarantees
 //!
-//! **Registers.** `read32`/`write32`/`read64`/`write64` take a BAR0 offset. An access the
-//! backend cannot issue at all (past the end of BAR0, or not aligned to its width) is an
-//! `Err` and never reaches the card. An access that reaches the card follows the card's own
-//! rules in `shared_regs::regs`: the card latches the first fault in `ERROR_CODE` /
-//! `ERROR_INFO`, drops a faulting write and reads a faulting register as all ones. Backends
-//! that learn the card's verdict at the call (sim, rtl) also return it as an `Err`; a posted
-//! MMIO write on a real card cannot, so vfio returns `Ok`. A driver must therefore treat
-//! every `Err` as fatal *and* check `STATUS_ERROR` after it configures the card.
+//! **Registers.** `read32`/`write32`/`read64`/`write64` take a BAR0 offset. An access past
+//! the end of BAR0 or not aligned to its width is an `Err` on every backend (vfio refuses
+//! to issue it; sim and rtl model the card rejecting it, so they also latch it). Any other
+//! access follows the card's own rules in `shared_regs::regs`: the card latches the first
+//! fault in `ERROR_CODE` / `ERROR_INFO`, drops a faulting write and reads a faulting
+//! register as all ones (what vfio returns). Backends that learn the card's verdict at the
+//! call (sim, rtl) also return it as an `Err`; a posted MMIO write on a real card cannot,
+//! so vfio returns `Ok`. A driver must therefore treat every `Err` as fatal *and* check `STATUS_ERROR`
+//! after it configures the card (the driver here also checks it on every empty poll).
 //!
 //! **DMA memory.** [`CardBackend::dma_alloc`] returns a [`DmaBuffer`]: a handle plus the
 //! device address the card uses to reach the memory (an IOVA for vfio, an address in the

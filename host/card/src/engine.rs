@@ -71,7 +71,7 @@ pub trait ParityEngine {
     /// Short name for messages and status: `"host"`, `"card:sim"`.
     fn name(&self) -> &'static str;
 
-    /// P = XOR of `data`; Q (when given) = sum of g^i * data[i] in GF(2^8).
+    /// P = XOR of `data`; Q (when given) = sum of `g^i * data[i]` in GF(2^8).
     fn compute(
         &mut self,
         data: &[&[u8]],
