@@ -40,6 +40,11 @@ impl ParityOpcode {
     }
 }
 
+/// Alignment the engine requires of a descriptor's source list (one address is a u64).
+pub const SOURCE_LIST_ALIGN_BYTES: u64 = 8;
+/// Alignment the engine requires of every source, P and Q buffer: one beat.
+pub const PARITY_BUFFER_ALIGN_BYTES: u64 = PARITY_BEAT_BYTES as u64;
+
 /// Descriptor flag: raise [`crate::regs::IRQ_PARITY_CQ`] when this descriptor completes.
 pub const PARITY_FLAG_INTERRUPT: u8 = 1 << 0;
 /// Every defined descriptor flag.

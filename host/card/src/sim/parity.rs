@@ -7,13 +7,8 @@
 //! so a faulting descriptor leaves P and Q untouched.
 
 use super::dma::DmaSpace;
-use shared_regs::limits::PARITY_BEAT_BYTES;
 use shared_regs::ring::{CompletionStatus, ParityDescriptor, ParityOpcode};
-
-/// Alignment the engine requires of the source list (one address is a u64).
-pub const SOURCE_LIST_ALIGN_BYTES: u64 = 8;
-/// Alignment the engine requires of every source, P and Q buffer: one beat.
-pub const PARITY_BUFFER_ALIGN_BYTES: u64 = PARITY_BEAT_BYTES as u64;
+pub use shared_regs::ring::{PARITY_BUFFER_ALIGN_BYTES, SOURCE_LIST_ALIGN_BYTES};
 
 /// Runs `descriptor` against `dma`; returns the status to post.
 pub fn execute(dma: &mut DmaSpace, descriptor: &ParityDescriptor) -> CompletionStatus {
