@@ -1,7 +1,7 @@
 //! Recovery of lost chunks, one path per failure class as in Linux lib/raid6/recov.c:
 //! one data chunk (from P, or from Q when P is lost too), data+data, data+P, data+Q, P+Q.
 
-use super::{gf, reference};
+use super::{best, gf};
 
 /// Why a recovery cannot run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -86,8 +86,9 @@ fn data_from_p(chunks: &mut [&mut [u8]], data_count: usize, x: usize) {
     let (head, tail) = chunks.split_at_mut(x);
     let (target, after) = tail.split_first_mut().expect("x < data_count");
     target.copy_from_slice(after[data_count - x - 1]);
+    let kernel = best();
     for chunk in head.iter().chain(after[..data_count - x - 1].iter()) {
-        reference::xor_into(target, chunk);
+        kernel.xor_into(target, chunk);
     }
 }
 
@@ -95,17 +96,17 @@ fn data_from_p(chunks: &mut [&mut [u8]], data_count: usize, x: usize) {
 fn data_from_q(chunks: &mut [&mut [u8]], data_count: usize, x: usize) {
     let syndrome = q_syndrome_without(chunks, data_count, &[x]);
     let factor = gf::inv(gf::pow2(x));
-    for (byte, &s) in chunks[x].iter_mut().zip(&syndrome) {
-        *byte = gf::mul(factor, s);
-    }
+    chunks[x].fill(0);
+    best().mul_xor_into(chunks[x], factor, &syndrome);
 }
 
 /// Q xor the Q-contribution of every data chunk not in `missing`.
 fn q_syndrome_without(chunks: &[&mut [u8]], data_count: usize, missing: &[usize]) -> Vec<u8> {
+    let kernel = best();
     let mut syndrome = chunks[data_count + 1].to_vec();
     for (index, chunk) in chunks[..data_count].iter().enumerate() {
         if !missing.contains(&index) {
-            reference::mul_xor_into(&mut syndrome, gf::pow2(index), chunk);
+            kernel.mul_xor_into(&mut syndrome, gf::pow2(index), chunk);
         }
     }
     syndrome
@@ -117,20 +118,23 @@ fn q_syndrome_without(chunks: &[&mut [u8]], data_count: usize, missing: &[usize]
 /// D_x + D_y = Pxy and g^x D_x + g^y D_y = Qxy, so
 /// D_x = (g^(y-x) Pxy + g^-x Qxy) / (g^(y-x) + 1), and D_y = Pxy + D_x.
 fn data_data(chunks: &mut [&mut [u8]], data_count: usize, x: usize, y: usize) {
+    let kernel = best();
     let q_syndrome = q_syndrome_without(chunks, data_count, &[x, y]);
     let mut p_syndrome = chunks[data_count].to_vec();
     for (index, chunk) in chunks[..data_count].iter().enumerate() {
         if index != x && index != y {
-            reference::xor_into(&mut p_syndrome, chunk);
+            kernel.xor_into(&mut p_syndrome, chunk);
         }
     }
     let g_diff = gf::pow2(y - x);
     let denominator_inv = gf::inv(g_diff ^ 1);
     let p_factor = gf::mul(g_diff, denominator_inv);
     let q_factor = gf::mul(gf::inv(gf::pow2(x)), denominator_inv);
-    for i in 0..p_syndrome.len() {
-        let dx = gf::mul(p_factor, p_syndrome[i]) ^ gf::mul(q_factor, q_syndrome[i]);
-        chunks[x][i] = dx;
-        chunks[y][i] = p_syndrome[i] ^ dx;
-    }
+    let (head, tail) = chunks.split_at_mut(y);
+    let (dx, dy) = (&mut *head[x], &mut *tail[0]);
+    dx.fill(0);
+    kernel.mul_xor_into(dx, p_factor, &p_syndrome);
+    kernel.mul_xor_into(dx, q_factor, &q_syndrome);
+    dy.copy_from_slice(&p_syndrome);
+    kernel.xor_into(dy, dx);
 }
