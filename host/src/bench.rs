@@ -28,7 +28,10 @@ const SLICE: Duration = Duration::from_millis(20);
 /// Bounds the slices of one case, whatever `min_seconds` says.
 const SLICES_MAX: usize = 10_000;
 
-const _: () = assert!(CHUNK_BYTES % 32 == 0, "ISA-L pq_gen needs multiples of 32");
+const _: () = assert!(
+    CHUNK_BYTES.is_multiple_of(32),
+    "ISA-L pq_gen needs multiples of 32"
+);
 const _: () = assert!(DATA_MEMBERS >= 2, "ISA-L needs two data chunks");
 
 /// What to measure.

@@ -258,7 +258,9 @@ fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
         ));
     }
     let data_offset = raw.data_offset.get();
-    if data_offset < u64::from(SUPERBLOCK_BYTES) || data_offset % u64::from(CHUNK_BYTES_MIN) != 0 {
+    if data_offset < u64::from(SUPERBLOCK_BYTES)
+        || !data_offset.is_multiple_of(u64::from(CHUNK_BYTES_MIN))
+    {
         return Err(bad(
             "data_offset",
             data_offset,
@@ -266,7 +268,7 @@ fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
         ));
     }
     let data_bytes = raw.data_bytes.get();
-    if data_bytes == 0 || data_bytes % u64::from(chunk_bytes) != 0 {
+    if data_bytes == 0 || !data_bytes.is_multiple_of(u64::from(chunk_bytes)) {
         return Err(bad(
             "data_bytes",
             data_bytes,

@@ -107,7 +107,7 @@ fn check(data: &[&[u8]], parity: &[&[u8]], multiple: usize) -> Result<Shape, Isa
     let vects = i32::try_from(count).map_err(|_| IsalError::TooManyBuffers { got: count })?;
     let length = parity[0].len();
     let length_int = i32::try_from(length).map_err(|_| IsalError::LengthTooLarge { length })?;
-    if length % multiple != 0 {
+    if !length.is_multiple_of(multiple) {
         return Err(IsalError::LengthNotMultiple { length, multiple });
     }
     for (buffer, chunk) in data.iter().chain(parity).enumerate() {

@@ -57,16 +57,16 @@ const _: () = {
     assert!(BLOCK_BYTES.is_power_of_two());
     assert!(CHUNK_BYTES_MIN.is_power_of_two() && CHUNK_BYTES_MAX.is_power_of_two());
     assert!(CHUNK_BYTES_MIN <= CHUNK_BYTES_DEFAULT && CHUNK_BYTES_DEFAULT <= CHUNK_BYTES_MAX);
-    assert!(CHUNK_BYTES_MIN % PARITY_BEAT_BYTES == 0);
+    assert!(CHUNK_BYTES_MIN.is_multiple_of(PARITY_BEAT_BYTES));
     assert!(RAID5_MEMBERS_MIN < RAID6_MEMBERS_MIN && RAID6_MEMBERS_MIN <= MEMBERS_MAX);
     // One bit per member in the superblock's and the fabric's bitmaps.
     assert!(MEMBERS_MAX <= 32);
     assert!(FABRIC_PORTS_MAX <= 32);
     assert!(SUPERBLOCK_BYTES as u64 <= DATA_OFFSET_BYTES_DEFAULT);
-    assert!(DATA_OFFSET_BYTES_DEFAULT % CHUNK_BYTES_MAX as u64 == 0);
+    assert!(DATA_OFFSET_BYTES_DEFAULT.is_multiple_of(CHUNK_BYTES_MAX as u64));
     assert!(RING_ENTRIES_MIN.is_power_of_two() && RING_ENTRIES_MAX.is_power_of_two());
     assert!(SRAM_BYTES_DEFAULT <= SRAM_BYTES_MAX);
-    assert!(SRAM_BYTES_DEFAULT % SRAM_WINDOW_BYTES as u64 == 0);
-    assert!(INTENT_PAYLOAD_BYTES_MAX % BLOCK_BYTES == 0);
+    assert!(SRAM_BYTES_DEFAULT.is_multiple_of(SRAM_WINDOW_BYTES as u64));
+    assert!(INTENT_PAYLOAD_BYTES_MAX.is_multiple_of(BLOCK_BYTES));
     assert!(INTENT_PAYLOAD_BYTES_MAX < FABRIC_PAYLOAD_BYTES_MAX);
 };

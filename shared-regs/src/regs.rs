@@ -330,7 +330,7 @@ pub enum Location {
 /// Decodes a BAR0 offset for an access of `width_bytes` (4 or 8); `None` when nothing is
 /// mapped there or the access is misaligned or of the wrong width.
 pub fn locate(offset: u32, width_bytes: u32) -> Option<Location> {
-    if !(width_bytes == 4 || width_bytes == 8) || offset % width_bytes != 0 {
+    if !(width_bytes == 4 || width_bytes == 8) || !offset.is_multiple_of(width_bytes) {
         return None;
     }
     if offset >= SRAM_WINDOW_OFFSET {
@@ -404,7 +404,7 @@ const _: () = {
     assert!(SRAM_WINDOW_OFFSET + SRAM_WINDOW_BYTES == BAR0_BYTES);
     assert!(FABRIC_RX_CQ + ring_block::BYTES <= SRAM_WINDOW_OFFSET);
     assert!(REGISTERS[REGISTERS.len() - 1].offset < PARITY_SQ);
-    assert!(SRAM_BYTES % 8 == 0 && PARITY_SQ % ring_block::BYTES == 0);
+    assert!(SRAM_BYTES.is_multiple_of(8) && PARITY_SQ.is_multiple_of(ring_block::BYTES));
     assert!(VERSION_VALUE >> 16 == VERSION_MAJOR as u32);
 };
 

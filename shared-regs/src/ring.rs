@@ -169,7 +169,7 @@ impl ParityDescriptor {
         let length_bytes = self.length_bytes.get();
         if length_bytes == 0
             || length_bytes > PARITY_SOURCE_BYTES_MAX
-            || length_bytes % PARITY_BEAT_BYTES != 0
+            || !length_bytes.is_multiple_of(PARITY_BEAT_BYTES)
         {
             return Err(CompletionStatus::BadLength);
         }
