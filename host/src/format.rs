@@ -18,30 +18,21 @@ pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"AMFLINK\0";
 /// Format version this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// State of one member, as recorded in every superblock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-#[repr(u8)]
-pub enum MemberState {
-    /// In service, in sync.
-    Active = 1,
-    /// Out of service: its contents are not trusted.
-    Failed = 2,
-    /// Being rebuilt onto; not yet trusted.
-    Rebuilding = 3,
+shared_regs::wire_enum! {
+    /// State of one member, as recorded in every superblock.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum MemberState: u8, from_u8 {
+        /// In service, in sync.
+        Active = 1,
+        /// Out of service: its contents are not trusted.
+        Failed = 2,
+        /// Being rebuilt onto; not yet trusted.
+        Rebuilding = 3,
+    }
 }
 
 impl MemberState {
-    /// Decodes a state byte.
-    pub fn from_u8(value: u8) -> Option<Self> {
-        Some(match value {
-            1 => Self::Active,
-            2 => Self::Failed,
-            3 => Self::Rebuilding,
-            _ => return None,
-        })
-    }
-
     /// Lower-case name, as `amf status` prints it.
     pub fn name(self) -> &'static str {
         match self {

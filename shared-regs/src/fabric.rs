@@ -20,39 +20,24 @@ pub const PORT_BROADCAST: u8 = 0xFF;
 /// Bytes of the header.
 pub const HEADER_BYTES: usize = size_of::<FabricHeader>();
 
-/// Kind of a fabric message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum MessageKind {
-    /// Delivered to every live port, in the fabric's total order.
-    Broadcast = 1,
-    /// Delivered to `target_port` only, FIFO per sender-receiver pair.
-    Unicast = 2,
-    /// Write `payload` into `target_port`'s SRAM at `sram_offset`.
-    SramWrite = 3,
-    /// The SRAM write with this `sequence` is in the target's SRAM.
-    SramWriteAck = 4,
-    /// `source_port` died; ordered after everything it sent.
-    MemberDown = 5,
-    /// `source_port` joined.
-    MemberUp = 6,
-    /// Liveness beat between a port and the fabric.
-    Heartbeat = 7,
-}
-
-impl MessageKind {
-    /// Decodes a header's kind byte.
-    pub fn from_u8(value: u8) -> Option<Self> {
-        Some(match value {
-            1 => Self::Broadcast,
-            2 => Self::Unicast,
-            3 => Self::SramWrite,
-            4 => Self::SramWriteAck,
-            5 => Self::MemberDown,
-            6 => Self::MemberUp,
-            7 => Self::Heartbeat,
-            _ => return None,
-        })
+crate::wire_enum! {
+    /// Kind of a fabric message.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum MessageKind: u8, from_u8 {
+        /// Delivered to every live port, in the fabric's total order.
+        Broadcast = 1,
+        /// Delivered to `target_port` only, FIFO per sender-receiver pair.
+        Unicast = 2,
+        /// Write `payload` into `target_port`'s SRAM at `sram_offset`.
+        SramWrite = 3,
+        /// The SRAM write with this `sequence` is in the target's SRAM.
+        SramWriteAck = 4,
+        /// `source_port` died; ordered after everything it sent.
+        MemberDown = 5,
+        /// `source_port` joined.
+        MemberUp = 6,
+        /// Liveness beat between a port and the fabric.
+        Heartbeat = 7,
     }
 }
 

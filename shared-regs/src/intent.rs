@@ -22,32 +22,20 @@ pub const INTENT_VERSION: u16 = 1;
 /// Bytes of the header.
 pub const INTENT_HEADER_BYTES: usize = size_of::<IntentHeader>();
 
-/// How far the write has gone. A survivor's action does not depend on the phase (it
-/// always rewrites the whole stripe from the members plus the record's data, which is
-/// idempotent); the phase is kept for observability and to skip finished work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
-pub enum IntentPhase {
-    /// The slot holds no operation.
-    Free = 0,
-    /// The record is replicated; no member has been written yet.
-    Prepared = 1,
-    /// Member writes (data and parity) have been issued; some may have landed.
-    Writing = 2,
-    /// Data and parity are durable on the members; the record may be freed.
-    Durable = 3,
-}
-
-impl IntentPhase {
-    /// Decodes a header's phase byte.
-    pub fn from_u8(value: u8) -> Option<Self> {
-        Some(match value {
-            0 => Self::Free,
-            1 => Self::Prepared,
-            2 => Self::Writing,
-            3 => Self::Durable,
-            _ => return None,
-        })
+crate::wire_enum! {
+    /// How far the write has gone. A survivor's action does not depend on the phase (it
+    /// always rewrites the whole stripe from the members plus the record's data, which is
+    /// idempotent); the phase is kept for observability and to skip finished work.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum IntentPhase: u8, from_u8 {
+        /// The slot holds no operation.
+        Free = 0,
+        /// The record is replicated; no member has been written yet.
+        Prepared = 1,
+        /// Member writes (data and parity) have been issued; some may have landed.
+        Writing = 2,
+        /// Data and parity are durable on the members; the record may be freed.
+        Durable = 3,
     }
 }
 

@@ -23,5 +23,6 @@ pub mod intent;
 pub mod limits;
 pub mod regs;
 pub mod ring;
+mod wire_enum;
 
 pub use checksum::crc32c_with_zeroed_field;

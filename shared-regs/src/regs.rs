@@ -144,46 +144,29 @@ pub const IRQ_ERROR: u32 = 1 << 3;
 /// Every interrupt cause.
 pub const IRQ_ALL: u32 = IRQ_PARITY_CQ | IRQ_FABRIC_TX_CQ | IRQ_FABRIC_RX_CQ | IRQ_ERROR;
 
-/// Errors the card latches in [`ERROR_CODE`] (register-level faults; per-descriptor faults
-/// are reported in completions instead).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum ErrorCode {
-    /// No error.
-    None = 0,
-    /// Access to an offset where no register is mapped.
-    BadOffset = 1,
-    /// Write to a read-only register.
-    ReadOnly = 2,
-    /// Access of a width or alignment the register does not take.
-    BadAccess = 3,
-    /// Ring enabled with entries not a power of two in range, or a misaligned base.
-    BadRingConfig = 4,
-    /// Producer index moved more than the ring's size ahead of the consumer.
-    RingOverflow = 5,
-    /// A ring was used while the card or the ring was disabled.
-    NotEnabled = 6,
-    /// SRAM window page beyond the SRAM.
-    BadWindow = 7,
-    /// The completion ring was full when a completion had to be posted.
-    CompletionOverflow = 8,
-}
-
-impl ErrorCode {
-    /// Decodes a register value; `None` for a value no card produces.
-    pub fn from_u32(value: u32) -> Option<Self> {
-        Some(match value {
-            0 => Self::None,
-            1 => Self::BadOffset,
-            2 => Self::ReadOnly,
-            3 => Self::BadAccess,
-            4 => Self::BadRingConfig,
-            5 => Self::RingOverflow,
-            6 => Self::NotEnabled,
-            7 => Self::BadWindow,
-            8 => Self::CompletionOverflow,
-            _ => return None,
-        })
+crate::wire_enum! {
+    /// Errors the card latches in [`ERROR_CODE`] (register-level faults; per-descriptor faults
+    /// are reported in completions instead).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum ErrorCode: u32, from_u32 {
+        /// No error.
+        None = 0,
+        /// Access to an offset where no register is mapped.
+        BadOffset = 1,
+        /// Write to a read-only register.
+        ReadOnly = 2,
+        /// Access of a width or alignment the register does not take.
+        BadAccess = 3,
+        /// Ring enabled with entries not a power of two in range, or a misaligned base.
+        BadRingConfig = 4,
+        /// Producer index moved more than the ring's size ahead of the consumer.
+        RingOverflow = 5,
+        /// A ring was used while the card or the ring was disabled.
+        NotEnabled = 6,
+        /// SRAM window page beyond the SRAM.
+        BadWindow = 7,
+        /// The completion ring was full when a completion had to be posted.
+        CompletionOverflow = 8,
     }
 }
 

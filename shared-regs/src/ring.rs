@@ -11,26 +11,18 @@ use core::mem::{offset_of, size_of};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// Parity operation of a descriptor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ParityOpcode {
-    /// P = XOR of the sources (RAID-5).
-    GenP = 1,
-    /// P = XOR, Q = sum of g^i * source_i in GF(2^8), g = 2, polynomial 0x11d (RAID-6).
-    GenPq = 2,
+crate::wire_enum! {
+    /// Parity operation of a descriptor.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum ParityOpcode: u8, from_u8 {
+        /// P = XOR of the sources (RAID-5).
+        GenP = 1,
+        /// P = XOR, Q = sum of g^i * source_i in GF(2^8), g = 2, polynomial 0x11d (RAID-6).
+        GenPq = 2,
+    }
 }
 
 impl ParityOpcode {
-    /// Decodes a descriptor's opcode byte.
-    pub fn from_u8(value: u8) -> Option<Self> {
-        match value {
-            1 => Some(Self::GenP),
-            2 => Some(Self::GenPq),
-            _ => None,
-        }
-    }
-
     /// Fewest data sources the operation takes.
     pub const fn sources_min(self) -> u32 {
         match self {
@@ -94,46 +86,31 @@ pub struct ParityDescriptor {
     pub reserved2: [u8; 24],
 }
 
-/// Why the card refused a descriptor; carried in [`Completion::status`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-#[repr(u16)]
-pub enum CompletionStatus {
-    /// Done.
-    #[error("ok")]
-    Ok = 0,
-    /// Unknown opcode.
-    #[error("unknown opcode")]
-    BadOpcode = 1,
-    /// Source count out of range for the opcode.
-    #[error("source count out of range")]
-    BadSourceCount = 2,
-    /// Length zero, above the maximum, or not a multiple of the beat.
-    #[error("length zero, too large, or not a multiple of the beat")]
-    BadLength = 3,
-    /// A reserved field or an undefined flag was set.
-    #[error("reserved field or undefined flag set")]
-    BadReserved = 4,
-    /// A DMA address was misaligned or outside the mapped memory.
-    #[error("DMA address misaligned or not mapped")]
-    DmaFault = 5,
-    /// A received frame did not fit the posted buffer, or failed its checks.
-    #[error("frame malformed or larger than the buffer")]
-    BadFrame = 6,
-}
-
-impl CompletionStatus {
-    /// Decodes a completion's status field.
-    pub fn from_u16(value: u16) -> Option<Self> {
-        Some(match value {
-            0 => Self::Ok,
-            1 => Self::BadOpcode,
-            2 => Self::BadSourceCount,
-            3 => Self::BadLength,
-            4 => Self::BadReserved,
-            5 => Self::DmaFault,
-            6 => Self::BadFrame,
-            _ => return None,
-        })
+crate::wire_enum! {
+    /// Why the card refused a descriptor; carried in [`Completion::status`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+    pub enum CompletionStatus: u16, from_u16 {
+        /// Done.
+        #[error("ok")]
+        Ok = 0,
+        /// Unknown opcode.
+        #[error("unknown opcode")]
+        BadOpcode = 1,
+        /// Source count out of range for the opcode.
+        #[error("source count out of range")]
+        BadSourceCount = 2,
+        /// Length zero, above the maximum, or not a multiple of the beat.
+        #[error("length zero, too large, or not a multiple of the beat")]
+        BadLength = 3,
+        /// A reserved field or an undefined flag was set.
+        #[error("reserved field or undefined flag set")]
+        BadReserved = 4,
+        /// A DMA address was misaligned or outside the mapped memory.
+        #[error("DMA address misaligned or not mapped")]
+        DmaFault = 5,
+        /// A received frame did not fit the posted buffer, or failed its checks.
+        #[error("frame malformed or larger than the buffer")]
+        BadFrame = 6,
     }
 }
 
