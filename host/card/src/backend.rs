@@ -64,7 +64,7 @@ impl DmaBuffer {
     pub fn new(handle: u64, device_address: u64, bytes: u64) -> Self {
         assert!(bytes > 0, "a DMA buffer is never empty");
         assert!(
-            device_address % DMA_ALIGN_BYTES == 0,
+            device_address.is_multiple_of(DMA_ALIGN_BYTES),
             "DMA buffers are page aligned"
         );
         Self {

@@ -81,7 +81,7 @@ impl<B: CardBackend> Card<B> {
         let mut position = within as usize;
         while position < end {
             let word_start = position & !3;
-            if position % 8 == 0 && end - position >= 8 {
+            if position.is_multiple_of(8) && end - position >= 8 {
                 let value = self
                     .registers()
                     .read64(window(position), "reading the SRAM window")?;
@@ -108,7 +108,7 @@ impl<B: CardBackend> Card<B> {
         while position < end {
             let word_start = position & !3;
             let from = &source[position - within as usize..];
-            if position % 8 == 0 && end - position >= 8 {
+            if position.is_multiple_of(8) && end - position >= 8 {
                 let value = u64::from_le_bytes(from[..8].try_into().expect("8 bytes"));
                 self.registers()
                     .write64(window(position), value, "writing the SRAM window")?;

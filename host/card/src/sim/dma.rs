@@ -162,7 +162,7 @@ impl DmaSpace {
         align_bytes: u64,
     ) -> Option<(u64, std::ops::Range<usize>)> {
         debug_assert!(align_bytes.is_power_of_two());
-        if device_address % align_bytes != 0 {
+        if !device_address.is_multiple_of(align_bytes) {
             return None;
         }
         let (_, handle) = self.by_address.range(..=device_address).next_back()?;

@@ -106,7 +106,10 @@ pub struct Model {
 impl Model {
     /// A card out of power-on reset (not yet ready: the first step makes it so).
     pub fn new(sram: SramFile, dma: DmaSpace, fabric_port_id: u32) -> Self {
-        assert!(sram.len_bytes() % u64::from(SRAM_WINDOW_BYTES) == 0);
+        assert!(
+            sram.len_bytes()
+                .is_multiple_of(u64::from(SRAM_WINDOW_BYTES))
+        );
         Self {
             sram,
             dma,
@@ -163,7 +166,7 @@ impl Model {
         if !in_bar {
             return Err(Fault::at(ErrorCode::BadOffset, offset));
         }
-        if offset % width_bytes != 0 {
+        if !offset.is_multiple_of(width_bytes) {
             return Err(Fault::at(ErrorCode::BadAccess, offset));
         }
         regs::locate(offset, width_bytes).ok_or_else(|| {
@@ -356,7 +359,7 @@ impl Model {
         let entries_max = 1u32 << Self::limits().ring_entries_log2_max;
         if !regs::ring_entries_valid(state.entries)
             || state.entries > entries_max
-            || state.base % entry_bytes != 0
+            || !state.base.is_multiple_of(entry_bytes)
         {
             return Err(Fault::at(ErrorCode::BadRingConfig, ring));
         }

@@ -67,7 +67,10 @@ impl SramFile {
     /// Opens the SRAM file at `path`, creating it zero-filled with `bytes` when it does not
     /// exist; an existing file keeps its contents and must be exactly `bytes` long.
     pub fn open(path: &Path, bytes: u64) -> Result<Self, SramError> {
-        if bytes == 0 || bytes > SRAM_BYTES_MAX || bytes % u64::from(SRAM_WINDOW_BYTES) != 0 {
+        if bytes == 0
+            || bytes > SRAM_BYTES_MAX
+            || !bytes.is_multiple_of(u64::from(SRAM_WINDOW_BYTES))
+        {
             return Err(SramError::BadSize { bytes });
         }
         let io_error = |operation: &'static str| {
