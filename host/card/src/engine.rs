@@ -1,45 +1,30 @@
-//! Parity behind one object-safe trait, [`ParityEngine`]: computed on the host
-//! ([`HostParity`]) or by the card ([`CardParity`]). Both take the same shapes and give the
-//! same bytes; the I/O shell holds a `&mut dyn ParityEngine` and does not care which.
+//! [`CardParity`]: the card's implementation of [`amf_parity::ParityEngine`], beside the
+//! host's [`amf_parity::HostParity`]. Both take the same shapes and give the same bytes;
+//! the RAID core and the I/O shell hold a `&mut dyn ParityEngine` and do not care which.
+//! What only the card can get wrong is [`CardParityError`], carried to callers inside
+//! [`EngineError::Device`].
 
 use crate::backend::{CardBackend, DmaBuffer};
 use crate::driver::{Card, CardError, backend_error};
-use shared_regs::limits::{PARITY_BEAT_BYTES, PARITY_SOURCE_BYTES_MAX, PARITY_SOURCES_MAX};
+use amf_parity::{EngineError, PARITY_SOURCES_MIN, ParityEngine, check_shape};
+use shared_regs::limits::{PARITY_BEAT_BYTES, PARITY_SOURCE_BYTES_MAX};
 use shared_regs::regs;
 use shared_regs::ring::{CompletionStatus, ParityDescriptor, ParityOpcode};
 use zerocopy::little_endian::{U32, U64};
 
-/// Fewest data sources any parity takes (a RAID-5 of three members).
-pub const PARITY_SOURCES_MIN: u32 = 2;
 /// How long [`CardParity`] waits for each completion by default.
 pub const CARD_PARITY_TIMEOUT_MS_DEFAULT: u32 = 10_000;
 
 const BEAT_BYTES: usize = PARITY_BEAT_BYTES as usize;
 const DESCRIPTOR_SOURCE_BYTES_MAX: usize = PARITY_SOURCE_BYTES_MAX as usize;
 
-/// Why parity was not computed.
+// Every shape `check_shape` lets through is one the card's opcodes take.
+const _: () = assert!(PARITY_SOURCES_MIN >= ParityOpcode::GenP.sources_min());
+const _: () = assert!(PARITY_SOURCES_MIN >= ParityOpcode::GenPq.sources_min());
+
+/// Why the card did not compute parity (the shape was fine: [`check_shape`] ran first).
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// Too few or too many data sources.
-    #[error("{count} data sources given; parity takes {min} to {max}")]
-    SourceCount {
-        /// Given.
-        count: usize,
-        /// Fewest.
-        min: u32,
-        /// Most.
-        max: u32,
-    },
-    /// A buffer's length differs from P's.
-    #[error("{buffer} is {found} bytes long but P is {expected}")]
-    LengthMismatch {
-        /// Which buffer ("data source 3", "Q").
-        buffer: String,
-        /// P's length.
-        expected: usize,
-        /// This buffer's length.
-        found: usize,
-    },
+pub enum CardParityError {
     /// The card refused one of the descriptors.
     #[error("card refused parity descriptor with tag {tag}: {status}")]
     Descriptor {
@@ -60,75 +45,6 @@ pub enum EngineError {
     /// The driver failed.
     #[error(transparent)]
     Card(#[from] CardError),
-}
-
-/// Computes P (and Q) of equally long data buffers.
-///
-/// `data` are the data chunks in stripe order (`data[i]` is Q's coefficient `g^i`), two to
-/// [`PARITY_SOURCES_MAX`]; `p` and `q` have the same length as each of them, any length.
-/// `q: None` computes P only (RAID-5). On error, `p` and `q` hold unspecified bytes.
-pub trait ParityEngine {
-    /// Short name for messages and status: `"host"`, `"card:sim"`.
-    fn name(&self) -> &'static str;
-
-    /// P = XOR of `data`; Q (when given) = sum of `g^i * data[i]` in GF(2^8).
-    fn compute(
-        &mut self,
-        data: &[&[u8]],
-        p: &mut [u8],
-        q: Option<&mut [u8]>,
-    ) -> Result<(), EngineError>;
-}
-
-/// Checks the shape every engine takes.
-fn check_shape(data: &[&[u8]], p_bytes: usize, q_bytes: Option<usize>) -> Result<(), EngineError> {
-    let count_range = PARITY_SOURCES_MIN as usize..=PARITY_SOURCES_MAX as usize;
-    if !count_range.contains(&data.len()) {
-        return Err(EngineError::SourceCount {
-            count: data.len(),
-            min: PARITY_SOURCES_MIN,
-            max: PARITY_SOURCES_MAX,
-        });
-    }
-    let mismatch = |buffer: String, found: usize| EngineError::LengthMismatch {
-        buffer,
-        expected: p_bytes,
-        found,
-    };
-    if let Some((index, source)) = data.iter().enumerate().find(|(_, d)| d.len() != p_bytes) {
-        return Err(mismatch(format!("data source {index}"), source.len()));
-    }
-    match q_bytes {
-        Some(found) if found != p_bytes => Err(mismatch("Q".to_owned(), found)),
-        _ => Ok(()),
-    }
-}
-
-/// Parity on the host CPU, with `amf_parity`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HostParity;
-
-impl ParityEngine for HostParity {
-    fn name(&self) -> &'static str {
-        "host"
-    }
-
-    fn compute(
-        &mut self,
-        data: &[&[u8]],
-        p: &mut [u8],
-        q: Option<&mut [u8]>,
-    ) -> Result<(), EngineError> {
-        check_shape(data, p.len(), q.as_ref().map(|q| q.len()))?;
-        if p.is_empty() {
-            return Ok(());
-        }
-        match q {
-            Some(q) => amf_parity::gen_pq(data, p, q),
-            None => amf_parity::gen_p(data, p),
-        }
-        Ok(())
-    }
 }
 
 /// DMA memory [`CardParity`] stages a job in; grown on demand, never shrunk.
@@ -342,7 +258,7 @@ impl<B: CardBackend> CardParity<B> {
 
     /// Submits `descriptors`, keeping the ring as full as possible, and collects every
     /// completion; the first refused descriptor is reported after all have completed.
-    fn run(&mut self, descriptors: &[ParityDescriptor]) -> Result<(), EngineError> {
+    fn run(&mut self, descriptors: &[ParityDescriptor]) -> Result<(), CardParityError> {
         let first_tag = descriptors[0].tag.get();
         let mut completed = vec![false; descriptors.len()];
         let mut refused = None;
@@ -359,13 +275,13 @@ impl<B: CardBackend> CardParity<B> {
             match completed.get_mut(position) {
                 Some(done) if !*done => *done = true,
                 _ => {
-                    return Err(EngineError::UnexpectedTag {
+                    return Err(CardParityError::UnexpectedTag {
                         tag: completion.tag,
                     });
                 }
             }
             if completion.status != CompletionStatus::Ok && refused.is_none() {
-                refused = Some(EngineError::Descriptor {
+                refused = Some(CardParityError::Descriptor {
                     tag: completion.tag,
                     status: completion.status,
                 });
@@ -389,26 +305,17 @@ impl<B: CardBackend> CardParity<B> {
     }
 }
 
-impl<B: CardBackend> ParityEngine for CardParity<B> {
-    fn name(&self) -> &'static str {
-        match self.card.backend().name() {
-            "sim" => "card:sim",
-            "rtl" => "card:rtl",
-            "vfio" => "card:vfio",
-            _ => "card",
-        }
-    }
-
-    fn compute(
+impl<B: CardBackend> CardParity<B> {
+    /// [`ParityEngine::compute`] once the shape is known good.
+    fn compute_on_card(
         &mut self,
         data: &[&[u8]],
         p: &mut [u8],
         q: Option<&mut [u8]>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), CardParityError> {
         if self.broken {
-            return Err(EngineError::Broken);
+            return Err(CardParityError::Broken);
         }
-        check_shape(data, p.len(), q.as_ref().map(|q| q.len()))?;
         let caps = self.card.identity().caps;
         if q.is_some() && caps & regs::CAP_PARITY_PQ == 0 {
             return Err(CardError::MissingCapability {
@@ -432,9 +339,31 @@ impl<B: CardBackend> ParityEngine for CardParity<B> {
             // A refused descriptor leaves the ring consistent. Anything else may leave
             // descriptors in flight that point into staging: rather than risk the card
             // writing into a later job's memory, the engine refuses further work.
-            self.broken = !matches!(error, EngineError::Descriptor { .. });
+            self.broken = !matches!(error, CardParityError::Descriptor { .. });
             return Err(error);
         }
         Ok(self.copy_back(p, q)?)
+    }
+}
+
+impl<B: CardBackend> ParityEngine for CardParity<B> {
+    fn name(&self) -> &'static str {
+        match self.card.backend().name() {
+            "sim" => "card:sim",
+            "rtl" => "card:rtl",
+            "vfio" => "card:vfio",
+            _ => "card",
+        }
+    }
+
+    fn compute(
+        &mut self,
+        data: &[&[u8]],
+        p: &mut [u8],
+        q: Option<&mut [u8]>,
+    ) -> Result<(), EngineError> {
+        check_shape(data, p.len(), q.as_ref().map(|q| q.len()))?;
+        self.compute_on_card(data, p, q)
+            .map_err(|error| EngineError::device(self.name(), error))
     }
 }

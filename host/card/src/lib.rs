@@ -1,18 +1,22 @@
 //! amflink card interface: the one trait every card backend implements
-//! ([`CardBackend`]), the driver above it ([`Card`]), parity behind an object-safe trait
-//! ([`ParityEngine`]: [`HostParity`] or [`CardParity`]), and the sim card ([`sim::SimCard`])
-//! whose SRAM is a mapped file that outlives the host process.
+//! ([`CardBackend`]), the driver above it ([`Card`]), the card's parity engine
+//! ([`CardParity`], an [`amf_parity::ParityEngine`] like the host's
+//! [`amf_parity::HostParity`]), and the sim card ([`sim::SimCard`]) whose SRAM is a mapped
+//! file that outlives the host process.
 //!
 //! Opening a sim card for parity and SRAM:
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use amf_card::{ParityEngine, open_sim};
+//! use amf_card::open_sim;
+//! use amf_parity::ParityEngine;
 //! let mut engine = open_sim(std::path::Path::new("/tmp/amf0.sram"), 64 << 20)?;
 //! let (a, b) = (vec![1u8; 4096], vec![2u8; 4096]);
 //! let (mut p, mut q) = (vec![0u8; 4096], vec![0u8; 4096]);
 //! engine.compute(&[&a, &b], &mut p, Some(&mut q))?;
 //! engine.card_mut().sram_write(0, b"intent")?;
+//! // Stop the card and free its rings; dropping the sim card then stops its worker.
+//! engine.into_card()?.close()?;
 //! # Ok(()) }
 //! ```
 //!
@@ -27,7 +31,7 @@ pub mod sim;
 
 pub use backend::{CardBackend, DMA_ALIGN_BYTES, DmaBuffer, InterruptWait};
 pub use driver::{Card, CardConfig, CardError, Identity, ParityCompletion};
-pub use engine::{CardParity, EngineError, HostParity, ParityEngine};
+pub use engine::{CardParity, CardParityError};
 pub use sim::{Execution, SimCard, SimConfig, SimError};
 
 use std::path::Path;

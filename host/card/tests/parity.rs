@@ -4,9 +4,8 @@
 
 mod common;
 
-use amf_card::{
-    CardConfig, CardError, CardParity, EngineError, Execution, HostParity, ParityEngine, SimCard,
-};
+use amf_card::{CardConfig, CardError, CardParity, Execution, SimCard};
+use amf_parity::{EngineError, HostParity, ParityEngine};
 use common::{EXECUTIONS, RawJob, card, pattern, raw_job};
 use shared_regs::limits::{PARITY_SOURCE_BYTES_MAX, PARITY_SOURCES_MAX};
 use shared_regs::ring::CompletionStatus;
@@ -208,4 +207,41 @@ fn engines_refuse_bad_shapes_alike() {
         );
         engine.compute(&[&[], &[]], &mut [], None).unwrap();
     }
+}
+
+#[test]
+fn card_failures_reach_the_caller_as_device_errors() {
+    use amf_card::{CardParityError, SimConfig};
+    use std::error::Error as _;
+    // Room for the rings but not for staging a 64 KiB stripe.
+    let dir = tempfile::tempdir().unwrap();
+    let config = SimConfig {
+        dma_bytes_max: 64 * 1024,
+        ..SimConfig::new(common::SRAM_BYTES).stepped()
+    };
+    let sim = SimCard::open(&dir.path().join("sram"), config).unwrap();
+    let card = amf_card::Card::open(sim, CardConfig::default()).unwrap();
+    let mut engine = CardParity::new(card).unwrap();
+    let (a, b) = (vec![1u8; 65_536], vec![2u8; 65_536]);
+    let mut p = vec![0u8; 65_536];
+    let err = engine.compute(&[&a, &b], &mut p, None).unwrap_err();
+    let EngineError::Device { engine: name, .. } = &err else {
+        panic!("not a device error: {err}");
+    };
+    assert_eq!(*name, "card:sim");
+    let cause = err.source().expect("the card's error is the source");
+    assert!(
+        matches!(
+            cause.downcast_ref::<CardParityError>(),
+            Some(CardParityError::Card(CardError::Backend { .. }))
+        ),
+        "{cause}"
+    );
+    // Shape errors still come first, as on the host.
+    let err = engine.compute(&[&a], &mut p, None).unwrap_err();
+    assert!(
+        matches!(err, EngineError::SourceCount { count: 1, .. }),
+        "{err}"
+    );
+    engine.into_card().unwrap().close().unwrap();
 }

@@ -4,9 +4,8 @@
 
 mod common;
 
-use amf_card::{
-    Card, CardBackend, CardConfig, CardParity, Execution, ParityEngine, SimCard, SimConfig,
-};
+use amf_card::{Card, CardBackend, CardConfig, CardParity, Execution, SimCard, SimConfig};
+use amf_parity::ParityEngine;
 use common::{SRAM_BYTES, pattern};
 use proptest::prelude::*;
 use shared_regs::limits::SRAM_WINDOW_BYTES;

@@ -137,7 +137,7 @@ fn one_card_at_a_time_holds_an_sram_file() {
 
 #[test]
 fn open_sim_gives_parity_and_sram() {
-    use amf_card::ParityEngine;
+    use amf_parity::ParityEngine;
     let dir = tempfile::tempdir().unwrap();
     let mut engine = open_sim(&dir.path().join("sram"), SRAM_BYTES).unwrap();
     assert_eq!(engine.name(), "card:sim");

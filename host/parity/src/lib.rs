@@ -7,10 +7,15 @@
 //! AVX-512BW, AVX2, scalar); [`reference`] is the plain scalar model every kernel is tested
 //! against, and ISA-L the outside oracle (tests/isal_oracle.rs).
 //!
+//! [`ParityEngine`] is where the RAID core asks for P and Q: [`HostParity`] computes them
+//! here, the card crate's engine on the card. The read-modify-write update and recovery
+//! stay plain functions: the card's register map (1.0) has no opcode for either.
+//!
 //! `unsafe` is allowed only in the SIMD kernels (CPU intrinsics), each block with a
 //! `// SAFETY:` comment; the rest of the crate denies it.
 #![deny(unsafe_code)]
 
+pub mod engine;
 pub mod gf;
 mod kernel;
 pub mod recover;
@@ -18,6 +23,7 @@ pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 
+pub use engine::{EngineError, HostParity, PARITY_SOURCES_MIN, ParityEngine, check_shape};
 pub use kernel::{Kernel, best, by_name, kernels};
 pub use recover::{RecoverError, recover};
 
