@@ -6,6 +6,7 @@
 use crate::array::{Array, member_paths};
 use crate::create::{CreateSpec, Targets, create};
 use crate::{bench, scrub, status};
+use amf_parity::HostParity;
 use amf_raid::Level;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shared_regs::limits::CHUNK_BYTES_DEFAULT;
@@ -189,7 +190,9 @@ fn run_create(args: CreateArgs) -> CliResult {
     let created = create(&spec, &targets)?;
     if created.needs_parity_sync {
         let array = Array::open(&created.paths, true)?;
-        scrub::run(&array, scrub::Mode::Repair, scrub::progress_bar(&array))?;
+        // A fresh array's parity sync runs on the host: no card is named at create time.
+        let progress = scrub::progress_bar(&array);
+        scrub::run(&array, scrub::Mode::Repair, &mut HostParity, progress)?;
     }
     let volume = status::human_bytes(created.geometry.volume_bytes());
     println!(
@@ -240,7 +243,7 @@ fn run_scrub(args: ScrubArgs) -> CliResult {
     } else {
         scrub::progress_bar(&array)
     };
-    let report = scrub::run(&array, mode, progress)?;
+    let report = scrub::run(&array, mode, &mut HostParity, progress)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

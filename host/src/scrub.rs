@@ -4,9 +4,14 @@
 //! Runs offline on the members. A degraded stripe is checked with what redundancy is
 //! left (RAID-6 missing one member: the lost chunk is rebuilt from one parity and checked
 //! against the other); a stripe with no redundancy left is counted as not checked.
+//!
+//! P and Q are recomputed by the [`ParityEngine`] the caller passes (the host's, or a
+//! card's with `amf scrub --card`); rebuilding a lost member's chunk is recovery, which
+//! always runs on the host.
 
 use crate::array::{Array, ArrayError};
-use amf_raid::{Columns, Geometry, MemberSet, ParityCheck, Role};
+use amf_parity::{EngineError, ParityEngine};
+use amf_raid::{Columns, ComputeError, Geometry, MemberSet, ParityCheck, Role};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -49,6 +54,35 @@ pub struct ScrubReport {
     pub mismatches: Vec<Mismatch>,
     /// True when mismatching parity was rewritten.
     pub repaired: bool,
+    /// Which engine computed the parity ([`ParityEngine::name`]): `"host"`, `"card:sim"`.
+    pub parity_engine: &'static str,
+}
+
+/// Why a scrub stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrubError {
+    /// Reading or writing a member failed, or the array cannot be scrubbed.
+    #[error(transparent)]
+    Array(#[from] ArrayError),
+    /// The parity engine failed.
+    #[error("computing the parity of stripe {stripe}")]
+    Engine {
+        /// The stripe being checked or repaired.
+        stripe: u64,
+        /// The engine's error.
+        #[source]
+        source: EngineError,
+    },
+}
+
+/// The engine's error, with the stripe; a buffer error is this module's bug.
+fn engine_failed(stripe: u64) -> impl FnOnce(ComputeError) -> ScrubError {
+    move |error| match error {
+        ComputeError::Engine(source) => ScrubError::Engine { stripe, source },
+        ComputeError::Buffer(error) => {
+            panic!("stripe {stripe}: buffers sized by geometry: {error}")
+        }
+    }
 }
 
 /// A progress bar over the array's stripes, drawn on a terminal only.
@@ -64,8 +98,13 @@ pub fn progress_bar(array: &Array) -> ProgressBar {
     bar
 }
 
-/// Scrubs every stripe of `array`.
-pub fn run(array: &Array, mode: Mode, progress: ProgressBar) -> Result<ScrubReport, ArrayError> {
+/// Scrubs every stripe of `array`, computing parity with `engine`.
+pub fn run(
+    array: &Array,
+    mode: Mode,
+    engine: &mut dyn ParityEngine,
+    progress: ProgressBar,
+) -> Result<ScrubReport, ScrubError> {
     array.check_available()?;
     let geometry = array.geometry;
     let unusable: MemberSet = array.unusable_members().into_iter().collect();
@@ -80,6 +119,7 @@ pub fn run(array: &Array, mode: Mode, progress: ProgressBar) -> Result<ScrubRepo
         stripes_checked: 0,
         mismatches: Vec::new(),
         repaired: false,
+        parity_engine: engine.name(),
     };
     for stripe in 0..geometry.stripe_count() {
         progress.inc(1);
@@ -88,10 +128,10 @@ pub fn run(array: &Array, mode: Mode, progress: ProgressBar) -> Result<ScrubRepo
         }
         read_stripe(array, stripe, &mut chunks)?;
         rebuild_unusable(&geometry, stripe, unusable, &mut chunks);
-        let check = check_stripe(&geometry, stripe, &chunks);
+        let check = check_stripe(&geometry, engine, stripe, &chunks)?;
         record(&mut report, stripe, &check);
         if mode == Mode::Repair && !check.is_consistent() {
-            repair_stripe(array, stripe, &mut chunks)?;
+            repair_stripe(array, engine, stripe, &mut chunks)?;
             report.repaired = true;
         }
     }
@@ -136,11 +176,16 @@ fn rebuild_unusable(geometry: &Geometry, stripe: u64, unusable: MemberSet, chunk
     }
 }
 
-fn check_stripe(geometry: &Geometry, stripe: u64, chunks: &[Vec<u8>]) -> ParityCheck {
+fn check_stripe(
+    geometry: &Geometry,
+    engine: &mut dyn ParityEngine,
+    stripe: u64,
+    chunks: &[Vec<u8>],
+) -> Result<ParityCheck, ScrubError> {
     let views: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
     geometry
-        .check_parity(stripe, &views)
-        .expect("one whole chunk per member")
+        .check_parity(engine, stripe, &views)
+        .map_err(engine_failed(stripe))
 }
 
 fn record(report: &mut ScrubReport, stripe: u64, check: &ParityCheck) {
@@ -161,12 +206,17 @@ fn record(report: &mut ScrubReport, stripe: u64, check: &ParityCheck) {
 
 /// Recomputes the stripe's parity from its data and writes it to the usable parity
 /// members. The data is taken as the truth (a scrub cannot tell which chunk is wrong).
-fn repair_stripe(array: &Array, stripe: u64, chunks: &mut [Vec<u8>]) -> Result<(), ArrayError> {
+fn repair_stripe(
+    array: &Array,
+    engine: &mut dyn ParityEngine,
+    stripe: u64,
+    chunks: &mut [Vec<u8>],
+) -> Result<(), ScrubError> {
     let geometry = &array.geometry;
     let mut views: Vec<&mut [u8]> = chunks.iter_mut().map(Vec::as_mut_slice).collect();
     geometry
-        .repair_parity(stripe, &mut views)
-        .expect("one whole chunk per member");
+        .repair_parity(engine, stripe, &mut views)
+        .map_err(engine_failed(stripe))?;
     let offset = geometry.stripe_member_offset(stripe);
     for (index, chunk) in chunks.iter().enumerate() {
         let is_parity = !matches!(geometry.role(stripe, index as u32), Role::Data(_));
@@ -190,10 +240,11 @@ pub fn render(report: &ScrubReport) -> String {
     }
     let verb = if report.repaired { "repaired" } else { "found" };
     text.push_str(&format!(
-        "scrub: {} of {} stripes checked, {} mismatches {verb}\n",
+        "scrub: {} of {} stripes checked, {} mismatches {verb} (parity engine: {})\n",
         report.stripes_checked,
         report.stripes,
-        report.mismatches.len()
+        report.mismatches.len(),
+        report.parity_engine
     ));
     text
 }

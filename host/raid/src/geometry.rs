@@ -2,9 +2,10 @@
 
 use core::fmt;
 
+use amf_parity::PARITY_SOURCES_MIN;
 use shared_regs::limits::{
-    CHUNK_BYTES_MAX, CHUNK_BYTES_MIN, DATA_CHUNKS_MAX, MEMBERS_MAX, RAID5_MEMBERS_MIN,
-    RAID6_MEMBERS_MIN,
+    CHUNK_BYTES_MAX, CHUNK_BYTES_MIN, DATA_CHUNKS_MAX, MEMBERS_MAX, PARITY_SOURCES_MAX,
+    RAID5_MEMBERS_MIN, RAID6_MEMBERS_MIN,
 };
 
 /// RAID level: how many parity chunks each stripe carries.
@@ -61,6 +62,11 @@ const _: () = {
     assert!(Level::Raid6.members_min() <= Level::Raid6.members_max());
     // The widest RAID-5 stripe is within what the parity engine takes.
     assert!(MEMBERS_MAX - Level::Raid5.parity_count() <= DATA_CHUNKS_MAX);
+    // Every stripe's data chunks are a source count any ParityEngine takes, so a shape
+    // error from an engine is a bug of this crate, never the caller's.
+    assert!(DATA_CHUNKS_MAX <= PARITY_SOURCES_MAX);
+    assert!(Level::Raid5.members_min() - Level::Raid5.parity_count() >= PARITY_SOURCES_MIN);
+    assert!(Level::Raid6.members_min() - Level::Raid6.parity_count() >= PARITY_SOURCES_MIN);
 };
 
 /// What a member's chunk holds in one stripe.

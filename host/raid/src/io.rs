@@ -1,6 +1,8 @@
 //! Member reads and writes a plan asks for, and the checks on the buffers a caller hands
 //! back.
 
+use amf_parity::EngineError;
+
 use crate::geometry::{Geometry, Role};
 use crate::mapping::Columns;
 
@@ -43,6 +45,18 @@ pub enum BufferError {
         expected: usize,
         actual: usize,
     },
+}
+
+/// Why a plan's `execute` or a scrub over one stripe produced nothing usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    /// The caller's buffers do not match the plan (or the stripe).
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    /// The parity engine failed (a card's device error, or a shape the RAID core got
+    /// wrong); the output buffers hold unspecified bytes.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// Checks one buffer per I/O, each of the I/O's length.

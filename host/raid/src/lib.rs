@@ -16,6 +16,13 @@
 //! * Scrub: [`Geometry::check_parity`] and [`Geometry::repair_parity`] over one stripe's
 //!   member buffers.
 //!
+//! Parity generation goes through the caller's `&mut dyn` [`amf_parity::ParityEngine`]
+//! (the host's [`amf_parity::HostParity`] or a card's), so the same plan gives the same
+//! bytes wherever P and Q are computed; the engine is passed in like any other input and
+//! this crate still does no I/O. Read-modify-write's update and the recovery of lost
+//! chunks run on the host (`amf_parity::update`, `amf_parity::recover`): the card's
+//! register map 1.0 has no opcode for either.
+//!
 //! Offsets are relative to each member's data area: stripe `s` occupies member bytes
 //! `[s * chunk, (s + 1) * chunk)` on every member; the shell adds the superblock's
 //! `data_offset`. Inside a chunk, parity is column-wise: byte `c` of P and Q depends only on
@@ -35,7 +42,7 @@ mod write;
 
 pub use faults::PlanError;
 pub use geometry::{Geometry, GeometryError, Level, Role};
-pub use io::{BufferError, MemberIo, MemberWrite};
+pub use io::{BufferError, ComputeError, MemberIo, MemberWrite};
 pub use mapping::{ChunkPiece, Columns, Extents, Location, Pieces, RangeError, StripeExtent};
 pub use member_set::MemberSet;
 pub use read::{ReadPlan, RebuildPlan};

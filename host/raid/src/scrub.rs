@@ -1,9 +1,11 @@
-//! Scrub: does a stripe's parity match its data, and setting it right.
+//! Scrub: does a stripe's parity match its data, and setting it right. The parity is
+//! computed by the caller's [`ParityEngine`], the host's or the card's.
 
-use shared_regs::limits::{BLOCK_BYTES, DATA_CHUNKS_MAX};
+use amf_parity::ParityEngine;
+use shared_regs::limits::DATA_CHUNKS_MAX;
 
-use crate::geometry::{Geometry, Role};
-use crate::io::{BufferError, check_length};
+use crate::geometry::Geometry;
+use crate::io::{BufferError, ComputeError, check_length};
 
 /// Which parity chunks disagree with the data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -60,69 +62,86 @@ impl Geometry {
         Ok(expected.expect("at least one member"))
     }
 
-    /// Compares P (and Q) of `stripe` with its data. `members[m]` is member `m`'s chunk, or
-    /// the same column range of every member's chunk. Works block by block on the stack:
-    /// no allocation.
-    pub fn check_parity(&self, stripe: u64, members: &[&[u8]]) -> Result<ParityCheck, BufferError> {
+    /// P (and Q) of `stripe` computed afresh from the data in `members` by `engine`.
+    fn fresh_parity(
+        &self,
+        engine: &mut dyn ParityEngine,
+        stripe: u64,
+        members: &[&[u8]],
+    ) -> Result<FreshParity, ComputeError> {
         let length = self.check_members(members.iter().map(|buffer| buffer.len()))?;
         let roles = self.roles(stripe);
         let data_chunks = self.data_chunks() as usize;
-        let mut p = [0u8; BLOCK_BYTES as usize];
-        let mut q = [0u8; BLOCK_BYTES as usize];
         let mut data: [&[u8]; DATA_CHUNKS_MAX as usize] = [&[]; DATA_CHUNKS_MAX as usize];
-        let mut check = ParityCheck::default();
-        for start in (0..length).step_by(BLOCK_BYTES as usize) {
-            let end = length.min(start + BLOCK_BYTES as usize);
-            let block = end - start;
-            for (source, &member) in data.iter_mut().zip(&roles.data[..data_chunks]) {
-                *source = &members[member][start..end];
-            }
-            let data = &data[..data_chunks];
-            let p = &mut p[..block];
-            let q = &mut q[..block];
-            match roles.q {
-                Some(q_member) => {
-                    amf_parity::gen_pq(data, p, q);
-                    check.q_mismatch |= *q != members[q_member][start..end];
-                }
-                None => amf_parity::gen_p(data, p),
-            }
-            check.p_mismatch |= *p != members[roles.p][start..end];
+        for (source, &member) in data.iter_mut().zip(&roles.data[..data_chunks]) {
+            *source = members[member];
         }
-        assert!(roles.q.is_some() || !check.q_mismatch);
-        Ok(check)
+        let mut p = vec![0u8; length];
+        let mut q = roles.q.map(|_| vec![0u8; length]);
+        engine.compute(&data[..data_chunks], &mut p, q.as_deref_mut())?;
+        Ok(FreshParity { roles, p, q })
     }
 
-    /// Recomputes P (and Q) of `stripe` from its data, in place in `members` (as for
-    /// [`Geometry::check_parity`]); returns what was wrong before.
+    /// Compares P (and Q) of `stripe` with its data. `members[m]` is member `m`'s chunk, or
+    /// the same column range of every member's chunk.
+    ///
+    /// `engine` computes the parity over the whole range in one call, into two buffers
+    /// allocated here: a card then gets one job that it splits and keeps its ring full
+    /// with, not one round trip per 4 KiB block, and a scrub can afford the allocation.
+    pub fn check_parity(
+        &self,
+        engine: &mut dyn ParityEngine,
+        stripe: u64,
+        members: &[&[u8]],
+    ) -> Result<ParityCheck, ComputeError> {
+        let fresh = self.fresh_parity(engine, stripe, members)?;
+        Ok(fresh.compare(|member| members[member]))
+    }
+
+    /// Recomputes P (and Q) of `stripe` from its data with `engine` (as for
+    /// [`Geometry::check_parity`]) and, where they differ, writes them into `members`;
+    /// returns what was wrong before. On an engine error `members` is unchanged.
     pub fn repair_parity(
         &self,
+        engine: &mut dyn ParityEngine,
         stripe: u64,
         members: &mut [&mut [u8]],
-    ) -> Result<ParityCheck, BufferError> {
-        let before = {
+    ) -> Result<ParityCheck, ComputeError> {
+        let fresh = {
             let view: Vec<&[u8]> = members.iter().map(|buffer| &**buffer).collect();
-            self.check_parity(stripe, &view)?
+            self.fresh_parity(engine, stripe, &view)?
         };
-        if before.is_consistent() {
-            return Ok(before);
+        let before = fresh.compare(|member| &*members[member]);
+        if before.p_mismatch {
+            members[fresh.roles.p].copy_from_slice(&fresh.p);
         }
-        let mut data: [&[u8]; DATA_CHUNKS_MAX as usize] = [&[]; DATA_CHUNKS_MAX as usize];
-        let (mut p, mut q) = (None, None);
-        for (member, buffer) in members.iter_mut().enumerate() {
-            let member = u32::try_from(member).expect("members fit in u32");
-            match self.role(stripe, member) {
-                Role::Data(index) => data[index as usize] = &**buffer,
-                Role::P => p = Some(&mut **buffer),
-                Role::Q => q = Some(&mut **buffer),
-            }
+        if let (true, Some(member), Some(q)) = (before.q_mismatch, fresh.roles.q, &fresh.q) {
+            members[member].copy_from_slice(q);
         }
-        let data = &data[..self.data_chunks() as usize];
-        let p = p.expect("every stripe has P");
-        match q {
-            Some(q) => amf_parity::gen_pq(data, p, q),
-            None => amf_parity::gen_p(data, p),
-        }
+        assert!(fresh.compare(|member| &*members[member]).is_consistent());
         Ok(before)
+    }
+}
+
+/// Parity computed from a stripe's data, to compare with (or replace) what the members hold.
+struct FreshParity {
+    roles: Roles,
+    p: Vec<u8>,
+    /// Present exactly on RAID-6.
+    q: Option<Vec<u8>>,
+}
+
+impl FreshParity {
+    /// Which parity differs from the members' (`member(m)` is member `m`'s buffer).
+    fn compare<'m>(&self, member: impl Fn(usize) -> &'m [u8]) -> ParityCheck {
+        assert_eq!(self.roles.q.is_some(), self.q.is_some());
+        let q_mismatch = match (self.roles.q, &self.q) {
+            (Some(q_member), Some(q)) => *q != member(q_member),
+            _ => false,
+        };
+        ParityCheck {
+            p_mismatch: *self.p != *member(self.roles.p),
+            q_mismatch,
+        }
     }
 }

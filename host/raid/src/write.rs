@@ -3,12 +3,19 @@
 //! The extent's chunk pieces cut the chunk's columns into segments; in each segment the
 //! set of touched data chunks is fixed, and the segment gets its own [`WriteMode`]. For a
 //! contiguous extent there are at most three segments.
+//!
+//! Parity is generated (full-stripe, reconstruct-write, degraded reconstruct) by the
+//! [`ParityEngine`] the caller passes: the host's or the card's. Read-modify-write's delta
+//! update (`amf_parity::update`) and the recovery of lost chunks (`amf_parity::recover`)
+//! always run on the host: the card's register map 1.0 has opcodes for generating P and
+//! P+Q only, none for an update or a recovery.
 
+use amf_parity::ParityEngine;
 use shared_regs::limits::DATA_CHUNKS_MAX;
 
 use crate::faults::{PlanError, StripeFaults};
 use crate::geometry::{Geometry, Level, Role};
-use crate::io::{BufferError, IoList, MemberIo, MemberWrite, check_buffers, check_length};
+use crate::io::{ComputeError, IoList, MemberIo, MemberWrite, check_buffers, check_length};
 use crate::mapping::{ChunkPiece, Columns, StripeExtent};
 use crate::member_set::MemberSet;
 use crate::reconstruct;
@@ -197,13 +204,18 @@ impl WritePlan {
     }
 
     /// Fills `writes` (one buffer per [`WritePlan::writes`] entry, of its length) from the
-    /// read buffers (one per [`WritePlan::reads`] entry) and the extent's new bytes.
+    /// read buffers (one per [`WritePlan::reads`] entry) and the extent's new bytes, with
+    /// `engine` generating parity where the plan computes it afresh (read-modify-write
+    /// updates it on the host; see the [module docs](self)).
+    ///
+    /// On an engine error the write buffers hold unspecified bytes: write none of them.
     pub fn execute(
         &self,
+        engine: &mut dyn ParityEngine,
         reads: &[&[u8]],
         new_data: &[u8],
         writes: &mut [&mut [u8]],
-    ) -> Result<(), BufferError> {
+    ) -> Result<(), ComputeError> {
         check_buffers(
             "read",
             self.reads(),
@@ -228,7 +240,7 @@ impl WritePlan {
         }
         let mut scratch = Vec::new();
         for segment in &self.segments {
-            self.update_parity(segment, reads, new_data, writes, &mut scratch);
+            self.update_parity(engine, segment, reads, new_data, writes, &mut scratch)?;
         }
         Ok(())
     }
@@ -236,16 +248,17 @@ impl WritePlan {
     /// [`WritePlan::execute`] into freshly allocated buffers.
     pub fn execute_to_vec(
         &self,
+        engine: &mut dyn ParityEngine,
         reads: &[&[u8]],
         new_data: &[u8],
-    ) -> Result<Vec<MemberWrite>, BufferError> {
+    ) -> Result<Vec<MemberWrite>, ComputeError> {
         let mut buffers: Vec<Vec<u8>> = self
             .writes()
             .iter()
             .map(|io| vec![0; io.length as usize])
             .collect();
         let mut targets: Vec<&mut [u8]> = buffers.iter_mut().map(Vec::as_mut_slice).collect();
-        self.execute(reads, new_data, &mut targets)?;
+        self.execute(engine, reads, new_data, &mut targets)?;
         let writes = self.writes().iter().zip(buffers);
         Ok(writes
             .map(|(&io, bytes)| MemberWrite { io, bytes })
@@ -291,14 +304,15 @@ fn is_touched(touched: u32, role: Role) -> bool {
 impl WritePlan {
     fn update_parity(
         &self,
+        engine: &mut dyn ParityEngine,
         segment: &Segment,
         reads: &[&[u8]],
         new_data: &[u8],
         writes: &mut [&mut [u8]],
         scratch: &mut Vec<u8>,
-    ) {
+    ) -> Result<(), ComputeError> {
         if segment.mode == WriteMode::DataOnly {
-            return;
+            return Ok(());
         }
         let (p_write, q_write) = self.parity_targets(segment.columns, writes);
         let q_wanted = self.geometry.level() == Level::Raid6;
@@ -315,17 +329,20 @@ impl WritePlan {
             WriteMode::DegradedReconstruct => {
                 let chunks = self.rebuilt_after(segment, reads, new_data);
                 let data: Vec<&[u8]> = chunks.chunks_exact(length).collect();
-                generate(&data[..self.geometry.data_chunks() as usize], p, q_write);
+                let data = &data[..self.geometry.data_chunks() as usize];
+                engine.compute(data, p, q_write)?;
             }
-            _ => {
+            WriteMode::FullStripe | WriteMode::ReconstructWrite => {
                 let mut data: [&[u8]; DATA_CHUNKS_MAX as usize] = [&[]; DATA_CHUNKS_MAX as usize];
                 let data_chunks = self.geometry.data_chunks();
                 for (index, source) in (0..data_chunks).zip(data.iter_mut()) {
                     *source = self.data_after(segment, index, reads, new_data);
                 }
-                generate(&data[..data_chunks as usize], p, q_write);
+                engine.compute(&data[..data_chunks as usize], p, q_write)?;
             }
+            WriteMode::DataOnly => unreachable!("returned above"),
         }
+        Ok(())
     }
 
     /// The write buffers of surviving P and Q over `columns`.
@@ -393,14 +410,5 @@ impl WritePlan {
             }
         }
         chunks
-    }
-}
-
-/// P (and Q when wanted) of `data`.
-fn generate(data: &[&[u8]], p: &mut [u8], q: Option<&mut [u8]>) {
-    assert!(data.len() >= 2);
-    match q {
-        Some(q) => amf_parity::gen_pq(data, p, q),
-        None => amf_parity::gen_p(data, p),
     }
 }

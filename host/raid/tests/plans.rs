@@ -2,9 +2,10 @@
 
 mod common;
 
+use amf_parity::HostParity;
 use amf_raid::{
-    BufferError, Columns, Geometry, Level, MemberIo, MemberSet, PlanError, Role, StripeExtent,
-    WriteMode,
+    BufferError, Columns, ComputeError, Geometry, Level, MemberIo, MemberSet, PlanError, Role,
+    StripeExtent, WriteMode,
 };
 use common::{Array, Rng};
 use shared_regs::limits::CHUNK_BYTES_DEFAULT;
@@ -289,19 +290,20 @@ fn buffers_of_the_wrong_shape_are_refused() {
     let read = vec![0u8; 4096];
     let reads = [read.as_slice(); 3];
     let new_data = vec![1u8; 4096];
-    assert!(plan.execute_to_vec(&reads, &new_data).is_ok());
+    let engine = &mut HostParity;
+    assert!(plan.execute_to_vec(engine, &reads, &new_data).is_ok());
     assert!(matches!(
-        plan.execute_to_vec(&reads[..2], &new_data),
-        Err(BufferError::Count { .. })
+        plan.execute_to_vec(engine, &reads[..2], &new_data),
+        Err(ComputeError::Buffer(BufferError::Count { .. }))
     ));
     let short = [read.as_slice(), read.as_slice(), &read[..100]];
     assert!(matches!(
-        plan.execute_to_vec(&short, &new_data),
-        Err(BufferError::Length { index: 2, .. })
+        plan.execute_to_vec(engine, &short, &new_data),
+        Err(ComputeError::Buffer(BufferError::Length { index: 2, .. }))
     ));
     assert!(matches!(
-        plan.execute_to_vec(&reads, &new_data[1..]),
-        Err(BufferError::Length { .. })
+        plan.execute_to_vec(engine, &reads, &new_data[1..]),
+        Err(ComputeError::Buffer(BufferError::Length { .. }))
     ));
     let read_plan = geometry
         .plan_read(&extent(&geometry, 0, 4096), MemberSet::new())
@@ -313,6 +315,7 @@ fn buffers_of_the_wrong_shape_are_refused() {
 #[test]
 fn scrub_finds_and_repairs_each_parity() {
     let mut rng = Rng::new(7);
+    let engine = &mut HostParity;
     for level in [Level::Raid5, Level::Raid6] {
         let geometry = Geometry::new(level, 6, CHUNK, 8 * u64::from(CHUNK)).unwrap();
         let mut array = Array::new(geometry, &mut rng);
@@ -334,7 +337,7 @@ fn scrub_finds_and_repairs_each_parity() {
                 let around: Vec<&[u8]> = shared.iter().map(|v| &v[column..column + 1]).collect();
                 assert!(
                     !geometry
-                        .check_parity(stripe, &around)
+                        .check_parity(engine, stripe, &around)
                         .unwrap()
                         .is_consistent()
                 );
@@ -342,21 +345,24 @@ fn scrub_finds_and_repairs_each_parity() {
                 let away: Vec<&[u8]> = shared.iter().map(|v| &v[other..other + 1]).collect();
                 assert!(
                     geometry
-                        .check_parity(stripe, &away)
+                        .check_parity(engine, stripe, &away)
                         .unwrap()
                         .is_consistent()
                 );
-                geometry.check_parity(stripe, &shared).unwrap()
+                geometry.check_parity(engine, stripe, &shared).unwrap()
             };
             assert_eq!(
                 (check.p_mismatch, check.q_mismatch),
                 (which == 0, which == 1)
             );
-            assert_eq!(geometry.repair_parity(stripe, &mut views).unwrap(), check);
+            assert_eq!(
+                geometry.repair_parity(engine, stripe, &mut views).unwrap(),
+                check
+            );
             let shared: Vec<&[u8]> = views.iter().map(|v| &**v).collect();
             assert!(
                 geometry
-                    .check_parity(stripe, &shared)
+                    .check_parity(engine, stripe, &shared)
                     .unwrap()
                     .is_consistent()
             );
@@ -369,14 +375,14 @@ fn scrub_finds_and_repairs_each_parity() {
             .iter()
             .map(|m| &m[start..start + CHUNK as usize])
             .collect();
-        let check = geometry.check_parity(stripe, &views).unwrap();
+        let check = geometry.check_parity(engine, stripe, &views).unwrap();
         assert_eq!(
             (check.p_mismatch, check.q_mismatch),
             (true, level == Level::Raid6)
         );
         assert!(matches!(
-            geometry.check_parity(stripe, &views[1..]),
-            Err(BufferError::Count { .. })
+            geometry.check_parity(engine, stripe, &views[1..]),
+            Err(ComputeError::Buffer(BufferError::Count { .. }))
         ));
     }
 }
