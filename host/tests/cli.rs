@@ -192,6 +192,107 @@ fn create_refuses_an_existing_array_without_force() {
     );
 }
 
+/// Writes the same seeded random bytes into the data chunks of `stripes` (leaving their
+/// parity stale) and flips the same parity bytes elsewhere, on each array in `directories`.
+fn corrupt_alike(directories: &[&Path], members: u64, stripes: std::ops::Range<u64>) {
+    use rand::{RngCore, SeedableRng};
+    for directory in directories {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for stripe in stripes.clone() {
+            for data_index in 0..members - 2 {
+                let mut bytes = vec![0u8; 65536];
+                rng.fill_bytes(&mut bytes);
+                let path = member(directory, data_member(6, members, stripe, data_index));
+                let file = OpenOptions::new().write(true).open(path).unwrap();
+                file.write_all_at(&bytes, DATA_OFFSET + stripe * 65536)
+                    .unwrap();
+            }
+        }
+        // P of one stripe, Q of another, among chunks of zeros.
+        flip_byte(
+            &member(directory, p_member(members, 40)),
+            DATA_OFFSET + 40 * 65536 + 999,
+        );
+        let q_member = (p_member(members, 41) + 1) % members as u32;
+        flip_byte(
+            &member(directory, q_member),
+            DATA_OFFSET + 41 * 65536 + 65535,
+        );
+    }
+}
+
+/// Every member's data area (after the first `DATA_OFFSET` bytes), in member order.
+fn data_areas(directory: &Path, members: u32) -> Vec<Vec<u8>> {
+    (0..members)
+        .map(|index| {
+            std::fs::read(member(directory, index)).unwrap()[DATA_OFFSET as usize..].to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn repair_through_the_sim_card_writes_the_hosts_bytes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (on_host, on_card) = (scratch.path().join("host"), scratch.path().join("card"));
+    let members = 5u64;
+    for directory in [&on_host, &on_card] {
+        create(directory, "6", members as u32, "8M");
+    }
+    corrupt_alike(&[&on_host, &on_card], members, 3..9);
+    let sram = scratch.path().join("card.sram");
+    let card_spec = format!("sim:{}", sram.display());
+    let (host_code, host_report) = scrub_json(&on_host, &["--repair"]);
+    let (card_code, card_report) = scrub_json(&on_card, &["--repair", "--card", &card_spec]);
+    assert_eq!(host_report["parity_engine"], "host");
+    assert_eq!(card_report["parity_engine"], "card:sim");
+    assert_eq!((host_code, card_code), (Some(1), Some(1)));
+    assert_eq!(host_report["mismatches"], card_report["mismatches"]);
+    assert_eq!(
+        host_report["mismatches"].as_array().unwrap().len(),
+        2 * 6 + 2,
+        "P and Q of six random stripes, one P, one Q"
+    );
+    assert_eq!(card_report["repaired"], true);
+    assert_eq!(
+        std::fs::metadata(&sram).unwrap().len(),
+        64 << 20,
+        "a missing SRAM file is created with the default size"
+    );
+    let (host_areas, card_areas) = (
+        data_areas(&on_host, members as u32),
+        data_areas(&on_card, members as u32),
+    );
+    for (index, (host_area, card_area)) in host_areas.iter().zip(&card_areas).enumerate() {
+        assert!(host_area == card_area, "member {index}'s data area differs");
+    }
+    // The card's SRAM file is reused, and the repaired array scrubs clean through it.
+    let text = amf_ok(&["scrub", "--card", &card_spec, on_card.to_str().unwrap()]);
+    assert!(
+        text.contains("0 mismatches found") && text.contains("parity engine: card:sim"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_card_spec_is_a_one_line_error() {
+    let directory = tempfile::tempdir().unwrap();
+    create(directory.path(), "5", 3, "8M");
+    for spec in ["bogus", "sim:", "Host", "rtl:/dev/null"] {
+        let output = amf(&["scrub", "--card", spec, directory.path().to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(2), "--card {spec}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("--card") && stderr.contains(spec),
+            "{stderr}"
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "nothing scrubbed for --card {spec}"
+        );
+    }
+}
+
 #[test]
 fn clean_array_scrubs_clean() {
     let directory = tempfile::tempdir().unwrap();
@@ -204,13 +305,18 @@ fn clean_array_scrubs_clean() {
     assert_eq!(report["stripes"], 112);
 }
 
-fn scrub_mismatches(directory: &Path, extra: &[&str]) -> (Option<i32>, Vec<(u64, String)>) {
+fn scrub_json(directory: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
     let mut arguments = vec!["scrub", "--json"];
     arguments.extend_from_slice(extra);
     arguments.push(directory.to_str().unwrap());
     let output = amf(&arguments);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code(), report)
+}
+
+fn scrub_mismatches(directory: &Path, extra: &[&str]) -> (Option<i32>, Vec<(u64, String)>) {
+    let (code, report) = scrub_json(directory, extra);
     let mismatches = report["mismatches"]
         .as_array()
         .unwrap()
@@ -222,7 +328,7 @@ fn scrub_mismatches(directory: &Path, extra: &[&str]) -> (Option<i32>, Vec<(u64,
             )
         })
         .collect();
-    (output.status.code(), mismatches)
+    (code, mismatches)
 }
 
 #[test]
