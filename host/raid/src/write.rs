@@ -205,8 +205,9 @@ impl WritePlan {
 
     /// Fills `writes` (one buffer per [`WritePlan::writes`] entry, of its length) from the
     /// read buffers (one per [`WritePlan::reads`] entry) and the extent's new bytes, with
-    /// `engine` generating parity where the plan computes it afresh (read-modify-write
-    /// updates it on the host; see the [module docs](self)).
+    /// `engine` generating parity where the plan computes it afresh. Read-modify-write's
+    /// update and the recovery of lost chunks run on the host whatever the engine: the
+    /// card's register map 1.0 has no opcode for them.
     ///
     /// On an engine error the write buffers hold unspecified bytes: write none of them.
     pub fn execute(
