@@ -4,7 +4,7 @@
 //! Buffers follow Linux lib/raid6's order: data chunks `0..k`, then P, then (RAID-6) Q;
 //! every buffer has the same length. The entry points dispatch to the fastest kernel the
 //! CPU supports ([`best`], chosen once from the table [`kernels`]: GFNI on AVX-512 or AVX2,
-//! AVX-512BW, AVX2, scalar); [`reference`] is the plain scalar model every kernel is tested
+//! AVX-512BW, AVX2, scalar); [`reference`](mod@reference) is the plain scalar model every kernel is tested
 //! against, and ISA-L the outside oracle (tests/isal_oracle.rs).
 //!
 //! [`ParityEngine`] is where the RAID core asks for P and Q: [`HostParity`] computes them
@@ -35,7 +35,7 @@ pub fn gen_p(data: &[&[u8]], p: &mut [u8]) {
     best().gen_p(data, p);
 }
 
-/// P = XOR of `data`; Q = sum over i of g^i * data[i].
+/// P = XOR of `data`; Q = sum over i of `g^i * data[i]`.
 ///
 /// # Panics
 /// If `data` is empty or any length differs from `p`'s or `q`'s (asserted).

@@ -19,7 +19,7 @@ pub fn gen_p(data: &[&[u8]], p: &mut [u8]) {
     }
 }
 
-/// P = XOR; Q by Horner's rule from the highest data index down: Q = (..(D[k-1]*g + D[k-2])*g ..) + D[0].
+/// P = XOR; Q by Horner's rule from the highest data index down: `Q = (..(D[k-1]*g + D[k-2])*g ..) + D[0]`.
 pub fn gen_pq(data: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
     assert_shapes(data, p.len());
     assert_eq!(p.len(), q.len(), "P and Q lengths differ");
