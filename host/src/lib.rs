@@ -5,10 +5,11 @@
 //! update, recovery; SIMD kernels), `amf-raid` (the RAID core, sans-IO) and `amf-card` (the
 //! card trait, the driver, the sim card). This crate is the I/O shell and the CLI:
 //!
-//! * [`format`]: the on-disk member superblock;
+//! * [`format`](mod@format): the on-disk member superblock;
 //! * [`create`]: `amf create`, laying superblocks on new or existing members;
 //! * [`status`]: `amf status` reports;
-//! * [`array`]: the I/O shell: members opened from files, checked against each other, and
+//! * [`block`]: the [`block::BlockDevice`] boundary between the NBD front end and the volume;
+//! * [`array`](mod@array): the I/O shell: members opened from files, checked against each other, and
 //!   stripes read and written through the RAID core;
 //! * [`scrub`]: offline parity verification (and repair);
 //! * [`bench`]: throughput of our parity kernels beside ISA-L's;
@@ -20,6 +21,7 @@
 
 pub mod array;
 pub mod bench;
+pub mod block;
 pub mod cli;
 pub mod create;
 pub mod format;
