@@ -1,0 +1,1326 @@
+//! One AMF's coherency state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use shared_regs::intent::{INTENT_HEADER_BYTES, Intent, IntentPhase};
+use shared_regs::limits::{
+    BLOCK_BYTES, FABRIC_PORTS_MAX, INTENT_PAYLOAD_BYTES_MAX, SRAM_BYTES_MAX,
+};
+
+use crate::message::{Message, Mode, REPLY_DATA_BYTES_MAX};
+use crate::ports::PortSet;
+
+/// Most host requests outstanding at one AMF.
+pub const REQUESTS_MAX: usize = 256;
+/// Most stripe operations (pieces of host requests, and replays) at one AMF.
+pub const OPS_MAX: usize = 4096;
+/// Most blocks one stripe operation carries: what one intent record holds.
+pub const OP_BLOCKS_MAX: u32 = INTENT_PAYLOAD_BYTES_MAX / BLOCK_BYTES;
+/// Op and acquire ids start at `incarnation << INCARNATION_SHIFT`, so that a message
+/// meant for a port's previous incarnation never matches one of the current one's.
+const INCARNATION_SHIFT: u32 = 40;
+/// Bound on the scheduling loop of one stripe per input.
+const ADVANCE_STEPS_MAX: usize = 2 * OPS_MAX;
+
+const _: () = {
+    assert!(OP_BLOCKS_MAX >= 1);
+    assert!(REQUESTS_MAX <= OPS_MAX);
+    assert!(REPLY_DATA_BYTES_MAX >= (OP_BLOCKS_MAX * BLOCK_BYTES) as usize);
+};
+
+/// Deliberate protocol breakage, for showing that the simulator's checkers catch it.
+/// `Mutation::None` in every real configuration.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mutation {
+    #[default]
+    None,
+    /// Answer an exclusive acquire but keep the shared copy.
+    SkipInvalidate,
+    /// Acknowledge a write before its record reaches any peer (and never send it).
+    AckBeforeReplication,
+    /// Replay a dead owner's record without its data (parity resync only).
+    ReplayWithoutData,
+    /// Answer an exclusive acquire at once while keeping exclusive ownership.
+    TwoOwners,
+}
+
+/// What an AMF is and what it serves.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This AMF's fabric port.
+    pub port: u8,
+    /// Incarnation of this port (restarts so far); op ids differ between incarnations.
+    pub incarnation: u32,
+    /// Live ports in the order they joined, this one included, as of the point in the
+    /// fabric's total order where this AMF starts.
+    pub live_ports: Vec<u8>,
+    pub stripe_count: u64,
+    /// 4 KiB blocks of data per stripe.
+    pub stripe_data_blocks: u32,
+    pub array_generation: u64,
+    /// Intent slots each owner has in every peer's SRAM: most writes in flight.
+    pub intent_slots: u32,
+    #[doc(hidden)]
+    pub mutation: Mutation,
+}
+
+impl Config {
+    /// Blocks one stripe operation carries at most.
+    pub fn op_blocks_max(&self) -> u32 {
+        self.stripe_data_blocks.min(OP_BLOCKS_MAX)
+    }
+
+    /// Bytes of one intent slot.
+    pub fn slot_bytes(&self) -> u32 {
+        INTENT_HEADER_BYTES as u32 + self.op_blocks_max() * BLOCK_BYTES
+    }
+
+    /// Where `owner`'s slot `slot` lives in every card's SRAM.
+    pub fn slot_offset(&self, owner: u8, slot: u32) -> u32 {
+        assert!(u32::from(owner) < FABRIC_PORTS_MAX);
+        assert!(slot < self.intent_slots);
+        (u32::from(owner) * self.intent_slots + slot) * self.slot_bytes()
+    }
+
+    /// SRAM bytes the layout needs on every card.
+    pub fn sram_bytes(&self) -> u64 {
+        u64::from(FABRIC_PORTS_MAX) * u64::from(self.intent_slots) * u64::from(self.slot_bytes())
+    }
+
+    fn check(&self) {
+        assert!(u32::from(self.port) < FABRIC_PORTS_MAX);
+        assert!(
+            self.live_ports.contains(&self.port),
+            "a port is live to itself"
+        );
+        assert!(self.live_ports.len() <= FABRIC_PORTS_MAX as usize);
+        assert!(self.stripe_count > 0);
+        assert!(self.stripe_data_blocks >= 2);
+        assert!(self.intent_slots >= 1);
+        assert!(self.sram_bytes() <= SRAM_BYTES_MAX);
+    }
+}
+
+/// This card's SRAM, where peers' intent records land (written by the card, read here
+/// only when a peer dies, and freed here when a record retires).
+pub trait Sram {
+    fn read(&self, offset: u32, bytes: &mut [u8]);
+    fn write(&mut self, offset: u32, bytes: &[u8]);
+}
+
+/// A host request; blocks are 4 KiB volume blocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Read { first_block: u64, block_count: u32 },
+    Write { first_block: u64, data: Vec<u8> },
+}
+
+/// Why a request was refused before it started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error(
+        "request of {block_count} blocks at block {first_block} is empty or beyond the volume's {volume_blocks}"
+    )]
+    OutOfRange {
+        first_block: u64,
+        block_count: u64,
+        volume_blocks: u64,
+    },
+    #[error("write data of {0} bytes is not whole blocks")]
+    PartialBlock(usize),
+    #[error("request id {0} is already outstanding")]
+    DuplicateId(u64),
+    #[error("too many requests outstanding")]
+    Busy,
+}
+
+/// Something for the fabric, in production order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    Broadcast {
+        payload: Vec<u8>,
+    },
+    Unicast {
+        target: u8,
+        payload: Vec<u8>,
+    },
+    /// Write `bytes` into `target`'s SRAM at `offset`; acknowledged by the fabric.
+    SramWrite {
+        target: u8,
+        offset: u32,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Member I/O for the RAID path; blocks are counted within the stripe's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberRequest {
+    Read {
+        io: u64,
+        stripe: u64,
+        first_block: u32,
+        block_count: u32,
+    },
+    /// Write the blocks and bring parity up to date (any plan the RAID core picks).
+    Write {
+        io: u64,
+        stripe: u64,
+        first_block: u32,
+        data: Vec<u8>,
+    },
+    /// Complete a dead owner's write: read every data chunk, lay `data` over it at
+    /// `first_block`, write the whole stripe with fresh parity. Idempotent. Empty `data`
+    /// only under a mutation.
+    Replay {
+        io: u64,
+        stripe: u64,
+        first_block: u32,
+        data: Vec<u8>,
+    },
+}
+
+/// A member I/O's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberOutcome {
+    Read(Vec<u8>),
+    Written,
+}
+
+/// A host completion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Request `id` is done: reads carry their data; writes are durable and replicated.
+    Completed { id: u64, data: Option<Vec<u8>> },
+}
+
+/// What the protocol did, for the simulator's ratios.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Acquire broadcasts sent.
+    pub broadcasts: u64,
+    /// Stripe operations started without an acquire of their own.
+    pub broadcasts_avoided: u64,
+    /// Replies received that carried blocks.
+    pub forwards: u64,
+    /// Copies dropped on an exclusive acquire.
+    pub invalidations: u64,
+    /// Dead owners' records completed.
+    pub replays: u64,
+    /// Dead owners' records found corrupt (never replayed).
+    pub records_corrupt: u64,
+    /// Stripe writes and reads performed.
+    pub writes: u64,
+    pub reads: u64,
+}
+
+#[derive(Clone, Debug)]
+enum OpKind {
+    Read,
+    Write {
+        data: Vec<u8>,
+    },
+    Replay {
+        owner: u8,
+        op_id: u64,
+        slot: u32,
+        data: Vec<u8>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OpState {
+    Queued,
+    Replicating { slot: u32, awaited: PortSet },
+    MemberIo { io: u64, slot: Option<u32> },
+}
+
+#[derive(Clone, Debug)]
+struct Op {
+    request: Option<u64>,
+    /// Byte offset of this piece in the request's data.
+    request_offset: usize,
+    stripe: u64,
+    first_block: u32,
+    block_count: u32,
+    kind: OpKind,
+    state: OpState,
+    op_id: u64,
+    caused_acquire: bool,
+}
+
+impl Op {
+    fn mode(&self) -> Mode {
+        match self.kind {
+            OpKind::Read => Mode::Shared,
+            _ => Mode::Exclusive,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Acquiring {
+    id: u64,
+    mode: Mode,
+    /// Our own broadcast has been delivered back: `awaited` is fixed.
+    ordered: bool,
+    awaited: PortSet,
+    replied: PortSet,
+    forwarded: BTreeMap<u32, Vec<u8>>,
+}
+
+#[derive(Clone, Debug)]
+struct Owed {
+    port: u8,
+    acquire_id: u64,
+    mode: Mode,
+    first_block: u32,
+    block_count: u32,
+    /// Ordered after our own pending acquire: answered after our turn.
+    after_mine: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Stripe {
+    held: Option<Mode>,
+    /// Valid only while `held` is some.
+    cache: BTreeMap<u32, Vec<u8>>,
+    acquiring: Option<Acquiring>,
+    owed: VecDeque<Owed>,
+    queue: VecDeque<u64>,
+    busy: Option<u64>,
+    /// Queued operations that may still run on the current grant before owed answers.
+    batch: usize,
+}
+
+impl Stripe {
+    fn is_idle(&self) -> bool {
+        self.held.is_none()
+            && self.acquiring.is_none()
+            && self.owed.is_empty()
+            && self.queue.is_empty()
+            && self.busy.is_none()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct HostRequest {
+    ops_left: u32,
+    data: Option<Vec<u8>>,
+}
+
+/// A dead owner's records, as decoded from this card's SRAM when it died.
+#[derive(Clone, Debug, Default)]
+struct DeadOwner {
+    /// By slot: the record and its payload.
+    records: BTreeMap<u32, (Intent, Vec<u8>)>,
+    corrupt: bool,
+    replay_queued: bool,
+    recovered_sent: bool,
+}
+
+/// One AMF's coherency core. See the crate docs for the calling pattern.
+#[derive(Debug)]
+pub struct Amf {
+    config: Config,
+    now: u64,
+    live: Vec<u8>,
+    stripes: BTreeMap<u64, Stripe>,
+    requests: BTreeMap<u64, HostRequest>,
+    ops: BTreeMap<u64, Op>,
+    ios: BTreeMap<u64, u64>,
+    slots: Vec<Option<u64>>,
+    dead: BTreeMap<u8, DeadOwner>,
+    next_op: u64,
+    next_acquire: u64,
+    next_io: u64,
+    next_op_id: u64,
+    transmits: VecDeque<Transmit>,
+    member_ios: VecDeque<MemberRequest>,
+    events: VecDeque<Event>,
+    counters: Counters,
+}
+
+impl Amf {
+    /// A fresh (or restarted) AMF. Peers' records left in `sram` from before are
+    /// dropped: while this port was down, the survivors completed their owners' writes.
+    pub fn new(config: Config, sram: &mut dyn Sram) -> Amf {
+        config.check();
+        for owner in 0..FABRIC_PORTS_MAX as u8 {
+            for slot in 0..config.intent_slots {
+                sram.write(config.slot_offset(owner, slot), &[0; 4]);
+            }
+        }
+        Amf {
+            live: config.live_ports.clone(),
+            slots: vec![None; config.intent_slots as usize],
+            next_op_id: u64::from(config.incarnation) << INCARNATION_SHIFT,
+            next_acquire: u64::from(config.incarnation) << INCARNATION_SHIFT,
+            config,
+            now: 0,
+            stripes: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            ios: BTreeMap::new(),
+            dead: BTreeMap::new(),
+            next_op: 0,
+            next_io: 0,
+            transmits: VecDeque::new(),
+            member_ios: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn port(&self) -> u8 {
+        self.config.port
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The mode this AMF holds `stripe` in.
+    pub fn holding(&self, stripe: u64) -> Option<Mode> {
+        self.stripes.get(&stripe).and_then(|state| state.held)
+    }
+
+    /// Blocks of `stripe` this AMF has cached.
+    pub fn cached_blocks(&self, stripe: u64) -> usize {
+        self.stripes
+            .get(&stripe)
+            .map_or(0, |state| state.cache.len())
+    }
+
+    /// Whether a dead peer's writes are still being completed (a port must not rejoin
+    /// the fabric meanwhile).
+    pub fn recovering(&self) -> bool {
+        !self.dead.is_empty()
+    }
+
+    /// Dead owners' records this AMF holds and has not seen retired: (owner, stripe,
+    /// first block).
+    pub fn dead_records(&self) -> Vec<(u8, u64, u32)> {
+        self.dead
+            .iter()
+            .flat_map(|(&owner, dead)| {
+                dead.records
+                    .values()
+                    .map(move |(intent, _)| (owner, intent.stripe, intent.first_block))
+            })
+            .collect()
+    }
+
+    /// No request, operation or acquisition outstanding.
+    pub fn is_quiet(&self) -> bool {
+        self.requests.is_empty()
+            && self.ops.is_empty()
+            && self.dead.is_empty()
+            && !self.has_output()
+    }
+
+    /// Something waits in [`Amf::poll_transmit`], [`Amf::poll_member_io`] or
+    /// [`Amf::poll_event`].
+    pub fn has_output(&self) -> bool {
+        !self.transmits.is_empty() || !self.member_ios.is_empty() || !self.events.is_empty()
+    }
+
+    fn tick(&mut self, now: u64) {
+        assert!(now >= self.now, "time went backwards");
+        self.now = now;
+    }
+
+    /// Accepts host request `id`; its completion comes out of [`Amf::poll_event`].
+    pub fn handle_request(
+        &mut self,
+        now: u64,
+        id: u64,
+        request: Request,
+    ) -> Result<(), RequestError> {
+        self.tick(now);
+        let (first_block, block_count, data) = match request {
+            Request::Read {
+                first_block,
+                block_count,
+            } => (first_block, u64::from(block_count), None),
+            Request::Write { first_block, data } => {
+                if !data.len().is_multiple_of(BLOCK_BYTES as usize) {
+                    return Err(RequestError::PartialBlock(data.len()));
+                }
+                (
+                    first_block,
+                    (data.len() / BLOCK_BYTES as usize) as u64,
+                    Some(data),
+                )
+            }
+        };
+        let volume_blocks = self.config.stripe_count * u64::from(self.config.stripe_data_blocks);
+        if block_count == 0 || first_block.saturating_add(block_count) > volume_blocks {
+            return Err(RequestError::OutOfRange {
+                first_block,
+                block_count,
+                volume_blocks,
+            });
+        }
+        if self.requests.contains_key(&id) {
+            return Err(RequestError::DuplicateId(id));
+        }
+        let pieces = self.pieces(first_block, block_count);
+        if self.requests.len() >= REQUESTS_MAX || self.ops.len() + pieces.len() > OPS_MAX {
+            return Err(RequestError::Busy);
+        }
+        let is_read = data.is_none();
+        self.requests.insert(
+            id,
+            HostRequest {
+                ops_left: pieces.len() as u32,
+                data: is_read.then(|| vec![0; block_count as usize * BLOCK_BYTES as usize]),
+            },
+        );
+        let mut touched = Vec::with_capacity(pieces.len());
+        for (stripe, first, count, request_offset) in pieces {
+            let kind = match &data {
+                None => OpKind::Read,
+                Some(bytes) => OpKind::Write {
+                    data: bytes[request_offset..][..count as usize * BLOCK_BYTES as usize].to_vec(),
+                },
+            };
+            self.enqueue(stripe, Some(id), request_offset, first, count, kind, false);
+            touched.push(stripe);
+        }
+        for stripe in touched {
+            self.advance(stripe);
+        }
+        Ok(())
+    }
+
+    /// The request cut at stripe and record boundaries: (stripe, first block in the
+    /// stripe, blocks, byte offset in the request).
+    fn pieces(&self, first_block: u64, block_count: u64) -> Vec<(u64, u32, u32, usize)> {
+        let per_stripe = u64::from(self.config.stripe_data_blocks);
+        let op_max = u64::from(self.config.op_blocks_max());
+        let mut pieces = Vec::new();
+        let mut block = first_block;
+        let end = first_block + block_count;
+        while block < end {
+            let stripe = block / per_stripe;
+            let in_stripe = block % per_stripe;
+            let count = (end - block).min(per_stripe - in_stripe).min(op_max);
+            assert!(count >= 1);
+            let offset = ((block - first_block) * u64::from(BLOCK_BYTES)) as usize;
+            pieces.push((stripe, in_stripe as u32, count as u32, offset));
+            block += count;
+        }
+        pieces
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &mut self,
+        stripe: u64,
+        request: Option<u64>,
+        request_offset: usize,
+        first_block: u32,
+        block_count: u32,
+        kind: OpKind,
+        front: bool,
+    ) -> u64 {
+        assert!(stripe < self.config.stripe_count);
+        assert!(first_block + block_count <= self.config.stripe_data_blocks);
+        let key = self.next_op;
+        self.next_op += 1;
+        let op_id = self.next_op_id;
+        self.next_op_id += 1;
+        self.ops.insert(
+            key,
+            Op {
+                request,
+                request_offset,
+                stripe,
+                first_block,
+                block_count,
+                kind,
+                state: OpState::Queued,
+                op_id,
+                caused_acquire: false,
+            },
+        );
+        let state = self.stripes.entry(stripe).or_default();
+        if front {
+            state.queue.push_front(key);
+        } else {
+            state.queue.push_back(key);
+        }
+        key
+    }
+
+    /// Next thing for the fabric, in the order produced (a reply never overtakes the
+    /// retire broadcast queued before it).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next member I/O to perform.
+    pub fn poll_member_io(&mut self) -> Option<MemberRequest> {
+        self.member_ios.pop_front()
+    }
+
+    /// Next host completion.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The core keeps no timers: a peer's death comes from the fabric.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        None
+    }
+
+    fn live_peers(&self) -> PortSet {
+        self.live
+            .iter()
+            .copied()
+            .filter(|&port| port != self.config.port)
+            .collect()
+    }
+
+    fn broadcast(&mut self, message: &Message) {
+        self.transmits.push_back(Transmit::Broadcast {
+            payload: message.encode(),
+        });
+    }
+
+    fn unicast(&mut self, target: u8, message: &Message) {
+        assert_ne!(target, self.config.port);
+        self.transmits.push_back(Transmit::Unicast {
+            target,
+            payload: message.encode(),
+        });
+    }
+}
+
+// Scheduling: which of a stripe's owed answers and queued operations goes next.
+impl Amf {
+    fn advance(&mut self, stripe: u64) {
+        for _ in 0..ADVANCE_STEPS_MAX {
+            if !self.advance_once(stripe) {
+                break;
+            }
+        }
+        if self.stripes.get(&stripe).is_some_and(Stripe::is_idle) {
+            self.stripes.remove(&stripe);
+        }
+    }
+
+    fn advance_all(&mut self) {
+        let stripes: Vec<u64> = self.stripes.keys().copied().collect();
+        for stripe in stripes {
+            self.advance(stripe);
+        }
+    }
+
+    fn fenced(&self, stripe: u64) -> bool {
+        self.dead.values().any(|owner| {
+            owner.corrupt
+                || owner
+                    .records
+                    .values()
+                    .any(|(intent, _)| intent.stripe == stripe)
+        })
+    }
+
+    /// One scheduling step; false when nothing more can happen now.
+    fn advance_once(&mut self, stripe: u64) -> bool {
+        let fenced = self.fenced(stripe);
+        let Some(state) = self.stripes.get_mut(&stripe) else {
+            return false;
+        };
+        if state.busy.is_some() {
+            return false;
+        }
+        if let Some(front) = state.owed.front()
+            && (!front.after_mine || (state.acquiring.is_none() && state.batch == 0))
+        {
+            let owed = state.owed.pop_front().expect("front exists");
+            self.answer(stripe, owed);
+            return true;
+        }
+        if state.acquiring.is_some() {
+            return false;
+        }
+        let Some(&key) = state.queue.front() else {
+            state.batch = 0;
+            return false;
+        };
+        let op = &self.ops[&key];
+        let is_replay = matches!(op.kind, OpKind::Replay { .. });
+        let mode = op.mode();
+        let (first_block, block_count) = (op.first_block, op.block_count);
+        if fenced && !is_replay {
+            // Nothing may touch the stripe before the dead owner's write is completed.
+            let waiting = state.batch > 0 && !state.owed.is_empty();
+            state.batch = 0;
+            return waiting;
+        }
+        let satisfied = matches!(
+            (state.held, mode),
+            (Some(Mode::Exclusive), _) | (Some(Mode::Shared), Mode::Shared)
+        );
+        if satisfied {
+            let needs_slot = matches!(op.kind, OpKind::Write { .. });
+            if needs_slot && self.slots.iter().all(Option::is_some) {
+                return false;
+            }
+            state.queue.pop_front();
+            state.batch = state.batch.saturating_sub(1);
+            if !self.ops[&key].caused_acquire {
+                self.counters.broadcasts_avoided += 1;
+            }
+            self.start(key);
+            return true;
+        }
+        if !state.owed.is_empty() {
+            state.batch = 0;
+            return true;
+        }
+        self.start_acquire(stripe, key, mode, first_block, block_count);
+        false
+    }
+
+    fn start_acquire(
+        &mut self,
+        stripe: u64,
+        key: u64,
+        mode: Mode,
+        first_block: u32,
+        block_count: u32,
+    ) {
+        let acquire_id = self.next_acquire;
+        self.next_acquire += 1;
+        let state = self.stripes.get_mut(&stripe).expect("stripe has a queue");
+        assert!(state.acquiring.is_none());
+        assert!(state.owed.is_empty());
+        state.acquiring = Some(Acquiring {
+            id: acquire_id,
+            mode,
+            ordered: false,
+            awaited: PortSet::new(),
+            replied: PortSet::new(),
+            forwarded: BTreeMap::new(),
+        });
+        self.ops.get_mut(&key).expect("queued op").caused_acquire = true;
+        self.counters.broadcasts += 1;
+        self.broadcast(&Message::Acquire {
+            stripe,
+            acquire_id,
+            mode,
+            first_block,
+            block_count,
+        });
+    }
+
+    /// Answers an acquire we owed: drop (exclusive) or downgrade and forward (shared).
+    fn answer(&mut self, stripe: u64, owed: Owed) {
+        let mutation = self.config.mutation;
+        let state = self
+            .stripes
+            .get_mut(&stripe)
+            .expect("owed on a known stripe");
+        assert!(state.busy.is_none());
+        let mut data = Vec::new();
+        match owed.mode {
+            Mode::Exclusive if mutation == Mutation::SkipInvalidate => {
+                if state.held.is_some() {
+                    state.held = Some(Mode::Shared);
+                }
+            }
+            Mode::Exclusive => {
+                if state.held.is_some() {
+                    self.counters.invalidations += 1;
+                }
+                state.held = None;
+                state.cache.clear();
+            }
+            Mode::Shared => {
+                if state.held == Some(Mode::Exclusive) {
+                    state.held = Some(Mode::Shared);
+                }
+                if state.held.is_some() {
+                    data = forward(&state.cache, owed.first_block, owed.block_count);
+                }
+            }
+        }
+        if state.held.is_none() {
+            assert!(state.cache.is_empty() || mutation != Mutation::None);
+        }
+        let message = Message::Reply {
+            stripe,
+            acquire_id: owed.acquire_id,
+            first_block: owed.first_block,
+            data,
+        };
+        self.unicast(owed.port, &message);
+    }
+
+    /// Our acquire has every reply it waits for: we hold the stripe.
+    fn check_granted(&mut self, stripe: u64) {
+        let Some(state) = self.stripes.get_mut(&stripe) else {
+            return;
+        };
+        let Some(acquiring) = &state.acquiring else {
+            return;
+        };
+        if !acquiring.ordered || !acquiring.awaited.is_subset(acquiring.replied) {
+            return;
+        }
+        let acquiring = state.acquiring.take().expect("checked");
+        if state.held.is_none() {
+            assert!(state.cache.is_empty() || self.config.mutation != Mutation::None);
+        }
+        state.held = match (state.held, acquiring.mode) {
+            (Some(Mode::Exclusive), _) | (_, Mode::Exclusive) => Some(Mode::Exclusive),
+            _ => Some(Mode::Shared),
+        };
+        state.cache.extend(acquiring.forwarded);
+        state.batch = state.queue.len().max(1);
+        self.advance(stripe);
+    }
+}
+
+/// The requested blocks, if every one of them is cached.
+fn forward(cache: &BTreeMap<u32, Vec<u8>>, first_block: u32, block_count: u32) -> Vec<u8> {
+    let bytes = block_count as usize * BLOCK_BYTES as usize;
+    if block_count == 0 || bytes > REPLY_DATA_BYTES_MAX {
+        return Vec::new();
+    }
+    let mut data = Vec::with_capacity(bytes);
+    for block in first_block..first_block + block_count {
+        match cache.get(&block) {
+            Some(bytes) => data.extend_from_slice(bytes),
+            None => return Vec::new(),
+        }
+    }
+    data
+}
+
+// Running stripe operations.
+impl Amf {
+    fn start(&mut self, key: u64) {
+        let op = self.ops.get(&key).expect("op exists").clone();
+        let state = self.stripes.get_mut(&op.stripe).expect("op's stripe");
+        assert!(state.busy.is_none());
+        assert!(state.held.is_some());
+        assert_eq!(op.state, OpState::Queued);
+        match &op.kind {
+            OpKind::Read => {
+                self.counters.reads += 1;
+                let cached: Option<Vec<u8>> = (op.first_block..op.first_block + op.block_count)
+                    .map(|block| state.cache.get(&block).cloned())
+                    .collect::<Option<Vec<Vec<u8>>>>()
+                    .map(|blocks| blocks.concat());
+                match cached {
+                    // Served from our own copy: no broadcast, no member I/O.
+                    Some(data) => {
+                        self.fill_read(key, &data);
+                        self.ops.remove(&key);
+                    }
+                    None => self.issue_io(key, None),
+                }
+            }
+            OpKind::Write { data } => {
+                self.counters.writes += 1;
+                state.busy = Some(key);
+                if self.config.mutation == Mutation::AckBeforeReplication {
+                    self.complete_piece(key);
+                    self.issue_io(key, None);
+                    return;
+                }
+                self.replicate(key, data);
+            }
+            OpKind::Replay { .. } => {
+                self.counters.replays += 1;
+                self.issue_io(key, None);
+            }
+        }
+    }
+
+    /// Puts the write's intent record in every live peer's SRAM.
+    fn replicate(&mut self, key: u64, data: &[u8]) {
+        let slot = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .expect("a free slot was checked") as u32;
+        self.slots[slot as usize] = Some(key);
+        let op = &self.ops[&key];
+        let intent = Intent {
+            owner_port: self.config.port,
+            op_id: op.op_id,
+            stripe: op.stripe,
+            array_generation: self.config.array_generation,
+            first_block: op.first_block,
+            block_count: op.block_count,
+            phase: IntentPhase::Prepared,
+        };
+        let record = intent.encode(data).expect("an op fits one record");
+        let (decoded, payload) = Intent::decode(&record).expect("a record we made decodes");
+        assert_eq!(decoded, intent);
+        assert_eq!(payload, data);
+        let awaited = self.live_peers();
+        let offset = self.config.slot_offset(self.config.port, slot);
+        for target in awaited.iter() {
+            self.transmits.push_back(Transmit::SramWrite {
+                target,
+                offset,
+                bytes: record.clone(),
+            });
+        }
+        self.ops.get_mut(&key).expect("op").state = OpState::Replicating { slot, awaited };
+        if awaited.is_empty() {
+            self.issue_io(key, Some(slot));
+        }
+    }
+
+    fn issue_io(&mut self, key: u64, slot: Option<u32>) {
+        let io = self.next_io;
+        self.next_io += 1;
+        let mutation = self.config.mutation;
+        let op = self.ops.get_mut(&key).expect("op");
+        op.state = OpState::MemberIo { io, slot };
+        let (stripe, first_block) = (op.stripe, op.first_block);
+        let request = match &op.kind {
+            OpKind::Read => MemberRequest::Read {
+                io,
+                stripe,
+                first_block,
+                block_count: op.block_count,
+            },
+            OpKind::Write { data } => MemberRequest::Write {
+                io,
+                stripe,
+                first_block,
+                data: data.clone(),
+            },
+            OpKind::Replay { data, .. } => MemberRequest::Replay {
+                io,
+                stripe,
+                first_block,
+                data: if mutation == Mutation::ReplayWithoutData {
+                    Vec::new()
+                } else {
+                    data.clone()
+                },
+            },
+        };
+        self.ios.insert(io, key);
+        self.stripes.get_mut(&stripe).expect("op's stripe").busy = Some(key);
+        self.member_ios.push_back(request);
+    }
+
+    /// The fabric says `target` holds the record we wrote at `offset`.
+    pub fn handle_sram_ack(&mut self, now: u64, target: u8, offset: u32) {
+        self.tick(now);
+        let Some(slot) = (0..self.config.intent_slots)
+            .find(|&slot| self.config.slot_offset(self.config.port, slot) == offset)
+        else {
+            return;
+        };
+        let Some(key) = self.slots[slot as usize] else {
+            return;
+        };
+        let op = self.ops.get_mut(&key).expect("slot's op");
+        if let OpState::Replicating { awaited, .. } = &mut op.state {
+            awaited.remove(target);
+            if awaited.is_empty() {
+                self.issue_io(key, Some(slot));
+            }
+        }
+    }
+
+    /// Member I/O `io` finished.
+    pub fn handle_member_completion(&mut self, now: u64, io: u64, outcome: MemberOutcome) {
+        self.tick(now);
+        let key = self
+            .ios
+            .remove(&io)
+            .expect("completion of an I/O we issued");
+        let op = self.ops.get(&key).expect("I/O's op").clone();
+        let OpState::MemberIo { slot, .. } = op.state else {
+            panic!("completion for an op not in member I/O");
+        };
+        match (op.kind, outcome) {
+            (OpKind::Read, MemberOutcome::Read(data)) => {
+                assert_eq!(data.len(), op.block_count as usize * BLOCK_BYTES as usize);
+                let state = self.stripes.get_mut(&op.stripe).expect("op's stripe");
+                assert!(state.held.is_some());
+                cache_blocks(&mut state.cache, op.first_block, &data);
+                self.finish_read(key, data);
+            }
+            (OpKind::Write { data }, MemberOutcome::Written) => {
+                let state = self.stripes.get_mut(&op.stripe).expect("op's stripe");
+                assert_eq!(state.held, Some(Mode::Exclusive));
+                cache_blocks(&mut state.cache, op.first_block, &data);
+                if let Some(slot) = slot {
+                    self.slots[slot as usize] = None;
+                    self.broadcast(&Message::Retire {
+                        owner: self.config.port,
+                        op_id: op.op_id,
+                        slot,
+                    });
+                }
+                if self.config.mutation != Mutation::AckBeforeReplication {
+                    self.complete_piece(key);
+                }
+                self.finish_op(key);
+            }
+            (
+                OpKind::Replay {
+                    owner, op_id, slot, ..
+                },
+                MemberOutcome::Written,
+            ) => {
+                self.broadcast(&Message::Retire { owner, op_id, slot });
+                self.finish_op(key);
+            }
+            (kind, outcome) => panic!("member outcome {outcome:?} does not fit {kind:?}"),
+        }
+    }
+
+    fn finish_read(&mut self, key: u64, data: Vec<u8>) {
+        self.fill_read(key, &data);
+        self.finish_op(key);
+    }
+
+    fn fill_read(&mut self, key: u64, data: &[u8]) {
+        let op = &self.ops[&key];
+        let request = op.request.expect("reads come from hosts");
+        let buffer = self
+            .requests
+            .get_mut(&request)
+            .and_then(|request| request.data.as_mut())
+            .expect("read request buffer");
+        buffer[op.request_offset..][..data.len()].copy_from_slice(data);
+        self.complete_piece(key);
+    }
+
+    /// One piece of a host request is done; the request completes with its last piece.
+    fn complete_piece(&mut self, key: u64) {
+        let Some(id) = self.ops[&key].request else {
+            return;
+        };
+        let request = self.requests.get_mut(&id).expect("piece's request");
+        assert!(request.ops_left > 0);
+        request.ops_left -= 1;
+        if request.ops_left == 0 {
+            let request = self.requests.remove(&id).expect("present");
+            self.events.push_back(Event::Completed {
+                id,
+                data: request.data,
+            });
+        }
+    }
+
+    fn finish_op(&mut self, key: u64) {
+        let op = self.ops.remove(&key).expect("op");
+        if let Some(state) = self.stripes.get_mut(&op.stripe)
+            && state.busy == Some(key)
+        {
+            state.busy = None;
+        }
+        self.advance(op.stripe);
+    }
+}
+
+fn cache_blocks(cache: &mut BTreeMap<u32, Vec<u8>>, first_block: u32, data: &[u8]) {
+    for (index, block) in data.chunks_exact(BLOCK_BYTES as usize).enumerate() {
+        cache.insert(first_block + index as u32, block.to_vec());
+    }
+}
+
+// Fabric deliveries.
+impl Amf {
+    /// A broadcast, delivered in the fabric's total order (our own included).
+    pub fn handle_broadcast(&mut self, now: u64, from: u8, payload: &[u8], sram: &mut dyn Sram) {
+        self.tick(now);
+        let Ok(message) = Message::decode(payload) else {
+            return;
+        };
+        match message {
+            Message::Acquire {
+                stripe,
+                acquire_id,
+                mode,
+                first_block,
+                block_count,
+            } if stripe < self.config.stripe_count => {
+                if from == self.config.port {
+                    self.own_acquire_ordered(stripe, acquire_id);
+                } else {
+                    self.peer_acquire(stripe, from, acquire_id, mode, first_block, block_count);
+                }
+            }
+            Message::Retire { owner, op_id, slot } if slot < self.config.intent_slots => {
+                self.retire(owner, op_id, slot, sram);
+            }
+            Message::Recovered { owner } => {
+                self.dead.remove(&owner);
+                self.advance_all();
+            }
+            _ => {}
+        }
+    }
+
+    fn own_acquire_ordered(&mut self, stripe: u64, acquire_id: u64) {
+        let awaited = self.live_peers();
+        let state = self.stripes.get_mut(&stripe).expect("our acquire's stripe");
+        let acquiring = state.acquiring.as_mut().expect("our acquire pending");
+        assert_eq!(acquiring.id, acquire_id);
+        assert!(!acquiring.ordered);
+        acquiring.ordered = true;
+        acquiring.awaited = awaited;
+        self.check_granted(stripe);
+    }
+
+    fn peer_acquire(
+        &mut self,
+        stripe: u64,
+        from: u8,
+        acquire_id: u64,
+        mode: Mode,
+        first_block: u32,
+        block_count: u32,
+    ) {
+        let mutation = self.config.mutation;
+        let state = self.stripes.entry(stripe).or_default();
+        let ordered = state
+            .acquiring
+            .as_ref()
+            .is_some_and(|acquiring| acquiring.ordered);
+        let conflict = state.held.is_some() || ordered;
+        let reply = |data| Message::Reply {
+            stripe,
+            acquire_id,
+            first_block,
+            data,
+        };
+        if mutation == Mutation::TwoOwners && mode == Mode::Exclusive && state.held.is_some() {
+            let message = reply(Vec::new());
+            self.unicast(from, &message);
+            return;
+        }
+        if !conflict {
+            let message = reply(Vec::new());
+            self.unicast(from, &message);
+            self.advance(stripe);
+            return;
+        }
+        let compatible = mode == Mode::Shared
+            && state.held == Some(Mode::Shared)
+            && !ordered
+            && state.owed.is_empty();
+        if compatible {
+            let message = reply(forward(&state.cache, first_block, block_count));
+            self.unicast(from, &message);
+            return;
+        }
+        state.owed.push_back(Owed {
+            port: from,
+            acquire_id,
+            mode,
+            first_block,
+            block_count,
+            after_mine: ordered,
+        });
+        self.advance(stripe);
+    }
+
+    /// A point-to-point message from `from`.
+    pub fn handle_unicast(&mut self, now: u64, from: u8, payload: &[u8]) {
+        self.tick(now);
+        let Ok(Message::Reply {
+            stripe,
+            acquire_id,
+            first_block,
+            data,
+        }) = Message::decode(payload)
+        else {
+            return;
+        };
+        let Some(acquiring) = self
+            .stripes
+            .get_mut(&stripe)
+            .and_then(|state| state.acquiring.as_mut())
+        else {
+            return;
+        };
+        if acquiring.id != acquire_id {
+            // Sent to this port's previous incarnation before the sender learnt of its
+            // death: ids carry the incarnation, so it cannot match one of ours.
+            assert!(acquire_id >> INCARNATION_SHIFT < acquiring.id >> INCARNATION_SHIFT);
+            return;
+        }
+        acquiring.replied.insert(from);
+        if !data.is_empty() {
+            self.counters.forwards += 1;
+            cache_blocks(&mut acquiring.forwarded, first_block, &data);
+        }
+        self.check_granted(stripe);
+    }
+
+    fn retire(&mut self, owner: u8, op_id: u64, slot: u32, sram: &mut dyn Sram) {
+        if let Some(dead) = self.dead.get_mut(&owner) {
+            if dead
+                .records
+                .get(&slot)
+                .is_some_and(|(intent, _)| intent.op_id == op_id)
+            {
+                let (intent, _) = dead.records.remove(&slot).expect("present");
+                if dead.replay_queued && dead.records.is_empty() && !dead.recovered_sent {
+                    dead.recovered_sent = true;
+                    self.broadcast(&Message::Recovered { owner });
+                }
+                self.advance(intent.stripe);
+            }
+            return;
+        }
+        if owner == self.config.port {
+            return;
+        }
+        let offset = self.config.slot_offset(owner, slot);
+        let mut header = [0u8; INTENT_HEADER_BYTES];
+        sram.read(offset, &mut header);
+        if header[16..24] == op_id.to_le_bytes() {
+            sram.write(offset, &[0; 4]);
+        }
+    }
+
+    /// `port` joined the fabric (ordered with the broadcasts).
+    pub fn handle_member_up(&mut self, now: u64, port: u8) {
+        self.tick(now);
+        assert!(!self.live.contains(&port), "port {port} joined twice");
+        assert!(
+            self.dead.is_empty(),
+            "a port rejoined while recovery was pending"
+        );
+        self.live.push(port);
+    }
+
+    /// `port` died (ordered after everything it sent). Reads its records from `sram`;
+    /// the oldest live AMF completes them.
+    pub fn handle_member_down(&mut self, now: u64, port: u8, sram: &mut dyn Sram) {
+        self.tick(now);
+        assert_ne!(port, self.config.port, "told of our own death");
+        let Some(position) = self.live.iter().position(|&live| live == port) else {
+            return;
+        };
+        self.live.remove(position);
+        self.forget_port(port);
+        let owner = self.read_records(port, sram);
+        self.dead.insert(port, owner);
+        if self.live[0] == self.config.port {
+            let pending: Vec<u8> = self
+                .dead
+                .iter()
+                .filter(|(_, dead)| !dead.replay_queued)
+                .map(|(&owner, _)| owner)
+                .collect();
+            for owner in pending {
+                self.queue_replays(owner);
+            }
+        }
+        self.advance_all();
+    }
+
+    /// Stops waiting for, and owing answers to, a dead port.
+    fn forget_port(&mut self, port: u8) {
+        let mut granted = Vec::new();
+        for (&stripe, state) in &mut self.stripes {
+            state.owed.retain(|owed| owed.port != port);
+            if let Some(acquiring) = &mut state.acquiring {
+                acquiring.awaited.remove(port);
+                granted.push(stripe);
+            }
+        }
+        let mut ready = Vec::new();
+        for (&key, op) in &mut self.ops {
+            if let OpState::Replicating { slot, awaited } = &mut op.state {
+                awaited.remove(port);
+                if awaited.is_empty() {
+                    ready.push((key, *slot));
+                }
+            }
+        }
+        for (key, slot) in ready {
+            self.issue_io(key, Some(slot));
+        }
+        for stripe in granted {
+            self.check_granted(stripe);
+        }
+    }
+
+    fn read_records(&mut self, owner: u8, sram: &mut dyn Sram) -> DeadOwner {
+        let mut dead = DeadOwner::default();
+        let slot_bytes = self.config.slot_bytes() as usize;
+        let mut bytes = vec![0u8; slot_bytes];
+        for slot in 0..self.config.intent_slots {
+            let offset = self.config.slot_offset(owner, slot);
+            sram.read(offset, &mut bytes[..4]);
+            if bytes[..4] == [0; 4] {
+                continue;
+            }
+            sram.read(offset, &mut bytes);
+            match Intent::decode(&bytes) {
+                Ok((intent, payload))
+                    if intent.owner_port == owner
+                        && intent.array_generation == self.config.array_generation
+                        && intent.stripe < self.config.stripe_count
+                        && intent.first_block + intent.block_count
+                            <= self.config.stripe_data_blocks =>
+                {
+                    dead.records.insert(slot, (intent, payload.to_vec()));
+                }
+                _ => {
+                    self.counters.records_corrupt += 1;
+                    dead.corrupt = true;
+                }
+            }
+            sram.write(offset, &[0; 4]);
+        }
+        dead
+    }
+
+    /// We complete `owner`'s records: one replay per record, per stripe in op order,
+    /// ahead of anything else queued there.
+    fn queue_replays(&mut self, owner: u8) {
+        let dead = self.dead.get_mut(&owner).expect("dead owner");
+        assert!(!dead.replay_queued);
+        dead.replay_queued = true;
+        if dead.records.is_empty() {
+            dead.recovered_sent = true;
+            self.broadcast(&Message::Recovered { owner });
+            return;
+        }
+        let mut records: Vec<(u32, Intent, Vec<u8>)> = dead
+            .records
+            .iter()
+            .map(|(&slot, (intent, payload))| (slot, *intent, payload.clone()))
+            .collect();
+        records.sort_by_key(|(_, intent, _)| std::cmp::Reverse(intent.op_id));
+        for (slot, intent, data) in records {
+            let kind = OpKind::Replay {
+                owner,
+                op_id: intent.op_id,
+                slot,
+                data,
+            };
+            self.enqueue(
+                intent.stripe,
+                None,
+                0,
+                intent.first_block,
+                intent.block_count,
+                kind,
+                true,
+            );
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The coherency messages and their compact, checked binary encoding.
+//!
+//! Each message is one fabric payload (`shared_regs::fabric`): a one-byte tag, then
+//! fixed little-endian fields, then (for the messages that carry blocks) the block data.
+//! Decoding checks the tag, every length and that no byte is left over, and returns a
+//! typed [`DecodeError`] for each failure: a malformed payload never panics and is never
+//! half-applied.
+
+use shared_regs::limits::{BLOCK_BYTES, FABRIC_PAYLOAD_BYTES_MAX};
+
+/// What an acquire asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// A readable copy; other holders may keep theirs (read search, claims 5-9).
+    Shared,
+    /// The only copy; every other holder drops its own (write-invalidate, claims 3, 14).
+    Exclusive,
+}
+
+/// One coherency message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Broadcast: `requester` (the sender) wants `stripe` in `mode`; blocks
+    /// `first_block .. first_block + block_count` of the stripe's data are what it is
+    /// about to read, so that a peer holding them can forward them.
+    Acquire {
+        stripe: u64,
+        acquire_id: u64,
+        mode: Mode,
+        first_block: u32,
+        block_count: u32,
+    },
+    /// Unicast answer to an acquire: the sender no longer conflicts with it (it dropped
+    /// or downgraded its copy). `data` holds blocks `first_block ..` it forwards; empty
+    /// when it has none to give.
+    Reply {
+        stripe: u64,
+        acquire_id: u64,
+        first_block: u32,
+        data: Vec<u8>,
+    },
+    /// Broadcast: the write recorded by `owner` in its SRAM slot `slot` with `op_id` is
+    /// durable; every peer frees its copy.
+    Retire { owner: u8, op_id: u64, slot: u32 },
+    /// Broadcast by the AMF completing a dead `owner`'s writes: all of them it could
+    /// complete are retired; every peer drops what is left of `owner`'s records.
+    Recovered { owner: u8 },
+}
+
+/// Why a payload is not a coherency message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("coherency message truncated: {have} bytes, need {need}")]
+    Truncated { have: usize, need: usize },
+    #[error("unknown coherency message tag {0}")]
+    UnknownTag(u8),
+    #[error("unknown acquire mode {0}")]
+    BadMode(u8),
+    #[error("block data of {0} bytes is not whole blocks")]
+    BadDataLength(usize),
+    #[error("{0} bytes left over after the message")]
+    TrailingBytes(usize),
+}
+
+const TAG_ACQUIRE: u8 = 1;
+const TAG_REPLY: u8 = 2;
+const TAG_RETIRE: u8 = 3;
+const TAG_RECOVERED: u8 = 4;
+const MODE_SHARED: u8 = 1;
+const MODE_EXCLUSIVE: u8 = 2;
+
+/// Bytes of a `Reply` before its data.
+pub const REPLY_HEADER_BYTES: usize = 1 + 8 + 8 + 4 + 4;
+/// Most block bytes a `Reply` forwards, so that it fits one fabric payload.
+pub const REPLY_DATA_BYTES_MAX: usize = (FABRIC_PAYLOAD_BYTES_MAX as usize - REPLY_HEADER_BYTES)
+    / BLOCK_BYTES as usize
+    * BLOCK_BYTES as usize;
+
+const _: () = {
+    assert!(REPLY_DATA_BYTES_MAX > 0);
+    assert!(REPLY_HEADER_BYTES + REPLY_DATA_BYTES_MAX <= FABRIC_PAYLOAD_BYTES_MAX as usize);
+};
+
+impl Message {
+    /// The payload bytes of this message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        match self {
+            Message::Acquire {
+                stripe,
+                acquire_id,
+                mode,
+                first_block,
+                block_count,
+            } => {
+                out.push(TAG_ACQUIRE);
+                out.extend_from_slice(&stripe.to_le_bytes());
+                out.extend_from_slice(&acquire_id.to_le_bytes());
+                out.push(match mode {
+                    Mode::Shared => MODE_SHARED,
+                    Mode::Exclusive => MODE_EXCLUSIVE,
+                });
+                out.extend_from_slice(&first_block.to_le_bytes());
+                out.extend_from_slice(&block_count.to_le_bytes());
+            }
+            Message::Reply {
+                stripe,
+                acquire_id,
+                first_block,
+                data,
+            } => {
+                assert!(data.len().is_multiple_of(BLOCK_BYTES as usize));
+                assert!(data.len() <= REPLY_DATA_BYTES_MAX);
+                out.push(TAG_REPLY);
+                out.extend_from_slice(&stripe.to_le_bytes());
+                out.extend_from_slice(&acquire_id.to_le_bytes());
+                out.extend_from_slice(&first_block.to_le_bytes());
+                out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                out.extend_from_slice(data);
+            }
+            Message::Retire { owner, op_id, slot } => {
+                out.push(TAG_RETIRE);
+                out.push(*owner);
+                out.extend_from_slice(&op_id.to_le_bytes());
+                out.extend_from_slice(&slot.to_le_bytes());
+            }
+            Message::Recovered { owner } => {
+                out.push(TAG_RECOVERED);
+                out.push(*owner);
+            }
+        }
+        assert!(out.len() <= FABRIC_PAYLOAD_BYTES_MAX as usize);
+        out
+    }
+
+    /// Parses one whole payload.
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        let mut reader = Reader { bytes, at: 0 };
+        let message = match reader.u8()? {
+            TAG_ACQUIRE => Message::Acquire {
+                stripe: reader.u64()?,
+                acquire_id: reader.u64()?,
+                mode: match reader.u8()? {
+                    MODE_SHARED => Mode::Shared,
+                    MODE_EXCLUSIVE => Mode::Exclusive,
+                    other => return Err(DecodeError::BadMode(other)),
+                },
+                first_block: reader.u32()?,
+                block_count: reader.u32()?,
+            },
+            TAG_REPLY => {
+                let stripe = reader.u64()?;
+                let acquire_id = reader.u64()?;
+                let first_block = reader.u32()?;
+                let length = reader.u32()? as usize;
+                if !length.is_multiple_of(BLOCK_BYTES as usize) || length > REPLY_DATA_BYTES_MAX {
+                    return Err(DecodeError::BadDataLength(length));
+                }
+                Message::Reply {
+                    stripe,
+                    acquire_id,
+                    first_block,
+                    data: reader.take(length)?.to_vec(),
+                }
+            }
+            TAG_RETIRE => Message::Retire {
+                owner: reader.u8()?,
+                op_id: reader.u64()?,
+                slot: reader.u32()?,
+            },
+            TAG_RECOVERED => Message::Recovered {
+                owner: reader.u8()?,
+            },
+            other => return Err(DecodeError::UnknownTag(other)),
+        };
+        let left = bytes.len() - reader.at;
+        if left != 0 {
+            return Err(DecodeError::TrailingBytes(left));
+        }
+        Ok(message)
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, length: usize) -> Result<&'a [u8], DecodeError> {
+        let need = self.at + length;
+        let taken = self
+            .bytes
+            .get(self.at..need)
+            .ok_or(DecodeError::Truncated {
+                have: self.bytes.len(),
+                need,
+            })?;
+        self.at = need;
+        Ok(taken)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Acquire {
+                stripe: 7,
+                acquire_id: 9,
+                mode: Mode::Exclusive,
+                first_block: 1,
+                block_count: 3,
+            },
+            Message::Reply {
+                stripe: 7,
+                acquire_id: 9,
+                first_block: 2,
+                data: vec![0xAB; 2 * BLOCK_BYTES as usize],
+            },
+            Message::Reply {
+                stripe: 1,
+                acquire_id: 2,
+                first_block: 0,
+                data: Vec::new(),
+            },
+            Message::Retire {
+                owner: 3,
+                op_id: 44,
+                slot: 5,
+            },
+            Message::Recovered { owner: 2 },
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        for message in samples() {
+            assert_eq!(Message::decode(&message.encode()).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn every_prefix_and_extension_is_refused() {
+        for message in samples() {
+            let bytes = message.encode();
+            for length in 0..bytes.len() {
+                assert!(Message::decode(&bytes[..length]).is_err());
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_eq!(Message::decode(&longer), Err(DecodeError::TrailingBytes(1)));
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_typed() {
+        assert_eq!(Message::decode(&[99]), Err(DecodeError::UnknownTag(99)));
+        let mut acquire = samples()[0].encode();
+        acquire[17] = 7;
+        assert_eq!(Message::decode(&acquire), Err(DecodeError::BadMode(7)));
+        let mut reply = samples()[2].encode();
+        reply[21] = 1;
+        assert_eq!(Message::decode(&reply), Err(DecodeError::BadDataLength(1)));
+    }
+
+    #[test]
+    fn decoder_never_panics_on_noise() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for length in 0..64 {
+            let bytes: Vec<u8> = (0..length)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let _ = Message::decode(&bytes);
+        }
+    }
+}

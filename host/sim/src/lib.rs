@@ -1,0 +1,218 @@
+//! amflink's deterministic simulator, in the style of TigerBeetle's VOPR.
+//!
+//! One seed drives everything: how many AMFs (2-4), RAID-5 or RAID-6, the fault rates,
+//! the hosts' workload, every delivery order the fabric's guarantees allow, member write
+//! interleavings, AMF crashes (including between the member writes of one stripe) and
+//! restarts, and corrupted intent records in a survivor's SRAM. The coherency core
+//! (`amf-coherency`) runs unchanged; members are memory driven through the RAID core's
+//! plans (`amf-raid`) with `amf_parity::HostParity`.
+//!
+//! Checked after every step: at most one exclusive owner per stripe and no copy beside it.
+//! Checked at every read completion: per-block linearizability (never stale, never torn).
+//! Checked once faults stop: every outstanding request completes within a bounded number
+//! of steps; then parity matches data on every stripe, and every block at rest holds a
+//! value a read may return (no acknowledged write lost).
+#![forbid(unsafe_code)]
+
+mod history;
+mod members;
+mod world;
+
+use std::ops::Range;
+use std::time::Instant;
+
+pub use amf_coherency::Mutation;
+pub use world::{RunCounters, Swarm};
+
+/// Which hosts touch which blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Workload {
+    /// Reads and writes from every AMF on overlapping and disjoint ranges, one block to
+    /// several stripes.
+    #[default]
+    Mixed,
+    /// Each AMF reads and writes only its own stripes.
+    OwnRanges,
+    /// Every AMF reads and writes one stripe.
+    HotStripe,
+}
+
+/// What a run may vary beyond its seed.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Fix the number of AMFs instead of letting the seed pick 2-4.
+    pub amfs: Option<u8>,
+    /// Fix the safety phase's steps instead of letting the seed pick.
+    pub steps: Option<u64>,
+    /// Allow crashes and record corruption (the seed still picks the rates).
+    pub faults: bool,
+    pub workload: Workload,
+    #[doc(hidden)]
+    pub mutation: Mutation,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            amfs: None,
+            steps: None,
+            faults: true,
+            workload: Workload::Mixed,
+            mutation: Mutation::None,
+        }
+    }
+}
+
+impl SimOptions {
+    /// The command line that replays `seed` with these options.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut command = format!("amf-sim --seed {seed}");
+        if let Some(amfs) = self.amfs {
+            command += &format!(" --amfs {amfs}");
+        }
+        if let Some(steps) = self.steps {
+            command += &format!(" --steps {steps}");
+        }
+        if !self.faults {
+            command += " --no-faults";
+        }
+        match self.workload {
+            Workload::Mixed => {}
+            Workload::OwnRanges => command += " --workload own-ranges",
+            Workload::HotStripe => command += " --workload hot-stripe",
+        }
+        if self.mutation != Mutation::None {
+            command += &format!(" --mutation {:?}", self.mutation);
+        }
+        command + " --trace"
+    }
+}
+
+/// A failing seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub step: u64,
+    pub message: String,
+    /// One command that replays it with a trace.
+    pub replay: String,
+}
+
+/// What one seed did.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub seed: u64,
+    pub swarm: Swarm,
+    pub counters: RunCounters,
+}
+
+/// What a range of seeds did.
+#[derive(Clone, Debug, Default)]
+pub struct SimSummary {
+    pub seeds: u64,
+    pub failures: Vec<SimFailure>,
+    pub totals: RunCounters,
+    pub elapsed_ms: u64,
+}
+
+impl SimSummary {
+    /// Acquire broadcasts per stripe write performed.
+    pub fn broadcasts_per_write(&self) -> f64 {
+        ratio(self.totals.protocol.broadcasts, self.totals.protocol.writes)
+    }
+
+    /// Lines for a person: counts, ratios and each failure's replay command.
+    pub fn render(&self) -> String {
+        let protocol = &self.totals.protocol;
+        let mut text = format!(
+            "{} seeds in {} ms: {} failed\n\
+             steps {}, crashes {}, corrupted records {}, requests completed {}\n\
+             broadcasts {}, avoided by the sharing determination {}, forwards {}, \
+             invalidations {}, replays {}, corrupt records refused {}\n\
+             stripe writes {}, stripe reads {}, broadcasts per stripe write {:.4}\n",
+            self.seeds,
+            self.elapsed_ms,
+            self.failures.len(),
+            self.totals.steps,
+            self.totals.crashes,
+            self.totals.corruptions,
+            self.totals.requests_completed,
+            protocol.broadcasts,
+            protocol.broadcasts_avoided,
+            protocol.forwards,
+            protocol.invalidations,
+            protocol.replays,
+            protocol.records_corrupt,
+            protocol.writes,
+            protocol.reads,
+            self.broadcasts_per_write(),
+        );
+        for failure in &self.failures {
+            text += &format!(
+                "seed {} failed at step {}: {}\n  replay: {}\n",
+                failure.seed, failure.step, failure.message, failure.replay
+            );
+        }
+        text
+    }
+}
+
+fn ratio(numerator: u64, denominator: u64) -> f64 {
+    if denominator == 0 {
+        0.0
+    } else {
+        numerator as f64 / denominator as f64
+    }
+}
+
+/// Runs one seed; `trace` prints every step to stdout.
+pub fn replay(seed: u64, options: &SimOptions, trace: bool) -> Result<RunReport, SimFailure> {
+    let mut world = world::World::new(seed, options, trace);
+    let outcome = world.run();
+    let counters = world.counters;
+    match outcome {
+        Ok(()) => Ok(RunReport {
+            seed,
+            swarm: world.swarm.clone(),
+            counters,
+        }),
+        Err(message) => Err(SimFailure {
+            seed,
+            step: counters.steps,
+            message,
+            replay: options.replay_command(seed),
+        }),
+    }
+}
+
+/// Runs every seed of `seeds`, collecting failures instead of stopping at the first.
+pub fn run_seeds(seeds: Range<u64>, options: &SimOptions) -> SimSummary {
+    let started = Instant::now();
+    let mut summary = SimSummary::default();
+    for seed in seeds {
+        summary.seeds += 1;
+        match replay(seed, options, false) {
+            Ok(report) => add_run(&mut summary.totals, &report.counters),
+            Err(failure) => summary.failures.push(failure),
+        }
+    }
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    summary
+}
+
+fn add_run(total: &mut RunCounters, run: &RunCounters) {
+    let (protocol, more) = (&mut total.protocol, &run.protocol);
+    protocol.broadcasts += more.broadcasts;
+    protocol.broadcasts_avoided += more.broadcasts_avoided;
+    protocol.forwards += more.forwards;
+    protocol.invalidations += more.invalidations;
+    protocol.replays += more.replays;
+    protocol.records_corrupt += more.records_corrupt;
+    protocol.writes += more.writes;
+    protocol.reads += more.reads;
+    total.steps += run.steps;
+    total.crashes += run.crashes;
+    total.corruptions += run.corruptions;
+    total.requests_completed += run.requests_completed;
+    total.writes_completed += run.writes_completed;
+}

@@ -1,0 +1,918 @@
+//! One simulated run: AMFs, the fabric, members, hosts and faults, stepped from one seed.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use amf_coherency::{
+    Amf, Config, Counters, Event, MemberOutcome, MemberRequest, Mode, Request, Sram, Transmit,
+};
+use amf_raid::{Level, MemberWrite};
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use shared_regs::intent::INTENT_HEADER_BYTES;
+use shared_regs::limits::BLOCK_BYTES;
+
+use crate::history::{History, block_bytes, decode_block};
+use crate::members::Members;
+use crate::{SimOptions, Workload};
+
+/// Most host requests outstanding across all hosts.
+const REQUESTS_OUTSTANDING_MAX: usize = 8;
+/// Steps the liveness phase may take once faults stop.
+const LIVENESS_STEPS_MAX: u64 = 200_000;
+
+/// A card's SRAM, kept by the simulator: it outlives its AMF's crashes.
+#[derive(Debug)]
+struct VecSram(Vec<u8>);
+
+impl Sram for VecSram {
+    fn read(&self, offset: u32, bytes: &mut [u8]) {
+        bytes.copy_from_slice(&self.0[offset as usize..][..bytes.len()]);
+    }
+    fn write(&mut self, offset: u32, bytes: &[u8]) {
+        self.0[offset as usize..][..bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+#[derive(Debug)]
+enum LogEntry {
+    Payload(u8, Vec<u8>),
+    MemberDown(u8),
+    MemberUp(u8),
+}
+
+#[derive(Debug)]
+enum PairMessage {
+    Unicast(Vec<u8>),
+    Sram(u32, Vec<u8>),
+    SramAck(u32),
+}
+
+#[derive(Debug)]
+enum Job {
+    Read {
+        io: u64,
+        stripe: u64,
+        first_block: u32,
+        block_count: u32,
+    },
+    Write {
+        io: u64,
+        plan: Option<VecDeque<MemberWrite>>,
+        request: MemberRequest,
+    },
+}
+
+#[derive(Debug)]
+struct Node {
+    amf: Option<Amf>,
+    sram: VecSram,
+    incarnation: u32,
+    cursor: usize,
+    jobs: Vec<Job>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    port: u8,
+    invoked: u64,
+    first_block: u64,
+    block_count: u32,
+    write: bool,
+}
+
+/// The swarm this seed picked.
+#[derive(Clone, Debug)]
+pub struct Swarm {
+    pub amfs: u8,
+    pub level: Level,
+    pub members: u32,
+    pub stripes: u64,
+    pub crash_per_mille: u32,
+    pub corrupt_per_mille: u32,
+    pub safety_steps: u64,
+}
+
+/// Counts a run reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunCounters {
+    pub protocol: Counters,
+    pub steps: u64,
+    pub crashes: u64,
+    pub corruptions: u64,
+    pub requests_completed: u64,
+    pub writes_completed: u64,
+}
+
+pub struct World {
+    rng: ChaCha8Rng,
+    options: SimOptions,
+    pub swarm: Swarm,
+    members: Members,
+    nodes: Vec<Node>,
+    log: Vec<LogEntry>,
+    /// Live ports in join order, as of the end of `log`.
+    log_live: Vec<u8>,
+    pairs: BTreeMap<(u8, u8), VecDeque<PairMessage>>,
+    history: History,
+    pending: BTreeMap<u64, Pending>,
+    next_request: u64,
+    now: u64,
+    pub counters: RunCounters,
+    faults: bool,
+    trace: bool,
+}
+
+fn add_counters(total: &mut Counters, more: Counters) {
+    total.broadcasts += more.broadcasts;
+    total.broadcasts_avoided += more.broadcasts_avoided;
+    total.forwards += more.forwards;
+    total.invalidations += more.invalidations;
+    total.replays += more.replays;
+    total.records_corrupt += more.records_corrupt;
+    total.writes += more.writes;
+    total.reads += more.reads;
+}
+
+impl World {
+    pub fn new(seed: u64, options: &SimOptions, trace: bool) -> World {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let amfs = options.amfs.unwrap_or(2 + (rng.next_u32() % 3) as u8);
+        let level = if rng.next_u32() % 2 == 0 {
+            Level::Raid5
+        } else {
+            Level::Raid6
+        };
+        let members = level.members_min() + rng.next_u32() % 2;
+        let faulty = options.faults && rng.next_u32() % 4 != 0;
+        let swarm = Swarm {
+            amfs,
+            level,
+            members,
+            stripes: 6,
+            crash_per_mille: if faulty { 2 + rng.next_u32() % 10 } else { 0 },
+            corrupt_per_mille: if faulty && amfs >= 3 { 500 } else { 0 },
+            safety_steps: options
+                .steps
+                .unwrap_or(300 + u64::from(rng.next_u32() % 900)),
+        };
+        let members = Members::new(level, members, 2 * BLOCK_BYTES, swarm.stripes);
+        let mut world = World {
+            rng,
+            options: options.clone(),
+            members,
+            nodes: Vec::new(),
+            log: Vec::new(),
+            log_live: (0..amfs).collect(),
+            pairs: BTreeMap::new(),
+            history: History::default(),
+            pending: BTreeMap::new(),
+            next_request: 1,
+            now: 0,
+            counters: RunCounters::default(),
+            faults: true,
+            trace,
+            swarm,
+        };
+        for port in 0..amfs {
+            let config = world.config(port, 0);
+            let mut sram = VecSram(vec![0; config.sram_bytes() as usize]);
+            let amf = Amf::new(config, &mut sram);
+            world.nodes.push(Node {
+                amf: Some(amf),
+                sram,
+                incarnation: 0,
+                cursor: 0,
+                jobs: Vec::new(),
+            });
+        }
+        if trace {
+            println!("swarm: {:?}", world.swarm);
+        }
+        world
+    }
+
+    fn config(&self, port: u8, incarnation: u32) -> Config {
+        Config {
+            port,
+            incarnation,
+            live_ports: self.log_live.clone(),
+            stripe_count: self.swarm.stripes,
+            stripe_data_blocks: self.members.stripe_data_blocks(),
+            array_generation: 1,
+            intent_slots: 8,
+            mutation: self.options.mutation,
+        }
+    }
+
+    fn chance(&mut self, per_mille: u32) -> bool {
+        self.rng.next_u32() % 1000 < per_mille
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0);
+        self.rng.next_u64() % bound
+    }
+
+    fn trace(&self, line: impl FnOnce() -> String) {
+        if self.trace {
+            println!("{:>6} {}", self.now, line());
+        }
+    }
+
+    fn live(&self, port: u8) -> bool {
+        self.nodes[port as usize].amf.is_some()
+    }
+
+    /// Runs the safety phase, then the liveness phase and the final checks.
+    pub fn run(&mut self) -> Result<(), String> {
+        while self.now < self.swarm.safety_steps {
+            self.step()?;
+        }
+        self.faults = false;
+        self.trace(|| "faults stop; liveness phase".to_owned());
+        let deadline = self.now + LIVENESS_STEPS_MAX;
+        loop {
+            if self.quiescent() {
+                break;
+            }
+            if self.now >= deadline {
+                return Err(format!(
+                    "liveness: {} requests still outstanding {LIVENESS_STEPS_MAX} steps after faults stopped",
+                    self.pending
+                        .values()
+                        .filter(|pending| self.live(pending.port))
+                        .count()
+                ));
+            }
+            self.step()?;
+        }
+        self.final_checks()
+    }
+
+    fn quiescent(&self) -> bool {
+        let dead_down = (0..self.nodes.len() as u8).all(|port| self.live(port));
+        dead_down
+            && self.pairs.values().all(VecDeque::is_empty)
+            && self.nodes.iter().all(|node| {
+                node.cursor == self.log.len()
+                    && node.jobs.is_empty()
+                    && node.amf.as_ref().is_some_and(Amf::is_quiet)
+            })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    NewRequest,
+    Broadcast(u8),
+    Pair(u8, u8),
+    Drain(u8),
+    Job(u8, usize),
+    Crash(u8),
+    Restart(u8),
+}
+
+impl World {
+    fn actions(&self) -> Vec<(Action, u32)> {
+        let mut actions = Vec::new();
+        let outstanding = self
+            .pending
+            .values()
+            .filter(|pending| self.live(pending.port))
+            .count();
+        if self.faults && outstanding < REQUESTS_OUTSTANDING_MAX {
+            actions.push((Action::NewRequest, 3));
+        }
+        let live_count = self.nodes.iter().filter(|node| node.amf.is_some()).count();
+        for (index, node) in self.nodes.iter().enumerate() {
+            let port = index as u8;
+            let Some(amf) = &node.amf else {
+                if self.restart_allowed() {
+                    actions.push((Action::Restart(port), if self.faults { 2 } else { 50 }));
+                }
+                continue;
+            };
+            if node.cursor < self.log.len() && self.deliverable(port) {
+                actions.push((Action::Broadcast(port), 4));
+            }
+            if has_output(amf) {
+                actions.push((Action::Drain(port), 8));
+            }
+            for job in 0..node.jobs.len() {
+                actions.push((Action::Job(port, job), 3));
+            }
+            if self.faults && live_count > 1 && self.crash_survivable(port) {
+                actions.push((Action::Crash(port), 30));
+            }
+        }
+        for (&(from, to), queue) in &self.pairs {
+            if !queue.is_empty() {
+                actions.push((Action::Pair(from, to), 4));
+            }
+        }
+        actions
+    }
+
+    fn deliverable(&self, port: u8) -> bool {
+        match &self.log[self.nodes[port as usize].cursor] {
+            LogEntry::MemberDown(dead) => self
+                .pairs
+                .get(&(*dead, port))
+                .is_none_or(VecDeque::is_empty),
+            _ => true,
+        }
+    }
+
+    /// A crash the design must survive: every write of `victim` whose member writes have
+    /// begun (and every dead owner's write it is completing) has its record with a
+    /// survivor. Losing the last copy is a double fault the simulator does not inject.
+    fn crash_survivable(&self, victim: u8) -> bool {
+        let survivors: Vec<u8> = (0..self.nodes.len() as u8)
+            .filter(|&port| port != victim && self.live(port))
+            .collect();
+        self.nodes[victim as usize]
+            .jobs
+            .iter()
+            .all(|job| match job {
+                Job::Read { .. } => true,
+                Job::Write {
+                    request:
+                        MemberRequest::Write {
+                            stripe,
+                            first_block,
+                            data,
+                            ..
+                        },
+                    ..
+                } => survivors
+                    .iter()
+                    .any(|&port| self.holds_record(port, victim, *stripe, *first_block, data)),
+                Job::Write { .. } => true,
+            })
+            && self.dead_records_survive(victim, &survivors)
+    }
+
+    /// Every dead owner's record `victim` holds (and may be completing) is held by a
+    /// survivor too.
+    fn dead_records_survive(&self, victim: u8, survivors: &[u8]) -> bool {
+        let records = |port: u8| {
+            self.nodes[port as usize]
+                .amf
+                .as_ref()
+                .map(Amf::dead_records)
+                .unwrap_or_default()
+        };
+        let decoded = records(victim)
+            .iter()
+            .all(|record| survivors.iter().any(|&port| records(port).contains(record)));
+        // Records of dead owners still in the victim's SRAM, not yet read because their
+        // MEMBER_DOWN is not yet delivered there.
+        let in_sram = (0..self.nodes.len() as u8)
+            .filter(|&owner| !self.live(owner))
+            .all(|owner| {
+                let config = self.config(owner, 0);
+                (0..config.intent_slots).all(|slot| {
+                    let offset = config.slot_offset(owner, slot) as usize;
+                    let bytes = &self.nodes[victim as usize].sram.0[offset..]
+                        [..config.slot_bytes() as usize];
+                    let Ok((intent, payload)) = shared_regs::intent::Intent::decode(bytes) else {
+                        return true;
+                    };
+                    let key = (owner, intent.stripe, intent.first_block);
+                    survivors.iter().any(|&port| {
+                        records(port).contains(&key)
+                            || self.holds_record(
+                                port,
+                                owner,
+                                intent.stripe,
+                                intent.first_block,
+                                payload,
+                            )
+                    })
+                })
+            });
+        decoded && in_sram
+    }
+
+    /// Whether `port`'s SRAM holds `owner`'s record of this write.
+    fn holds_record(
+        &self,
+        port: u8,
+        owner: u8,
+        stripe: u64,
+        first_block: u32,
+        data: &[u8],
+    ) -> bool {
+        let config = self.config(owner, 0);
+        let sram = &self.nodes[port as usize].sram.0;
+        (0..config.intent_slots).any(|slot| {
+            let offset = config.slot_offset(owner, slot) as usize;
+            let bytes = &sram[offset..offset + config.slot_bytes() as usize];
+            shared_regs::intent::Intent::decode(bytes).is_ok_and(|(intent, payload)| {
+                intent.stripe == stripe && intent.first_block == first_block && payload == data
+            })
+        })
+    }
+
+    fn restart_allowed(&self) -> bool {
+        self.nodes.iter().all(|node| match &node.amf {
+            None => true,
+            Some(amf) => {
+                !amf.recovering()
+                    && self.log[node.cursor..]
+                        .iter()
+                        .all(|entry| !matches!(entry, LogEntry::MemberDown(_)))
+            }
+        })
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        self.now += 1;
+        self.counters.steps += 1;
+        let actions = self.actions();
+        let crash_now = self.chance(self.swarm.crash_per_mille);
+        let actions: Vec<(Action, u32)> = actions
+            .into_iter()
+            .filter(|(action, _)| crash_now || !matches!(action, Action::Crash(_)))
+            .collect();
+        let total: u64 = actions.iter().map(|(_, weight)| u64::from(*weight)).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let mut pick = self.below(total);
+        let mut chosen = actions[0].0;
+        for (action, weight) in &actions {
+            if pick < u64::from(*weight) {
+                chosen = *action;
+                break;
+            }
+            pick -= u64::from(*weight);
+        }
+        match chosen {
+            Action::NewRequest => self.new_request(),
+            Action::Broadcast(port) => self.deliver_broadcast(port),
+            Action::Pair(from, to) => self.deliver_pair(from, to),
+            Action::Drain(port) => self.drain(port)?,
+            Action::Job(port, index) => self.run_job(port, index),
+            Action::Crash(port) => self.crash(port),
+            Action::Restart(port) => self.restart(port),
+        }
+        self.check_ownership()
+    }
+}
+
+fn has_output(amf: &Amf) -> bool {
+    amf.has_output()
+}
+
+impl World {
+    fn new_request(&mut self) {
+        let amfs = self.swarm.amfs;
+        let stripe_blocks = u64::from(self.members.stripe_data_blocks());
+        let volume_blocks = self.swarm.stripes * stripe_blocks;
+        let (port, first_block, block_count) = match self.options.workload {
+            Workload::Mixed => {
+                let port = self.below(u64::from(amfs)) as u8;
+                let first = if self.chance(600) {
+                    self.below(2 * stripe_blocks)
+                } else {
+                    self.below(volume_blocks)
+                };
+                let longest = (volume_blocks - first).min(2 * stripe_blocks + 1);
+                let count = if self.chance(500) {
+                    1
+                } else {
+                    1 + self.below(longest)
+                };
+                (port, first, count as u32)
+            }
+            Workload::OwnRanges => {
+                let port = self.below(u64::from(amfs)) as u8;
+                let own = (self.swarm.stripes / u64::from(amfs)).max(1);
+                let stripe =
+                    (u64::from(port) + u64::from(amfs) * self.below(own)) % self.swarm.stripes;
+                let first = stripe * stripe_blocks + self.below(stripe_blocks);
+                (port, first, 1)
+            }
+            Workload::HotStripe => {
+                let port = self.below(u64::from(amfs)) as u8;
+                (port, self.below(stripe_blocks), 1)
+            }
+        };
+        if !self.live(port) {
+            return;
+        }
+        let write = self.chance(if self.options.workload == Workload::Mixed {
+            500
+        } else {
+            700
+        });
+        let id = self.next_request;
+        self.next_request += 1;
+        let request = if write {
+            let mut data = Vec::with_capacity(block_count as usize * BLOCK_BYTES as usize);
+            for block in first_block..first_block + u64::from(block_count) {
+                data.extend_from_slice(&block_bytes(id, block));
+            }
+            self.history
+                .write_invoked(id, first_block, block_count, self.now);
+            Request::Write { first_block, data }
+        } else {
+            Request::Read {
+                first_block,
+                block_count,
+            }
+        };
+        self.trace(|| {
+            format!(
+                "host -> amf{port}: request {id} {} blocks {first_block}+{block_count}",
+                if write { "write" } else { "read" }
+            )
+        });
+        let now = self.now;
+        let amf = self.nodes[port as usize].amf.as_mut().expect("live");
+        amf.handle_request(now, id, request)
+            .expect("the simulator sends valid requests");
+        self.pending.insert(
+            id,
+            Pending {
+                port,
+                invoked: self.now,
+                first_block,
+                block_count,
+                write,
+            },
+        );
+    }
+
+    fn deliver_broadcast(&mut self, port: u8) {
+        let now = self.now;
+        let node = &mut self.nodes[port as usize];
+        let entry = &self.log[node.cursor];
+        node.cursor += 1;
+        let amf = node.amf.as_mut().expect("live");
+        match entry {
+            LogEntry::Payload(from, payload) => {
+                amf.handle_broadcast(now, *from, payload, &mut node.sram);
+            }
+            LogEntry::MemberDown(dead) => amf.handle_member_down(now, *dead, &mut node.sram),
+            LogEntry::MemberUp(joined) if *joined != port => amf.handle_member_up(now, *joined),
+            LogEntry::MemberUp(_) => {}
+        }
+        if self.trace {
+            let line = match entry {
+                LogEntry::Payload(from, payload) => format!(
+                    "amf{port} <= broadcast from amf{from}: {:?}",
+                    amf_coherency::Message::decode(payload).map(short)
+                ),
+                LogEntry::MemberDown(dead) => format!("amf{port} <= MEMBER_DOWN amf{dead}"),
+                LogEntry::MemberUp(joined) => format!("amf{port} <= MEMBER_UP amf{joined}"),
+            };
+            self.trace(|| line);
+        }
+    }
+
+    fn deliver_pair(&mut self, from: u8, to: u8) {
+        let now = self.now;
+        let message = self
+            .pairs
+            .get_mut(&(from, to))
+            .and_then(VecDeque::pop_front)
+            .expect("non-empty");
+        if !self.live(to) {
+            return;
+        }
+        match message {
+            PairMessage::Unicast(payload) => {
+                self.trace(|| {
+                    format!(
+                        "amf{to} <- amf{from}: {:?}",
+                        amf_coherency::Message::decode(&payload).map(short)
+                    )
+                });
+                let node = &mut self.nodes[to as usize];
+                node.amf
+                    .as_mut()
+                    .expect("live")
+                    .handle_unicast(now, from, &payload);
+            }
+            PairMessage::Sram(offset, bytes) => {
+                self.trace(|| format!("card{to} <- amf{from}: intent record at {offset:#x}"));
+                self.nodes[to as usize].sram.write(offset, &bytes);
+                if self.live(from) {
+                    self.pairs
+                        .entry((to, from))
+                        .or_default()
+                        .push_back(PairMessage::SramAck(offset));
+                }
+            }
+            PairMessage::SramAck(offset) => {
+                self.trace(|| format!("amf{to} <- card{from}: SRAM ack {offset:#x}"));
+                let node = &mut self.nodes[to as usize];
+                node.amf
+                    .as_mut()
+                    .expect("live")
+                    .handle_sram_ack(now, from, offset);
+            }
+        }
+    }
+
+    fn drain(&mut self, port: u8) -> Result<(), String> {
+        let choice = self.below(3);
+        let node = &mut self.nodes[port as usize];
+        let amf = node.amf.as_mut().expect("live");
+        for attempt in 0..3 {
+            match (choice + attempt) % 3 {
+                0 => {
+                    if let Some(transmit) = amf.poll_transmit() {
+                        self.send(port, transmit);
+                        return Ok(());
+                    }
+                }
+                1 => {
+                    if let Some(event) = amf.poll_event() {
+                        return self.host_completion(port, event);
+                    }
+                }
+                _ => {
+                    if let Some(request) = amf.poll_member_io() {
+                        let job = match request {
+                            MemberRequest::Read {
+                                io,
+                                stripe,
+                                first_block,
+                                block_count,
+                            } => Job::Read {
+                                io,
+                                stripe,
+                                first_block,
+                                block_count,
+                            },
+                            MemberRequest::Write { io, .. } | MemberRequest::Replay { io, .. } => {
+                                Job::Write {
+                                    io,
+                                    plan: None,
+                                    request,
+                                }
+                            }
+                        };
+                        node.jobs.push(job);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, port: u8, transmit: Transmit) {
+        match transmit {
+            Transmit::Broadcast { payload } => {
+                self.trace(|| {
+                    format!(
+                        "amf{port} broadcasts {:?}",
+                        amf_coherency::Message::decode(&payload).map(short)
+                    )
+                });
+                self.log.push(LogEntry::Payload(port, payload));
+            }
+            Transmit::Unicast { target, payload } => {
+                if self.live(target) {
+                    self.pairs
+                        .entry((port, target))
+                        .or_default()
+                        .push_back(PairMessage::Unicast(payload));
+                }
+            }
+            Transmit::SramWrite {
+                target,
+                offset,
+                bytes,
+            } => {
+                if self.live(target) {
+                    self.pairs
+                        .entry((port, target))
+                        .or_default()
+                        .push_back(PairMessage::Sram(offset, bytes));
+                }
+            }
+        }
+    }
+
+    fn host_completion(&mut self, port: u8, event: Event) -> Result<(), String> {
+        let Event::Completed { id, data } = event;
+        let pending = self.pending.remove(&id).expect("a request we sent");
+        assert_eq!(pending.port, port);
+        self.counters.requests_completed += 1;
+        self.trace(|| format!("host <- amf{port}: request {id} done"));
+        if pending.write {
+            assert!(data.is_none());
+            self.counters.writes_completed += 1;
+            self.history.write_completed(id, self.now);
+            return Ok(());
+        }
+        let data = data.expect("reads return data");
+        for (index, bytes) in data.chunks_exact(BLOCK_BYTES as usize).enumerate() {
+            let block = pending.first_block + index as u64;
+            let tag = decode_block(bytes, block)
+                .map_err(|error| format!("read {id} via amf{port}: {error}"))?;
+            self.history
+                .check_read(block, tag, pending.invoked)
+                .map_err(|error| format!("read {id} via amf{port}: {error}"))?;
+        }
+        assert_eq!(
+            data.len(),
+            pending.block_count as usize * BLOCK_BYTES as usize
+        );
+        Ok(())
+    }
+
+    fn run_job(&mut self, port: u8, index: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[port as usize];
+        match &mut node.jobs[index] {
+            Job::Read {
+                io,
+                stripe,
+                first_block,
+                block_count,
+            } => {
+                let (io, data) = (*io, self.members.read(*stripe, *first_block, *block_count));
+                node.jobs.remove(index);
+                node.amf.as_mut().expect("live").handle_member_completion(
+                    now,
+                    io,
+                    MemberOutcome::Read(data),
+                );
+            }
+            Job::Write { io, plan, request } => {
+                let plan = plan.get_or_insert_with(|| {
+                    let writes = match request {
+                        MemberRequest::Write {
+                            stripe,
+                            first_block,
+                            data,
+                            ..
+                        } => self.members.plan_write(*stripe, *first_block, data),
+                        MemberRequest::Replay {
+                            stripe,
+                            first_block,
+                            data,
+                            ..
+                        } => self.members.plan_replay(*stripe, *first_block, data),
+                        MemberRequest::Read { .. } => unreachable!("reads are read jobs"),
+                    };
+                    writes.into()
+                });
+                if let Some(write) = plan.pop_front() {
+                    self.members.apply(&write);
+                    if self.trace {
+                        println!(
+                            "{:>6} amf{port}: member {} write {:?} at {}",
+                            now, write.io.member, write.io.role, write.io.member_offset
+                        );
+                    }
+                    return;
+                }
+                let io = *io;
+                node.jobs.remove(index);
+                node.amf.as_mut().expect("live").handle_member_completion(
+                    now,
+                    io,
+                    MemberOutcome::Written,
+                );
+            }
+        }
+    }
+
+    fn crash(&mut self, port: u8) {
+        let node = &mut self.nodes[port as usize];
+        let amf = node.amf.take().expect("live");
+        add_counters(&mut self.counters.protocol, amf.counters());
+        node.jobs.clear();
+        self.counters.crashes += 1;
+        self.trace(|| format!("CRASH amf{port}"));
+        for ((_, to), queue) in self.pairs.iter_mut() {
+            if *to == port {
+                queue.clear();
+            }
+        }
+        self.log_live.retain(|&live| live != port);
+        if self.swarm.corrupt_per_mille > 0 && self.chance(self.swarm.corrupt_per_mille) {
+            self.corrupt_one_record(port);
+        }
+        self.log.push(LogEntry::MemberDown(port));
+    }
+
+    /// Flips one byte of one of `owner`'s records in one survivor's SRAM: never the
+    /// oldest survivor's (the completer's), so one valid copy remains.
+    fn corrupt_one_record(&mut self, owner: u8) {
+        let candidates: Vec<u8> = self.log_live.iter().skip(1).copied().collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let target = candidates[self.below(candidates.len() as u64) as usize];
+        let config = self.config(owner, 0);
+        let slot = self.below(u64::from(config.intent_slots)) as u32;
+        let offset = config.slot_offset(owner, slot) as usize;
+        let sram = &mut self.nodes[target as usize].sram.0;
+        if sram[offset..offset + 4] == [0; 4] {
+            return;
+        }
+        let at =
+            offset + self.rng.next_u32() as usize % (INTENT_HEADER_BYTES + BLOCK_BYTES as usize);
+        sram[at] ^= 0x5A;
+        self.counters.corruptions += 1;
+        self.trace(|| format!("CORRUPT amf{owner}'s record slot {slot} in card{target}'s SRAM"));
+    }
+
+    fn restart(&mut self, port: u8) {
+        self.log.push(LogEntry::MemberUp(port));
+        self.log_live.push(port);
+        let incarnation = self.nodes[port as usize].incarnation + 1;
+        let config = self.config(port, incarnation);
+        let cursor = self.log.len();
+        let node = &mut self.nodes[port as usize];
+        node.incarnation = incarnation;
+        node.cursor = cursor;
+        node.amf = Some(Amf::new(config, &mut node.sram));
+        self.trace(|| format!("RESTART amf{port} (incarnation {incarnation})"));
+    }
+
+    /// At most one exclusive holder per stripe, and none beside it holding a copy.
+    fn check_ownership(&self) -> Result<(), String> {
+        for stripe in 0..self.swarm.stripes {
+            let holders: Vec<(u8, Option<Mode>, usize)> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(port, node)| {
+                    node.amf
+                        .as_ref()
+                        .map(|amf| (port as u8, amf.holding(stripe), amf.cached_blocks(stripe)))
+                })
+                .collect();
+            let exclusive: Vec<u8> = holders
+                .iter()
+                .filter(|(_, mode, _)| *mode == Some(Mode::Exclusive))
+                .map(|(port, _, _)| *port)
+                .collect();
+            if exclusive.len() > 1 {
+                return Err(format!(
+                    "stripe {stripe} has exclusive owners {exclusive:?}"
+                ));
+            }
+            if let Some(&owner) = exclusive.first()
+                && let Some((port, mode, cached)) = holders
+                    .iter()
+                    .find(|(port, mode, cached)| *port != owner && (mode.is_some() || *cached > 0))
+            {
+                return Err(format!(
+                    "stripe {stripe} is owned by amf{owner} but amf{port} still holds {mode:?} with {cached} cached blocks"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn final_checks(&mut self) -> Result<(), String> {
+        for node in &self.nodes {
+            if let Some(amf) = &node.amf {
+                add_counters(&mut self.counters.protocol, amf.counters());
+            }
+        }
+        let bad = self.members.inconsistent_stripes();
+        if !bad.is_empty() {
+            return Err(format!("parity does not match the data of stripes {bad:?}"));
+        }
+        let stripe_blocks = self.members.stripe_data_blocks();
+        let now = self.now + 1;
+        for stripe in 0..self.swarm.stripes {
+            let data = self.members.read(stripe, 0, stripe_blocks);
+            for (index, bytes) in data.chunks_exact(BLOCK_BYTES as usize).enumerate() {
+                let block = stripe * u64::from(stripe_blocks) + index as u64;
+                let tag =
+                    decode_block(bytes, block).map_err(|error| format!("at rest: {error}"))?;
+                self.history
+                    .check_read(block, tag, now)
+                    .map_err(|error| format!("acknowledged write lost at rest: {error}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(message: amf_coherency::Message) -> String {
+    match message {
+        amf_coherency::Message::Reply {
+            stripe,
+            acquire_id,
+            first_block,
+            data,
+        } => format!(
+            "Reply {{ stripe: {stripe}, acquire_id: {acquire_id}, forwarded: {} blocks from {first_block} }}",
+            data.len() / BLOCK_BYTES as usize
+        ),
+        other => format!("{other:?}"),
+    }
+}
