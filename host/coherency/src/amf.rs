@@ -199,6 +199,11 @@ pub enum Event {
 pub struct Counters {
     /// Acquire broadcasts sent.
     pub broadcasts: u64,
+    /// Of those, exclusive ones (for writes and replays).
+    pub exclusive_acquires: u64,
+    /// Acquires granted: ownership changes (coming to hold a stripe, or to hold it
+    /// exclusively).
+    pub grants: u64,
     /// Stripe operations started without an acquire of their own.
     pub broadcasts_avoided: u64,
     /// Replies received that carried blocks.
@@ -709,6 +714,9 @@ impl Amf {
         });
         self.ops.get_mut(&key).expect("queued op").caused_acquire = true;
         self.counters.broadcasts += 1;
+        if mode == Mode::Exclusive {
+            self.counters.exclusive_acquires += 1;
+        }
         self.broadcast(&Message::Acquire {
             stripe,
             acquire_id,
@@ -773,6 +781,7 @@ impl Amf {
             return;
         }
         let acquiring = state.acquiring.take().expect("checked");
+        self.counters.grants += 1;
         if state.held.is_none() {
             assert!(state.cache.is_empty() || self.config.mutation != Mutation::None);
         }

@@ -78,6 +78,11 @@ impl History {
         write.completed = Some(now);
     }
 
+    /// When write `tag` completed; `None` while it runs (or if it never will).
+    pub fn completed(&self, tag: u64) -> Option<u64> {
+        self.writes.get(&tag).and_then(|write| write.completed)
+    }
+
     /// Checks that a read of `block` invoked at `invoked` may return `tag`.
     pub fn check_read(&self, block: u64, tag: u64, invoked: u64) -> Result<(), String> {
         let tags = self.by_block.get(&block).map_or(&[][..], Vec::as_slice);

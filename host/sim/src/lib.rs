@@ -121,6 +121,12 @@ impl SimSummary {
         ratio(self.totals.protocol.broadcasts, self.totals.protocol.writes)
     }
 
+    /// Acquire broadcasts per ownership change (an AMF coming to hold a stripe, or to
+    /// hold it exclusively): 1 when every change costs exactly one acquire.
+    pub fn acquires_per_ownership_change(&self) -> f64 {
+        ratio(self.totals.protocol.broadcasts, self.totals.protocol.grants)
+    }
+
     /// Lines for a person: counts, ratios and each failure's replay command.
     pub fn render(&self) -> String {
         let protocol = &self.totals.protocol;
@@ -129,7 +135,9 @@ impl SimSummary {
              steps {}, crashes {}, corrupted records {}, requests completed {}\n\
              broadcasts {}, avoided by the sharing determination {}, forwards {}, \
              invalidations {}, replays {}, corrupt records refused {}\n\
-             stripe writes {}, stripe reads {}, broadcasts per stripe write {:.4}\n",
+             stripe writes {}, stripe reads {}, broadcasts per stripe write {:.4}\n\
+             exclusive acquires {}, ownership changes {}, acquires per ownership change {:.4}\n\
+             writes interrupted by a crash and completed by a survivor {}\n",
             self.seeds,
             self.elapsed_ms,
             self.failures.len(),
@@ -146,6 +154,10 @@ impl SimSummary {
             protocol.writes,
             protocol.reads,
             self.broadcasts_per_write(),
+            protocol.exclusive_acquires,
+            protocol.grants,
+            self.acquires_per_ownership_change(),
+            self.totals.interrupted_writes,
         );
         for failure in &self.failures {
             text += &format!(
@@ -203,6 +215,8 @@ pub fn run_seeds(seeds: Range<u64>, options: &SimOptions) -> SimSummary {
 fn add_run(total: &mut RunCounters, run: &RunCounters) {
     let (protocol, more) = (&mut total.protocol, &run.protocol);
     protocol.broadcasts += more.broadcasts;
+    protocol.exclusive_acquires += more.exclusive_acquires;
+    protocol.grants += more.grants;
     protocol.broadcasts_avoided += more.broadcasts_avoided;
     protocol.forwards += more.forwards;
     protocol.invalidations += more.invalidations;
@@ -215,4 +229,5 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.corruptions += run.corruptions;
     total.requests_completed += run.requests_completed;
     total.writes_completed += run.writes_completed;
+    total.interrupted_writes += run.interrupted_writes;
 }

@@ -101,6 +101,8 @@ pub struct RunCounters {
     pub corruptions: u64,
     pub requests_completed: u64,
     pub writes_completed: u64,
+    /// Writes whose owner died with member writes issued, checked complete at rest.
+    pub interrupted_writes: u64,
 }
 
 pub struct World {
@@ -120,10 +122,15 @@ pub struct World {
     pub counters: RunCounters,
     faults: bool,
     trace: bool,
+    /// Writes cut short by their AMF's death after member writes were issued: (tag,
+    /// first volume block, blocks, crash step). A survivor must complete each.
+    interrupted: Vec<(u64, u64, u32, u64)>,
 }
 
 fn add_counters(total: &mut Counters, more: Counters) {
     total.broadcasts += more.broadcasts;
+    total.exclusive_acquires += more.exclusive_acquires;
+    total.grants += more.grants;
     total.broadcasts_avoided += more.broadcasts_avoided;
     total.forwards += more.forwards;
     total.invalidations += more.invalidations;
@@ -171,6 +178,7 @@ impl World {
             counters: RunCounters::default(),
             faults: true,
             trace,
+            interrupted: Vec::new(),
             swarm,
         };
         for port in 0..amfs {
@@ -787,6 +795,25 @@ impl World {
 
     fn crash(&mut self, port: u8) {
         let node = &mut self.nodes[port as usize];
+        let stripe_blocks = u64::from(self.members.stripe_data_blocks());
+        for job in &node.jobs {
+            if let Job::Write {
+                request:
+                    MemberRequest::Write {
+                        stripe,
+                        first_block,
+                        data,
+                        ..
+                    },
+                ..
+            } = job
+            {
+                let tag = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+                let first = stripe * stripe_blocks + u64::from(*first_block);
+                let blocks = (data.len() / BLOCK_BYTES as usize) as u32;
+                self.interrupted.push((tag, first, blocks, self.now));
+            }
+        }
         let amf = node.amf.take().expect("live");
         add_counters(&mut self.counters.protocol, amf.counters());
         node.jobs.clear();
@@ -885,6 +912,7 @@ impl World {
         if !bad.is_empty() {
             return Err(format!("parity does not match the data of stripes {bad:?}"));
         }
+        self.check_interrupted()?;
         let stripe_blocks = self.members.stripe_data_blocks();
         let now = self.now + 1;
         for stripe in 0..self.swarm.stripes {
@@ -896,6 +924,35 @@ impl World {
                 self.history
                     .check_read(block, tag, now)
                     .map_err(|error| format!("acknowledged write lost at rest: {error}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl World {
+    /// Every write interrupted after its member writes were issued was completed: each
+    /// of its blocks holds it, or a write that was still running when its owner died.
+    fn check_interrupted(&mut self) -> Result<(), String> {
+        self.counters.interrupted_writes = self.interrupted.len() as u64;
+        for &(tag, first, blocks, crashed) in &self.interrupted {
+            for block in first..first + u64::from(blocks) {
+                let stripe_blocks = u64::from(self.members.stripe_data_blocks());
+                let (stripe, index) = (block / stripe_blocks, (block % stripe_blocks) as u32);
+                let bytes = self.members.read(stripe, index, 1);
+                let found = decode_block(&bytes, block)?;
+                // A write that had not completed when the owner died may follow it.
+                let newer = found != 0
+                    && self
+                        .history
+                        .completed(found)
+                        .is_none_or(|completed| completed > crashed);
+                if found != tag && !newer {
+                    return Err(format!(
+                        "write {tag} was interrupted at step {crashed} and never completed: \
+                         block {block} holds {found}"
+                    ));
+                }
             }
         }
         Ok(())

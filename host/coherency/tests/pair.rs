@@ -1,0 +1,449 @@
+//! Two AMFs over an immediate, in-order fabric and a block map for members: the claims'
+//! steps one at a time, each checked by what went over the fabric.
+
+use std::collections::BTreeMap;
+
+use amf_coherency::{
+    Amf, Config, Event, MemberOutcome, MemberRequest, Message, Mode, Mutation, Request, Sram,
+    Transmit,
+};
+
+const BLOCK: usize = 4096;
+const STRIPE_BLOCKS: u32 = 4;
+
+struct VecSram(Vec<u8>);
+
+impl Sram for VecSram {
+    fn read(&self, offset: u32, bytes: &mut [u8]) {
+        bytes.copy_from_slice(&self.0[offset as usize..][..bytes.len()]);
+    }
+    fn write(&mut self, offset: u32, bytes: &[u8]) {
+        self.0[offset as usize..][..bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+fn config(port: u8) -> Config {
+    Config {
+        port,
+        incarnation: 0,
+        live_ports: vec![0, 1],
+        stripe_count: 4,
+        stripe_data_blocks: STRIPE_BLOCKS,
+        array_generation: 1,
+        intent_slots: 4,
+        mutation: Mutation::None,
+    }
+}
+
+struct Pair {
+    amfs: Vec<Amf>,
+    srams: Vec<VecSram>,
+    /// Volume block -> bytes.
+    members: BTreeMap<u64, Vec<u8>>,
+    member_reads: [u32; 2],
+    /// Member I/O each AMF issued but that this harness holds back (`hold`).
+    held: Vec<(usize, MemberRequest)>,
+    hold: [bool; 2],
+    completed: Vec<(usize, Event)>,
+    sent: Vec<(usize, Message)>,
+    clock: u64,
+    dead: [bool; 2],
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let mut srams = Vec::new();
+        let mut amfs = Vec::new();
+        for port in 0..2 {
+            let config = config(port);
+            let mut sram = VecSram(vec![0; config.sram_bytes() as usize]);
+            amfs.push(Amf::new(config, &mut sram));
+            srams.push(sram);
+        }
+        Pair {
+            amfs,
+            srams,
+            members: BTreeMap::new(),
+            member_reads: [0; 2],
+            held: Vec::new(),
+            hold: [false; 2],
+            completed: Vec::new(),
+            sent: Vec::new(),
+            clock: 0,
+            dead: [false; 2],
+        }
+    }
+
+    fn alive(&self) -> Vec<usize> {
+        (0..2).filter(|&index| !self.dead[index]).collect()
+    }
+
+    fn now(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn request(&mut self, amf: usize, id: u64, request: Request) {
+        let now = self.now();
+        self.amfs[amf].handle_request(now, id, request).unwrap();
+        self.drive();
+    }
+
+    fn drive(&mut self) {
+        for _ in 0..10_000 {
+            let mut progressed = false;
+            for index in self.alive() {
+                while let Some(transmit) = self.amfs[index].poll_transmit() {
+                    progressed = true;
+                    self.deliver(index, transmit);
+                }
+                while let Some(request) = self.amfs[index].poll_member_io() {
+                    progressed = true;
+                    if self.hold[index] {
+                        self.held.push((index, request));
+                    } else {
+                        self.perform(index, request);
+                    }
+                }
+                while let Some(event) = self.amfs[index].poll_event() {
+                    progressed = true;
+                    self.completed.push((index, event));
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+        panic!("the pair did not settle");
+    }
+
+    fn deliver(&mut self, from: usize, transmit: Transmit) {
+        match transmit {
+            Transmit::Broadcast { payload } => {
+                self.sent.push((from, Message::decode(&payload).unwrap()));
+                for index in self.alive() {
+                    let now = self.now();
+                    self.amfs[index].handle_broadcast(
+                        now,
+                        from as u8,
+                        &payload,
+                        &mut self.srams[index],
+                    );
+                }
+            }
+            Transmit::Unicast { target, payload } => {
+                self.sent.push((from, Message::decode(&payload).unwrap()));
+                let now = self.now();
+                self.amfs[target as usize].handle_unicast(now, from as u8, &payload);
+            }
+            Transmit::SramWrite {
+                target,
+                offset,
+                bytes,
+            } => {
+                self.srams[target as usize].write(offset, &bytes);
+                let now = self.now();
+                self.amfs[from].handle_sram_ack(now, target, offset);
+            }
+        }
+    }
+
+    fn perform(&mut self, index: usize, request: MemberRequest) {
+        let base = |stripe: u64, block: u32| stripe * u64::from(STRIPE_BLOCKS) + u64::from(block);
+        let (io, outcome) = match request {
+            MemberRequest::Read {
+                io,
+                stripe,
+                first_block,
+                block_count,
+            } => {
+                self.member_reads[index] += 1;
+                let mut data = Vec::new();
+                for block in first_block..first_block + block_count {
+                    let bytes = self.members.get(&base(stripe, block)).cloned();
+                    data.extend(bytes.unwrap_or_else(|| vec![0; BLOCK]));
+                }
+                (io, MemberOutcome::Read(data))
+            }
+            MemberRequest::Write {
+                io,
+                stripe,
+                first_block,
+                data,
+            }
+            | MemberRequest::Replay {
+                io,
+                stripe,
+                first_block,
+                data,
+            } => {
+                for (offset, bytes) in data.chunks_exact(BLOCK).enumerate() {
+                    self.members
+                        .insert(base(stripe, first_block + offset as u32), bytes.to_vec());
+                }
+                (io, MemberOutcome::Written)
+            }
+        };
+        let now = self.now();
+        self.amfs[index].handle_member_completion(now, io, outcome);
+    }
+
+    fn acquires(&self) -> usize {
+        self.sent
+            .iter()
+            .filter(|(_, message)| matches!(message, Message::Acquire { .. }))
+            .count()
+    }
+}
+
+fn block(value: u8) -> Vec<u8> {
+    vec![value; BLOCK]
+}
+
+#[test]
+fn an_owner_writes_again_without_a_broadcast() {
+    let mut pair = Pair::new();
+    pair.request(
+        0,
+        1,
+        Request::Write {
+            first_block: 0,
+            data: block(1),
+        },
+    );
+    assert_eq!(pair.acquires(), 1);
+    assert_eq!(pair.amfs[0].holding(0), Some(Mode::Exclusive));
+    pair.request(
+        0,
+        2,
+        Request::Write {
+            first_block: 1,
+            data: block(2),
+        },
+    );
+    pair.request(
+        0,
+        3,
+        Request::Read {
+            first_block: 0,
+            block_count: 2,
+        },
+    );
+    assert_eq!(
+        pair.acquires(),
+        1,
+        "claims 10, 11, 16: held exclusively, nothing to ask"
+    );
+    assert_eq!(pair.amfs[0].counters().broadcasts_avoided, 2);
+    assert_eq!(pair.completed.len(), 3);
+    let Event::Completed { data, .. } = &pair.completed[2].1;
+    assert_eq!(data.as_deref(), Some(&[block(1), block(2)].concat()[..]));
+}
+
+#[test]
+fn a_read_is_forwarded_from_the_owner_and_a_write_invalidates_it() {
+    let mut pair = Pair::new();
+    pair.request(
+        0,
+        1,
+        Request::Write {
+            first_block: 4,
+            data: block(7),
+        },
+    );
+    pair.request(
+        1,
+        2,
+        Request::Read {
+            first_block: 4,
+            block_count: 1,
+        },
+    );
+    assert_eq!(
+        pair.member_reads[1], 0,
+        "claims 8, 9: the owner forwarded the block"
+    );
+    assert_eq!(pair.amfs[1].counters().forwards, 1);
+    assert_eq!(pair.amfs[0].holding(1), Some(Mode::Shared));
+    assert_eq!(pair.amfs[1].holding(1), Some(Mode::Shared));
+    let Event::Completed { data, .. } = &pair.completed[1].1;
+    assert_eq!(data.as_deref(), Some(&block(7)[..]));
+
+    pair.request(
+        0,
+        3,
+        Request::Write {
+            first_block: 4,
+            data: block(8),
+        },
+    );
+    assert_eq!(
+        pair.amfs[1].holding(1),
+        None,
+        "claims 3, 14: the reader's copy is gone"
+    );
+    assert_eq!(pair.amfs[1].cached_blocks(1), 0);
+    assert_eq!(pair.amfs[1].counters().invalidations, 1);
+    pair.request(
+        1,
+        4,
+        Request::Read {
+            first_block: 4,
+            block_count: 1,
+        },
+    );
+    let Event::Completed { data, .. } = &pair.completed[3].1;
+    assert_eq!(data.as_deref(), Some(&block(8)[..]));
+}
+
+#[test]
+fn a_read_nobody_caches_goes_to_the_members() {
+    let mut pair = Pair::new();
+    pair.request(
+        1,
+        1,
+        Request::Read {
+            first_block: 9,
+            block_count: 2,
+        },
+    );
+    assert_eq!(pair.member_reads[1], 1, "claim 7: no peer had it");
+    assert_eq!(pair.amfs[1].counters().forwards, 0);
+}
+
+#[test]
+fn the_write_is_acknowledged_only_after_its_record_is_in_the_peer() {
+    let mut pair = Pair::new();
+    pair.hold[0] = true;
+    pair.request(
+        0,
+        1,
+        Request::Write {
+            first_block: 0,
+            data: block(5),
+        },
+    );
+    assert_eq!(
+        pair.held.len(),
+        1,
+        "the member write was issued after the SRAM ack"
+    );
+    assert!(
+        pair.completed.is_empty(),
+        "not durable yet: no acknowledgement"
+    );
+    let offset = config(0).slot_offset(0, 0) as usize;
+    let (intent, payload) =
+        shared_regs::intent::Intent::decode(&pair.srams[1].0[offset..]).unwrap();
+    assert_eq!(
+        (intent.owner_port, intent.stripe, intent.block_count),
+        (0, 0, 1)
+    );
+    assert_eq!(payload, &block(5)[..]);
+}
+
+/// Amf 0 dies with its write's member I/O issued and not done; amf 1 holds the record.
+fn die_mid_write(corrupt: bool) -> Pair {
+    let mut pair = Pair::new();
+    pair.hold[0] = true;
+    pair.request(
+        0,
+        1,
+        Request::Write {
+            first_block: 2,
+            data: block(9),
+        },
+    );
+    assert_eq!(pair.held.len(), 1);
+    pair.held.clear();
+    if corrupt {
+        let offset = config(0).slot_offset(0, 0) as usize;
+        pair.srams[1].0[offset + 100] ^= 1;
+    }
+    pair.dead[0] = true;
+    let now = pair.now();
+    let (survivor, sram) = (&mut pair.amfs[1], &mut pair.srams[1]);
+    survivor.handle_member_down(now, 0, sram);
+    pair.drive();
+    pair
+}
+
+#[test]
+fn a_survivor_completes_a_dead_owners_write_from_its_record() {
+    let pair = die_mid_write(false);
+    assert_eq!(pair.amfs[1].counters().replays, 1);
+    assert_eq!(
+        pair.members.get(&2),
+        Some(&block(9)),
+        "claims 1, 11, 15, 16"
+    );
+    assert!(!pair.amfs[1].recovering(), "retired and recovered");
+}
+
+#[test]
+fn a_corrupt_record_is_refused_never_replayed() {
+    let pair = die_mid_write(true);
+    assert_eq!(pair.amfs[1].counters().records_corrupt, 1);
+    assert_eq!(pair.amfs[1].counters().replays, 0);
+    assert_eq!(pair.members.get(&2), None);
+    assert!(!pair.amfs[1].recovering());
+}
+
+#[test]
+fn bad_requests_are_refused_with_a_reason() {
+    let mut pair = Pair::new();
+    let amf = &mut pair.amfs[0];
+    assert!(
+        amf.handle_request(
+            1,
+            1,
+            Request::Read {
+                first_block: 16,
+                block_count: 1
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        amf.handle_request(
+            1,
+            1,
+            Request::Read {
+                first_block: 0,
+                block_count: 0
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        amf.handle_request(
+            1,
+            1,
+            Request::Write {
+                first_block: 0,
+                data: vec![0; 10]
+            }
+        )
+        .is_err()
+    );
+    amf.handle_request(
+        1,
+        1,
+        Request::Read {
+            first_block: 0,
+            block_count: 1,
+        },
+    )
+    .unwrap();
+    assert!(
+        amf.handle_request(
+            1,
+            1,
+            Request::Read {
+                first_block: 0,
+                block_count: 1
+            }
+        )
+        .is_err()
+    );
+}

@@ -1,0 +1,127 @@
+//! The simulator over many seeds, the checkers against deliberately broken protocols, and
+//! the ratios the sharing determination buys.
+
+use std::ops::Range;
+
+use amf_sim::{Mutation, SimOptions, SimSummary, Workload, run_seeds};
+
+fn passes(seeds: Range<u64>, options: &SimOptions) -> SimSummary {
+    let summary = run_seeds(seeds, options);
+    println!("{}", summary.render());
+    assert!(summary.failures.is_empty(), "{}", summary.render());
+    summary
+}
+
+#[test]
+fn two_thousand_seeds_with_faults() {
+    let summary = passes(0..2000, &SimOptions::default());
+    assert!(summary.totals.crashes > 1000, "the swarm crashes AMFs");
+    assert!(
+        summary.totals.interrupted_writes > 100,
+        "crashes land mid-write"
+    );
+    assert!(summary.totals.protocol.replays > 100);
+    assert!(
+        summary.totals.protocol.records_corrupt > 10,
+        "corrupt records are met"
+    );
+    assert!(summary.totals.protocol.forwards > 100);
+}
+
+#[test]
+fn fixed_amf_counts_and_no_faults() {
+    for amfs in [2, 3, 4] {
+        let options = SimOptions {
+            amfs: Some(amfs),
+            ..SimOptions::default()
+        };
+        passes(
+            10_000 + u64::from(amfs) * 1000..10_300 + u64::from(amfs) * 1000,
+            &options,
+        );
+    }
+    let options = SimOptions {
+        faults: false,
+        ..SimOptions::default()
+    };
+    let summary = passes(20_000..20_300, &options);
+    assert_eq!(summary.totals.crashes, 0);
+}
+
+/// The first seed of `seeds` the simulator fails under `mutation`.
+fn first_failure(mutation: Mutation, seeds: Range<u64>) -> u64 {
+    let options = SimOptions {
+        mutation,
+        ..SimOptions::default()
+    };
+    for seed in seeds.clone() {
+        if let Err(failure) = amf_sim::replay(seed, &options, false) {
+            println!("{mutation:?} caught by seed {seed}: {}", failure.message);
+            assert!(failure.replay.contains(&format!("--seed {seed}")));
+            return seed;
+        }
+    }
+    panic!("{mutation:?} survived seeds {seeds:?}: the checkers have no teeth");
+}
+
+#[test]
+fn skipping_the_invalidation_is_caught() {
+    first_failure(Mutation::SkipInvalidate, 0..20);
+}
+
+#[test]
+fn two_owners_of_a_stripe_are_caught() {
+    first_failure(Mutation::TwoOwners, 0..20);
+}
+
+#[test]
+fn acknowledging_before_replication_is_caught() {
+    first_failure(Mutation::AckBeforeReplication, 0..300);
+}
+
+#[test]
+fn replaying_without_the_records_data_is_caught() {
+    first_failure(Mutation::ReplayWithoutData, 0..300);
+}
+
+#[test]
+fn own_ranges_rarely_broadcast_after_warm_up() {
+    let options = SimOptions {
+        amfs: Some(3),
+        steps: Some(20_000),
+        faults: false,
+        workload: Workload::OwnRanges,
+        ..SimOptions::default()
+    };
+    let summary = passes(0..5, &options);
+    let ratio = summary.broadcasts_per_write();
+    println!("own ranges: {ratio:.4} broadcasts per stripe write");
+    assert!(ratio < 0.01, "{ratio}");
+}
+
+#[test]
+fn a_hot_stripe_costs_one_acquire_per_ownership_change() {
+    let options = SimOptions {
+        amfs: Some(4),
+        steps: Some(5_000),
+        faults: false,
+        workload: Workload::HotStripe,
+        ..SimOptions::default()
+    };
+    let summary = passes(0..5, &options);
+    let ratio = summary.acquires_per_ownership_change();
+    println!("hot stripe: {ratio:.4} acquires per ownership change");
+    assert!(summary.totals.protocol.grants > 500);
+    assert!((ratio - 1.0).abs() < 1e-9, "{ratio}");
+}
+
+#[test]
+fn a_seed_replays_identically() {
+    let options = SimOptions::default();
+    let first = amf_sim::replay(77, &options, false).unwrap();
+    let second = amf_sim::replay(77, &options, false).unwrap();
+    assert_eq!(
+        format!("{:?}", first.counters),
+        format!("{:?}", second.counters)
+    );
+}
