@@ -31,13 +31,36 @@ pub enum ArrayError {
         path: PathBuf,
         source: SuperblockError,
     },
-    /// A member disagrees with the others.
-    #[error("member {path}: field {field}: {found} but the array has {expected}")]
+    /// A member disagrees with the reference member (the newest of the majority array).
+    #[error("member {path}: field {field}: {found} but member {reference} has {expected}")]
     Disagree {
         path: PathBuf,
         field: &'static str,
         expected: String,
         found: String,
+        reference: PathBuf,
+    },
+    /// As many members belong to one array as to another: no majority says which is meant.
+    #[error(
+        "members {path} and {other} belong to different arrays ({uuid} and {other_uuid}) and neither has a majority"
+    )]
+    NoMajority {
+        path: PathBuf,
+        uuid: String,
+        other: PathBuf,
+        other_uuid: String,
+    },
+    /// The same device was given twice.
+    #[error("{path}: given twice (also as {other})")]
+    DuplicatePath { path: PathBuf, other: PathBuf },
+    /// A member is shorter than the data area its superblock describes.
+    #[error(
+        "member {path}: field data_bytes: the data area ends at byte {needed_bytes} but the member is {member_bytes} bytes long"
+    )]
+    Short {
+        path: PathBuf,
+        needed_bytes: u64,
+        member_bytes: u64,
     },
     /// Two members claim the same index.
     #[error("member {path}: field member_index: {index} is also claimed by {other}")]
@@ -100,12 +123,19 @@ pub fn member_files_in(directory: &Path) -> Result<Vec<PathBuf>, ArrayError> {
         let entry = entry.map_err(io_error(directory))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(MEMBER_FILE_PREFIX) && name.ends_with(MEMBER_FILE_SUFFIX) {
+        if is_member_file_name(&name) {
             found.push(entry.path());
         }
     }
     found.sort();
     Ok(found)
+}
+
+/// True for `member-NN.img` with NN decimal digits.
+fn is_member_file_name(name: &str) -> bool {
+    name.strip_prefix(MEMBER_FILE_PREFIX)
+        .and_then(|rest| rest.strip_suffix(MEMBER_FILE_SUFFIX))
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Path of member `index` inside `directory`.
@@ -134,6 +164,16 @@ impl Member {
             .open(path)
             .map_err(io_error(path))?;
         let superblock = read_superblock(&file, path)?;
+        let member_bytes = device_bytes(&file).map_err(io_error(path))?;
+        let needed_bytes = superblock.data_offset + superblock.data_bytes;
+        if member_bytes < needed_bytes {
+            let path = path.to_path_buf();
+            return Err(ArrayError::Short {
+                path,
+                needed_bytes,
+                member_bytes,
+            });
+        }
         Ok(Member {
             path: path.to_path_buf(),
             superblock,
@@ -178,6 +218,35 @@ impl Member {
         }
         Ok(())
     }
+}
+
+/// Bytes in a regular file or block device (whose metadata length is zero).
+pub fn device_bytes(file: &File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut handle = file;
+    let end = handle.seek(SeekFrom::End(0))?;
+    handle.seek(SeekFrom::Start(0))?;
+    Ok(end)
+}
+
+/// Refuses a list that names one device twice (by device and inode, so two spellings of
+/// one path are caught too). Paths that do not exist yet are compared as given.
+pub fn reject_duplicate_paths(paths: &[PathBuf]) -> Result<(), ArrayError> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &PathBuf| match std::fs::metadata(path) {
+        Ok(meta) => (meta.dev(), meta.ino(), None),
+        Err(_) => (0, 0, Some(path.clone())),
+    };
+    for (index, path) in paths.iter().enumerate() {
+        let this = identity(path);
+        if let Some(other) = paths[..index].iter().find(|other| identity(other) == this) {
+            return Err(ArrayError::DuplicatePath {
+                path: path.clone(),
+                other: other.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads and decodes the superblock at the start of `file`.
@@ -278,24 +347,19 @@ impl Array {
     /// slot's state. An array with too many unusable members still opens (so `status` can
     /// show it); I/O paths call [`Array::check_available`].
     pub fn open(paths: &[PathBuf], writable: bool) -> Result<Array, ArrayError> {
+        reject_duplicate_paths(paths)?;
         let opened = paths
             .iter()
             .map(|path| Member::open(path, writable))
             .collect::<Result<Vec<_>, _>>()?;
-        let first = opened.first().ok_or_else(|| ArrayError::NoMembers {
-            path: PathBuf::from("."),
-        })?;
-        let newest = opened
-            .iter()
-            .max_by_key(|member| member.superblock.generation)
-            .unwrap_or(first);
-        let superblock = newest.superblock.clone();
+        let reference = choose_reference(&opened)?;
+        let superblock = reference.superblock.clone();
         let geometry = geometry_of(&superblock).map_err(|source| ArrayError::Geometry {
-            path: newest.path.clone(),
+            path: reference.path.clone(),
             source,
         })?;
         for member in &opened {
-            check_agrees(&superblock, member)?;
+            check_agrees(reference, member)?;
         }
         let members = place_by_index(opened, superblock.member_count)?;
         let slots = slot_states(&superblock, &members);
@@ -335,10 +399,11 @@ impl Array {
 
     /// The member at `index` when its contents can be trusted.
     pub fn usable_member(&self, index: u32) -> Option<&Member> {
-        self.slots[index as usize]
-            .is_usable()
-            .then(|| self.member(index))
-            .flatten()
+        let usable = self
+            .slots
+            .get(index as usize)
+            .is_some_and(|slot| slot.is_usable());
+        usable.then(|| self.member(index)).flatten()
     }
 
     /// Fails when more members are unusable than the level's parity covers.
@@ -375,13 +440,52 @@ pub fn geometry_of(superblock: &Superblock) -> Result<Geometry, GeometryError> {
     )
 }
 
-fn check_agrees(reference: &Superblock, member: &Member) -> Result<(), ArrayError> {
+/// The member whose superblock speaks for the array: the newest member of the array most
+/// of the given members belong to. A member of another array is then the odd one out,
+/// whatever its generation.
+fn choose_reference(opened: &[Member]) -> Result<&Member, ArrayError> {
+    let votes = |uuid: [u8; 16]| {
+        opened
+            .iter()
+            .filter(|m| m.superblock.array_uuid == uuid)
+            .count()
+    };
+    let leader = opened
+        .iter()
+        .max_by_key(|member| votes(member.superblock.array_uuid))
+        .ok_or_else(|| ArrayError::NoMembers {
+            path: PathBuf::from("(no arguments)"),
+        })?;
+    let leader_uuid = leader.superblock.array_uuid;
+    let rival = opened.iter().find(|member| {
+        let uuid = member.superblock.array_uuid;
+        uuid != leader_uuid && votes(uuid) == votes(leader_uuid)
+    });
+    if let Some(rival) = rival {
+        let show = |uuid: [u8; 16]| uuid::Uuid::from_bytes(uuid).to_string();
+        return Err(ArrayError::NoMajority {
+            path: leader.path.clone(),
+            uuid: show(leader_uuid),
+            other: rival.path.clone(),
+            other_uuid: show(rival.superblock.array_uuid),
+        });
+    }
+    let newest = opened
+        .iter()
+        .filter(|member| member.superblock.array_uuid == leader_uuid)
+        .max_by_key(|member| member.superblock.generation);
+    Ok(newest.unwrap_or(leader))
+}
+
+fn check_agrees(reference_member: &Member, member: &Member) -> Result<(), ArrayError> {
+    let reference = &reference_member.superblock;
     let found = &member.superblock;
     let disagree = |field: &'static str, expected: String, found: String| ArrayError::Disagree {
         path: member.path.clone(),
         field,
         expected,
         found,
+        reference: reference_member.path.clone(),
     };
     if found.array_uuid != reference.array_uuid {
         let show = |uuid: [u8; 16]| uuid::Uuid::from_bytes(uuid).to_string();

@@ -5,11 +5,12 @@
 //! cheaply, so the caller runs a parity repair pass over them after creation.
 
 use crate::array::{
-    ArrayError, member_file_name, member_files_in, read_superblock, write_superblock,
+    ArrayError, device_bytes, member_file_name, member_files_in, read_superblock,
+    reject_duplicate_paths, write_superblock,
 };
 use crate::format::{MemberState, Superblock, SuperblockError};
 use amf_raid::{Geometry, GeometryError, Level};
-use shared_regs::limits::DATA_OFFSET_BYTES_DEFAULT;
+use shared_regs::limits::{DATA_OFFSET_BYTES_DEFAULT, SUPERBLOCK_BYTES};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,19 @@ pub enum CreateError {
     /// No size known for a new file.
     #[error("{path}: new member file needs --size")]
     SizeNeeded { path: PathBuf },
+    /// A target holds data that is not an amflink member.
+    #[error("{path} holds data (no amflink superblock); pass --force to overwrite it")]
+    HoldsData { path: PathBuf },
+    /// `--size` asks for more than a block device has.
+    #[error("{path}: --size {wanted} is larger than the device's {available} bytes")]
+    DeviceTooSmall {
+        path: PathBuf,
+        wanted: u64,
+        available: u64,
+    },
+    /// A new member file's directory does not exist.
+    #[error("{path}: directory {directory} does not exist")]
+    NoDirectory { path: PathBuf, directory: PathBuf },
 }
 
 /// What was created; `needs_parity_sync` lists block devices whose old contents must be
@@ -82,29 +96,44 @@ pub struct Created {
 }
 
 /// Creates the array described by `spec` on `targets`.
+///
+/// Everything is checked first (geometry, every target's current contents and size);
+/// only then are members truncated and superblocks written, and leftover member files of
+/// a wider old array removed last.
 pub fn create(spec: &CreateSpec, targets: &Targets) -> Result<Created, CreateError> {
-    // Level, member count and chunk are checked before anything is touched on disk.
     Geometry::new(
         spec.level,
         spec.members,
         spec.chunk_bytes,
         u64::from(spec.chunk_bytes),
     )?;
-    let paths = target_paths(spec, targets)?;
-    for path in &paths {
+    let (paths, leftovers) = target_paths(spec, targets)?;
+    reject_duplicate_paths(&paths)?;
+    for path in paths.iter().chain(&leftovers) {
         refuse_existing(path, spec.force)?;
     }
     let sizes = paths
         .iter()
         .map(|path| device_size(path, spec.member_bytes))
         .collect::<Result<Vec<_>, _>>()?;
-    let member_bytes = sizes.iter().map(|size| size.bytes).min().unwrap_or(0);
-    let data_bytes = data_bytes_for(member_bytes, spec.chunk_bytes, &paths[0])?;
+    let data_bytes = data_bytes_for(&paths, &sizes, spec.chunk_bytes)?;
     let geometry = Geometry::new(spec.level, spec.members, spec.chunk_bytes, data_bytes)?;
-    // Every check has passed: only now is anything written.
+    if let Targets::Directory(directory) = targets {
+        std::fs::create_dir_all(directory).map_err(|source| ArrayError::Io {
+            path: directory.clone(),
+            source,
+        })?;
+    }
     for (index, (path, size)) in paths.iter().zip(&sizes).enumerate() {
         let file = prepare_device(path, size)?;
         write_superblock(&file, path, &superblock_for(spec, index as u32, data_bytes))?;
+    }
+    for leftover in &leftovers {
+        // A leftover member of the old, wider array would be picked up by `DIR`.
+        std::fs::remove_file(leftover).map_err(|source| ArrayError::Io {
+            path: leftover.clone(),
+            source,
+        })?;
     }
     let needs_parity_sync = sizes.iter().any(|size| size.is_block_device);
     Ok(Created {
@@ -114,30 +143,26 @@ pub fn create(spec: &CreateSpec, targets: &Targets) -> Result<Created, CreateErr
     })
 }
 
-fn target_paths(spec: &CreateSpec, targets: &Targets) -> Result<Vec<PathBuf>, CreateError> {
+/// The member paths to write, and (directory mode) existing member files beyond them.
+fn target_paths(
+    spec: &CreateSpec,
+    targets: &Targets,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), CreateError> {
     match targets {
         Targets::Directory(directory) => {
-            let io = |source| ArrayError::Io {
-                path: directory.clone(),
-                source,
-            };
-            std::fs::create_dir_all(directory).map_err(io)?;
             let wanted: Vec<PathBuf> = (0..spec.members)
                 .map(|index| member_file_name(directory, index))
                 .collect();
-            for existing in member_files_in(directory)? {
-                if !spec.force {
-                    return Err(existing_error(&existing));
-                }
-                if !wanted.contains(&existing) {
-                    // A leftover member of the old, wider array would be picked up by `DIR`.
-                    std::fs::remove_file(&existing).map_err(|source| ArrayError::Io {
-                        path: existing.clone(),
-                        source,
-                    })?;
-                }
-            }
-            Ok(wanted)
+            let existing = if directory.is_dir() {
+                member_files_in(directory)?
+            } else {
+                Vec::new()
+            };
+            let leftovers = existing
+                .into_iter()
+                .filter(|path| !wanted.contains(path))
+                .collect();
+            Ok((wanted, leftovers))
         }
         Targets::Devices(devices) if devices.len() != spec.members as usize => {
             Err(CreateError::DeviceCount {
@@ -145,7 +170,26 @@ fn target_paths(spec: &CreateSpec, targets: &Targets) -> Result<Vec<PathBuf>, Cr
                 devices: devices.len(),
             })
         }
-        Targets::Devices(devices) => Ok(devices.clone()),
+        Targets::Devices(devices) => {
+            devices
+                .iter()
+                .try_for_each(|device| check_directory_exists(device))?;
+            Ok((devices.clone(), Vec::new()))
+        }
+    }
+}
+
+/// A new member file can only be made in a directory that exists.
+fn check_directory_exists(path: &Path) -> Result<(), CreateError> {
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    match directory {
+        Some(directory) if !path.exists() && !directory.is_dir() => Err(CreateError::NoDirectory {
+            path: path.to_path_buf(),
+            directory: directory.to_path_buf(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -155,7 +199,7 @@ fn existing_error(path: &Path) -> CreateError {
         .and_then(|file| read_superblock(&file, path).ok())
         .map_or_else(
             || "unknown (unreadable superblock)".to_string(),
-            |sb| uuid::Uuid::from_bytes(sb.array_uuid).to_string(),
+            |superblock| uuid::Uuid::from_bytes(superblock.array_uuid).to_string(),
         );
     CreateError::Exists {
         path: path.to_path_buf(),
@@ -163,21 +207,44 @@ fn existing_error(path: &Path) -> CreateError {
     }
 }
 
-/// Refuses a device that already carries an amflink superblock (even a corrupt one,
-/// recognised by its magic), unless `force`.
+/// Without `force`, refuses a target that carries an amflink superblock (even a corrupt
+/// one, recognised by its magic) or any other non-zero data in its first 4 KiB: that may
+/// be a file system or another array. Absent and all-zero targets are always fine.
 fn refuse_existing(path: &Path, force: bool) -> Result<(), CreateError> {
     let Ok(file) = File::open(path) else {
         return Ok(());
     };
+    if force {
+        return Ok(());
+    }
     match read_superblock(&file, path) {
         Err(ArrayError::Superblock {
             source: SuperblockError::Foreign { .. } | SuperblockError::Truncated { .. },
             ..
-        }) => Ok(()),
+        }) if head_is_zero(&file) => Ok(()),
+        Err(ArrayError::Superblock {
+            source: SuperblockError::Foreign { .. } | SuperblockError::Truncated { .. },
+            ..
+        }) => Err(CreateError::HoldsData {
+            path: path.to_path_buf(),
+        }),
         Err(ArrayError::Io { .. }) => Ok(()),
-        _ if force => Ok(()),
         _ => Err(existing_error(path)),
     }
+}
+
+fn head_is_zero(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut head = vec![0u8; SUPERBLOCK_BYTES as usize];
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read_at(&mut head[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(_) => return false,
+        }
+    }
+    head[..filled].iter().all(|&byte| byte == 0)
 }
 
 /// The size a member device will have, found without changing anything.
@@ -201,12 +268,20 @@ fn device_size(path: &Path, member_bytes: Option<u64>) -> Result<DeviceSize, Cre
         .as_ref()
         .is_some_and(|meta| meta.file_type().is_block_device())
     {
-        let device_bytes = block_device_bytes(path).map_err(io)?;
-        let bytes = member_bytes.map_or(device_bytes, |wanted| wanted.min(device_bytes));
-        return Ok(DeviceSize {
-            bytes,
-            is_block_device: true,
-        });
+        let available = File::open(path)
+            .and_then(|file| device_bytes(&file))
+            .map_err(io)?;
+        return match member_bytes {
+            Some(wanted) if wanted > available => Err(CreateError::DeviceTooSmall {
+                path: path.to_path_buf(),
+                wanted,
+                available,
+            }),
+            wanted => Ok(DeviceSize {
+                bytes: wanted.unwrap_or(available),
+                is_block_device: true,
+            }),
+        };
     }
     let existing = metadata.map_or(0, |meta| meta.len());
     match member_bytes {
@@ -224,24 +299,22 @@ fn device_size(path: &Path, member_bytes: Option<u64>) -> Result<DeviceSize, Cre
     }
 }
 
-fn block_device_bytes(path: &Path) -> std::io::Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    File::open(path)?.seek(SeekFrom::End(0))
-}
-
 /// Opens (creating if needed) one device at its size; regular files are zero-filled.
+/// Block devices are opened exclusively, so a mounted or otherwise claimed disk is refused.
 fn prepare_device(path: &Path, size: &DeviceSize) -> Result<File, CreateError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| ArrayError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(!size.is_block_device)
-        .truncate(false)
-        .open(path)
-        .map_err(io)?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if size.is_block_device {
+        options.custom_flags(libc::O_EXCL);
+    } else {
+        options.create(true).truncate(false);
+    }
+    let file = options.open(path).map_err(io)?;
     if !size.is_block_device {
         // Truncating to zero first drops old contents, so the data area reads as zeros.
         file.set_len(0).map_err(io)?;
@@ -250,7 +323,19 @@ fn prepare_device(path: &Path, size: &DeviceSize) -> Result<File, CreateError> {
     Ok(file)
 }
 
-fn data_bytes_for(member_bytes: u64, chunk_bytes: u32, path: &Path) -> Result<u64, CreateError> {
+/// Data area per member: what the smallest device holds after the data offset, in whole
+/// chunks. A device too small for one chunk is named.
+fn data_bytes_for(
+    paths: &[PathBuf],
+    sizes: &[DeviceSize],
+    chunk_bytes: u32,
+) -> Result<u64, CreateError> {
+    let (path, member_bytes) = paths
+        .iter()
+        .zip(sizes)
+        .map(|(path, size)| (path, size.bytes))
+        .min_by_key(|(_, bytes)| *bytes)
+        .expect("the geometry check guarantees members");
     let chunk = u64::from(chunk_bytes.max(1));
     let needed = DATA_OFFSET_BYTES_DEFAULT + chunk;
     if member_bytes < needed {

@@ -9,7 +9,9 @@
 
 use amf_raid::Level;
 use core::mem::{offset_of, size_of};
-use shared_regs::limits::{CHUNK_BYTES_MAX, CHUNK_BYTES_MIN, MEMBERS_MAX, SUPERBLOCK_BYTES};
+use shared_regs::limits::{
+    BLOCK_BYTES, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN, MEMBERS_MAX, SUPERBLOCK_BYTES,
+};
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -194,6 +196,17 @@ impl Superblock {
         if raw.magic != SUPERBLOCK_MAGIC {
             return Err(SuperblockError::Foreign { found: raw.magic });
         }
+        // Version and size come before the checksum: a later format may move the checksum,
+        // and must be reported as a version we do not read, not as corruption.
+        if raw.format_version.get() != FORMAT_VERSION {
+            return Err(SuperblockError::UnsupportedVersion {
+                found: raw.format_version.get(),
+            });
+        }
+        if raw.superblock_bytes.get() != SUPERBLOCK_BYTES {
+            let value = raw.superblock_bytes.get().into();
+            return Err(bad("superblock_bytes", value, "is not 4096"));
+        }
         let computed = checksum(raw);
         if computed != raw.checksum.get() {
             return Err(SuperblockError::Checksum {
@@ -201,23 +214,22 @@ impl Superblock {
                 computed,
             });
         }
-        if raw.format_version.get() != FORMAT_VERSION {
-            return Err(SuperblockError::UnsupportedVersion {
-                found: raw.format_version.get(),
-            });
-        }
+        check_reserved(raw)?;
         check_fields(raw)
     }
 }
 
-fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
-    if raw.superblock_bytes.get() != SUPERBLOCK_BYTES {
-        return Err(bad(
-            "superblock_bytes",
-            raw.superblock_bytes.get().into(),
-            "is not 4096",
-        ));
+fn check_reserved(raw: &RawSuperblock) -> Result<(), SuperblockError> {
+    if raw.reserved0 != 0 {
+        return Err(bad("reserved0", raw.reserved0.into(), "is not zero"));
     }
+    match raw.reserved1.iter().position(|&byte| byte != 0) {
+        Some(index) => Err(bad("reserved1", index as u64, "(byte index) is not zero")),
+        None => Ok(()),
+    }
+}
+
+fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
     let level = match raw.level {
         5 => Level::Raid5,
         6 => Level::Raid6,
@@ -250,7 +262,7 @@ fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
     }
     let data_offset = raw.data_offset.get();
     if data_offset < u64::from(SUPERBLOCK_BYTES)
-        || !data_offset.is_multiple_of(u64::from(CHUNK_BYTES_MIN))
+        || !data_offset.is_multiple_of(u64::from(BLOCK_BYTES))
     {
         return Err(bad(
             "data_offset",
@@ -264,6 +276,17 @@ fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
             "data_bytes",
             data_bytes,
             "is zero or not a whole number of chunks",
+        ));
+    }
+    // Member offsets are i64 for the kernel (pread/pwrite): the data area must end there.
+    if data_offset
+        .checked_add(data_bytes)
+        .is_none_or(|end| end > i64::MAX as u64)
+    {
+        return Err(bad(
+            "data_bytes",
+            data_bytes,
+            "ends beyond the largest member offset",
         ));
     }
     let member_states = decode_states(raw, member_count)?;
@@ -313,7 +336,14 @@ fn level_byte(level: Level) -> u8 {
 }
 
 fn checksum(raw: &RawSuperblock) -> u32 {
-    shared_regs::crc32c_with_zeroed_field(raw.as_bytes(), offset_of!(RawSuperblock, checksum))
+    raw.computed_checksum()
+}
+
+impl RawSuperblock {
+    /// CRC-32C of these 4 KiB with the checksum field as zero: what `checksum` must hold.
+    pub fn computed_checksum(&self) -> u32 {
+        shared_regs::crc32c_with_zeroed_field(self.as_bytes(), offset_of!(RawSuperblock, checksum))
+    }
 }
 
 #[cfg(test)]
@@ -395,6 +425,55 @@ mod tests {
             Superblock::decode(raw.as_bytes()),
             Err(SuperblockError::UnsupportedVersion { found: 2 })
         );
+    }
+
+    #[test]
+    fn reserved_bytes_must_be_zero() {
+        let mut raw = RawSuperblock::read_from_bytes(&sample().encode()).unwrap();
+        raw.reserved0 = 9;
+        raw.checksum = U32::new(checksum(&raw));
+        assert!(matches!(
+            Superblock::decode(raw.as_bytes()),
+            Err(SuperblockError::BadField {
+                field: "reserved0",
+                ..
+            })
+        ));
+        let mut raw = RawSuperblock::read_from_bytes(&sample().encode()).unwrap();
+        raw.reserved1[100] = 1;
+        raw.checksum = U32::new(checksum(&raw));
+        assert!(matches!(
+            Superblock::decode(raw.as_bytes()),
+            Err(SuperblockError::BadField {
+                field: "reserved1",
+                value: 100,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn newer_version_is_reported_as_such_even_with_another_checksum() {
+        let mut raw = RawSuperblock::read_from_bytes(&sample().encode()).unwrap();
+        raw.format_version = U32::new(2);
+        assert_eq!(
+            Superblock::decode(raw.as_bytes()),
+            Err(SuperblockError::UnsupportedVersion { found: 2 })
+        );
+    }
+
+    #[test]
+    fn data_area_ending_past_the_largest_offset_is_refused() {
+        let mut raw = RawSuperblock::read_from_bytes(&sample().encode()).unwrap();
+        raw.data_offset = U64::new(u64::MAX - 4095);
+        raw.checksum = U32::new(checksum(&raw));
+        assert!(matches!(
+            Superblock::decode(raw.as_bytes()),
+            Err(SuperblockError::BadField {
+                field: "data_bytes",
+                ..
+            })
+        ));
     }
 
     proptest! {

@@ -572,3 +572,176 @@ fn repaired_parity_on_disk_equals_isal() {
         );
     }
 }
+
+fn set_generation(path: &Path, generation: u64) {
+    use amflink::format::Superblock;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut bytes = vec![0u8; 4096];
+    file.read_exact_at(&mut bytes, 0).unwrap();
+    let mut superblock = Superblock::decode(&bytes).unwrap();
+    superblock.generation = generation;
+    file.write_all_at(&superblock.encode(), 0).unwrap();
+}
+
+#[test]
+fn newer_member_of_another_array_is_the_one_blamed() {
+    let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    create(ours.path(), "5", 3, "8M");
+    create(theirs.path(), "5", 3, "8M");
+    let foreign = member(theirs.path(), 0);
+    set_generation(&foreign, 7);
+    let output = amf(&[
+        "status",
+        foreign.to_str().unwrap(),
+        member(ours.path(), 1).to_str().unwrap(),
+        member(ours.path(), 2).to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let blamed = stderr.split("field").next().unwrap();
+    assert!(blamed.contains(foreign.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("array_uuid"), "{stderr}");
+}
+
+#[test]
+fn short_member_is_named_with_the_field() {
+    let directory = tempfile::tempdir().unwrap();
+    create(directory.path(), "6", 4, "8M");
+    let short = member(directory.path(), 2);
+    OpenOptions::new()
+        .write(true)
+        .open(&short)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let output = amf(&["status", directory.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("member-02.img") && stderr.contains("data_bytes"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn failed_forced_create_leaves_the_old_array_whole() {
+    let directory = tempfile::tempdir().unwrap();
+    create(directory.path(), "6", 6, "8M");
+    let before = status_json(directory.path());
+    let path = directory.path().to_str().unwrap();
+    let output = amf(&[
+        "create",
+        "--level",
+        "6",
+        "--members",
+        "4",
+        "--size",
+        "100K",
+        "--force",
+        path,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("too small"));
+    let after = status_json(directory.path());
+    assert_eq!(after["array_uuid"], before["array_uuid"]);
+    assert_eq!(after["health"], "clean", "all six members are still there");
+}
+
+#[test]
+fn create_refuses_one_file_given_twice_and_foreign_data() {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = |name: &str| scratch.path().join(name).to_str().unwrap().to_string();
+    let (a, b) = (file("a.img"), file("b.img"));
+    let output = amf(&[
+        "create",
+        "--level",
+        "5",
+        "--members",
+        "3",
+        "--size",
+        "4M",
+        &a,
+        &b,
+        &a,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("given twice"));
+    assert!(!Path::new(&a).exists(), "nothing was written");
+
+    let c = file("c.img");
+    std::fs::write(&c, b"a file system, say").unwrap();
+    let output = amf(&[
+        "create",
+        "--level",
+        "5",
+        "--members",
+        "3",
+        "--size",
+        "4M",
+        &a,
+        &b,
+        &c,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("c.img") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&c).unwrap(),
+        b"a file system, say",
+        "foreign data untouched"
+    );
+    amf_ok(&[
+        "create",
+        "--level",
+        "5",
+        "--members",
+        "3",
+        "--size",
+        "4M",
+        "--force",
+        &a,
+        &b,
+        &c,
+    ]);
+}
+
+#[test]
+fn too_small_names_the_smallest_device() {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: u64| {
+        let path = scratch.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (big0, big1, small) = (
+        file("big0.img", 8 << 20),
+        file("big1.img", 8 << 20),
+        file("small.img", 100 << 10),
+    );
+    let output = amf(&[
+        "create",
+        "--level",
+        "5",
+        "--members",
+        "3",
+        &big0,
+        &big1,
+        &small,
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("amf: error: {small}")),
+        "{stderr}"
+    );
+}
