@@ -3,7 +3,16 @@
 //! The fabric (the card arbiter, or `amf fabric` in software) stamps `sequence`: for
 //! broadcasts, the position in the one total order every live port sees; for
 //! point-to-point messages, the per sender-receiver FIFO counter. `checksum` is CRC-32C of
-//! header (checksum field zero) and payload.
+//! header (checksum field zero) and payload. The sender computes it with `sequence` zero;
+//! the fabric checks it, stamps `sequence`, and computes it again before delivery, so a
+//! receiver checks exactly the frame it was given.
+//!
+//! Addressing by kind: broadcasts, `MemberDown`, `MemberUp` and `Heartbeat` go to
+//! [`PORT_BROADCAST`]; `Unicast`, `SramWrite` and `SramWriteAck` go to one port.
+//! `sram_offset` is used by `SramWrite` only (8-byte aligned; the receiving card checks it
+//! against its SRAM size, and applies the write whole or not at all) and is zero otherwise.
+//! A `SramWriteAck`'s payload is the acknowledged write's `sequence`, 8 bytes
+//! little-endian; `MemberDown`, `MemberUp` and `Heartbeat` carry no payload.
 
 use crate::checksum::crc32c_with_zeroed_field;
 use crate::limits::{FABRIC_PAYLOAD_BYTES_MAX, FABRIC_PORTS_MAX};
@@ -105,6 +114,15 @@ pub enum FrameError {
     /// A reserved field was set.
     #[error("reserved field set")]
     Reserved,
+    /// The target does not fit the kind (a broadcast to one port, a unicast to all).
+    #[error("{kind:?} frame addressed to port {target}")]
+    BadTarget { kind: MessageKind, target: u8 },
+    /// `sram_offset` set on a kind that has none, or misaligned.
+    #[error("sram_offset {offset:#x} is not valid for a {kind:?} frame")]
+    BadSramOffset { kind: MessageKind, offset: u32 },
+    /// A payload length the kind does not allow.
+    #[error("{kind:?} frame with a {bytes}-byte payload")]
+    BadPayloadLength { kind: MessageKind, bytes: u32 },
     /// Checksum mismatch.
     #[error("frame checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Checksum { stored: u32, computed: u32 },
@@ -186,6 +204,7 @@ pub fn parse_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), FrameError> {
     if !port_valid(header.target_port, true) {
         return Err(FrameError::BadPort(header.target_port));
     }
+    check_addressing(kind, header)?;
     if header.flags.get() != 0 || header.reserved.get() != 0 {
         return Err(FrameError::Reserved);
     }
@@ -216,6 +235,37 @@ pub fn parse_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), FrameError> {
         },
         after,
     ))
+}
+
+/// Alignment of a `SramWrite`'s `sram_offset`.
+pub const SRAM_WRITE_ALIGN_BYTES: u32 = 8;
+
+/// Target, SRAM offset and payload length as the kind requires (see the module docs).
+fn check_addressing(kind: MessageKind, header: &FabricHeader) -> Result<(), FrameError> {
+    use MessageKind::*;
+    let to_all = matches!(kind, Broadcast | MemberDown | MemberUp | Heartbeat);
+    let target = header.target_port;
+    if to_all != (target == PORT_BROADCAST) {
+        return Err(FrameError::BadTarget { kind, target });
+    }
+    let offset = header.sram_offset.get();
+    let offset_valid = match kind {
+        SramWrite => offset.is_multiple_of(SRAM_WRITE_ALIGN_BYTES),
+        _ => offset == 0,
+    };
+    if !offset_valid {
+        return Err(FrameError::BadSramOffset { kind, offset });
+    }
+    let bytes = header.payload_bytes.get();
+    let length_valid = match kind {
+        SramWriteAck => bytes == 8,
+        MemberDown | MemberUp | Heartbeat => bytes == 0,
+        Broadcast | Unicast | SramWrite => true,
+    };
+    if !length_valid {
+        return Err(FrameError::BadPayloadLength { kind, bytes });
+    }
+    Ok(())
 }
 
 const _: () = {
@@ -251,7 +301,7 @@ mod tests {
 
     #[test]
     fn every_corruption_is_typed() {
-        let good = frame(MessageKind::Unicast, b"payload");
+        let good = frame(MessageKind::Broadcast, b"payload");
         let mut bytes = good.clone();
         bytes[0] ^= 1;
         assert!(matches!(parse_frame(&bytes), Err(FrameError::BadMagic(_))));
@@ -277,6 +327,47 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn addressing_follows_the_kind() {
+        let unicast_to_all = frame(MessageKind::Unicast, b"x");
+        assert_eq!(
+            parse_frame(&unicast_to_all).unwrap_err(),
+            FrameError::BadTarget {
+                kind: MessageKind::Unicast,
+                target: PORT_BROADCAST
+            }
+        );
+        let mut bytes = FabricHeader::new(MessageKind::Broadcast, 1, 2, 0, 0, b"")
+            .as_bytes()
+            .to_vec();
+        assert!(matches!(
+            parse_frame(&bytes),
+            Err(FrameError::BadTarget { .. })
+        ));
+        bytes = FabricHeader::new(MessageKind::SramWrite, 1, 2, 0, 12, b"abc")
+            .as_bytes()
+            .to_vec();
+        bytes.extend_from_slice(b"abc");
+        assert!(matches!(
+            parse_frame(&bytes),
+            Err(FrameError::BadSramOffset { .. })
+        ));
+        bytes = FabricHeader::new(MessageKind::SramWriteAck, 1, 2, 0, 0, b"abc")
+            .as_bytes()
+            .to_vec();
+        bytes.extend_from_slice(b"abc");
+        assert!(matches!(
+            parse_frame(&bytes),
+            Err(FrameError::BadPayloadLength { .. })
+        ));
+        let acked = 99u64.to_le_bytes();
+        bytes = FabricHeader::new(MessageKind::SramWriteAck, 1, 2, 0, 0, &acked)
+            .as_bytes()
+            .to_vec();
+        bytes.extend_from_slice(&acked);
+        assert_eq!(parse_frame(&bytes).unwrap().0.payload, &acked);
+    }
+
     proptest! {
         #[test]
         fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -285,7 +376,8 @@ mod tests {
 
         #[test]
         fn any_single_bit_flip_is_caught(payload in proptest::collection::vec(any::<u8>(), 0..64), bit in 0usize..8 * 96) {
-            let good = frame(MessageKind::SramWrite, &payload);
+            let mut good = FabricHeader::new(MessageKind::SramWrite, 1, 2, 42, 64, &payload).as_bytes().to_vec();
+            good.extend_from_slice(&payload);
             let bit = bit % (good.len() * 8);
             let mut bytes = good.clone();
             bytes[bit / 8] ^= 1 << (bit % 8);

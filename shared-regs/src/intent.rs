@@ -10,7 +10,7 @@
 //! detected and never replayed.
 
 use crate::checksum::crc32c_with_zeroed_field;
-use crate::limits::{BLOCK_BYTES, INTENT_PAYLOAD_BYTES_MAX};
+use crate::limits::{BLOCK_BYTES, FABRIC_PORTS_MAX, INTENT_PAYLOAD_BYTES_MAX};
 use core::mem::{offset_of, size_of};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -112,6 +112,12 @@ pub enum IntentError {
     /// A reserved field was set.
     #[error("reserved field set")]
     Reserved,
+    /// An owner port beyond the fabric.
+    #[error("owner port {0} out of range")]
+    BadOwner(u8),
+    /// `first_block + block_count` does not fit in 32 bits.
+    #[error("block range {first_block}+{block_count} overflows")]
+    BlockRangeOverflow { first_block: u32, block_count: u32 },
     /// Checksum mismatch.
     #[error("intent checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Checksum { stored: u32, computed: u32 },
@@ -183,7 +189,16 @@ impl Intent {
         {
             return Err(IntentError::Reserved);
         }
-        let block_count = header.block_count.get();
+        if u32::from(header.owner_port) >= FABRIC_PORTS_MAX {
+            return Err(IntentError::BadOwner(header.owner_port));
+        }
+        let (first_block, block_count) = (header.first_block.get(), header.block_count.get());
+        if first_block.checked_add(block_count).is_none() {
+            return Err(IntentError::BlockRangeOverflow {
+                first_block,
+                block_count,
+            });
+        }
         let payload_bytes = header.payload_bytes.get();
         if check_length(block_count, payload_bytes as usize)? != payload_bytes {
             return Err(IntentError::BadLength {
@@ -280,6 +295,24 @@ mod tests {
         assert!(matches!(
             intent.encode(&payload[..4096]),
             Err(IntentError::BadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn owner_and_block_range_are_checked() {
+        let (mut intent, payload) = sample();
+        intent.owner_port = 8;
+        let record = intent.encode(&payload).unwrap();
+        assert_eq!(
+            Intent::decode(&record).unwrap_err(),
+            IntentError::BadOwner(8)
+        );
+        let (mut intent, payload) = sample();
+        intent.first_block = u32::MAX;
+        let record = intent.encode(&payload).unwrap();
+        assert!(matches!(
+            Intent::decode(&record),
+            Err(IntentError::BlockRangeOverflow { .. })
         ));
     }
 
