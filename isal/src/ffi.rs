@@ -18,7 +18,28 @@ unsafe extern "C" {
 /// The data pointers come from shared slices and are cast to `*mut` only because the C
 /// prototype has one array for sources and destinations; ISA-L reads the sources and
 /// writes only the last one (`xor_gen`) or two (`pq_gen`) entries.
-fn pointer_array(data: &[&[u8]], parity: &mut [&mut [u8]]) -> Vec<*mut c_void> {
+/// The `void **` ISA-L takes: data pointers, then parity pointers. Asserts here what the
+/// `unsafe` calls rely on, so the safety does not rest on a check in another module: every
+/// buffer is `length` bytes long and 32-byte aligned.
+fn pointer_array(data: &[&[u8]], parity: &mut [&mut [u8]], length: usize) -> Vec<*mut c_void> {
+    let lengths = data
+        .iter()
+        .map(|chunk| chunk.len())
+        .chain(parity.iter().map(|chunk| chunk.len()));
+    assert!(
+        lengths.clone().all(|chunk_length| chunk_length == length),
+        "buffer lengths differ"
+    );
+    let addresses = data
+        .iter()
+        .map(|chunk| chunk.as_ptr())
+        .chain(parity.iter().map(|chunk| chunk.as_ptr()));
+    assert!(
+        addresses
+            .clone()
+            .all(|address| address.align_offset(32) == 0),
+        "buffer not 32-byte aligned"
+    );
     let mut array = Vec::with_capacity(data.len() + parity.len());
     array.extend(data.iter().map(|chunk| chunk.as_ptr() as *mut c_void));
     array.extend(
@@ -33,9 +54,9 @@ fn pointer_array(data: &[&[u8]], parity: &mut [&mut [u8]]) -> Vec<*mut c_void> {
 pub(crate) fn xor_gen(data: &[&[u8]], p: &mut [u8], vects: c_int, length: c_int) -> c_int {
     assert_eq!(usize::try_from(vects).ok(), Some(data.len() + 1));
     assert_eq!(usize::try_from(length).ok(), Some(p.len()));
-    let mut array = pointer_array(data, &mut [p]);
+    let mut array = pointer_array(data, &mut [p], length as usize);
     // SAFETY: `array` holds `vects` pointers, each to a live buffer of `length` bytes
-    // aligned to 32 (checked by the caller), and outlives the call. ISA-L writes only
+    // aligned to 32 (asserted in `pointer_array`), and outlives the call. ISA-L writes only
     // through the last pointer, which comes from the exclusive `p`; the others come from
     // shared slices that it only reads. No buffer is retained after the call returns.
     unsafe { isal_xor_gen(vects, length, array.as_mut_ptr()) }
@@ -52,9 +73,10 @@ pub(crate) fn pq_gen(
     assert_eq!(usize::try_from(vects).ok(), Some(data.len() + 2));
     assert_eq!(usize::try_from(length).ok(), Some(p.len()));
     assert_eq!(p.len(), q.len());
-    let mut array = pointer_array(data, &mut [p, q]);
+    let mut array = pointer_array(data, &mut [p, q], length as usize);
     // SAFETY: `array` holds `vects` pointers, each to a live buffer of `length` bytes
-    // (a multiple of 32) aligned to 32, all checked by the caller, and outlives the call.
+    // (a multiple of 32, checked by the caller) aligned to 32 (asserted in `pointer_array`),
+    // and outlives the call.
     // ISA-L writes only through the last two pointers, from the exclusive and disjoint `p`
     // and `q`; the data pointers come from shared slices that it only reads. No buffer is
     // retained after the call returns.
