@@ -3,6 +3,7 @@
 
 /// Declares a `#[repr(int)]` enum and `fn $decode(value) -> Option<Self>`, plus `ALL`
 /// (every variant in declaration order), so a value no variant has decodes to `None`.
+/// The enum must derive `Clone` and `Copy` (the decoder copies out of `ALL`).
 ///
 /// ```
 /// shared_regs::wire_enum! {
