@@ -7,7 +7,7 @@ use shared_regs::limits::{
     BLOCK_BYTES, FABRIC_PORTS_MAX, INTENT_PAYLOAD_BYTES_MAX, SRAM_BYTES_MAX,
 };
 
-use crate::message::{Message, Mode, REPLY_DATA_BYTES_MAX};
+use crate::message::{DecodeError, Message, Mode, REPLY_DATA_BYTES_MAX};
 use crate::ports::PortSet;
 
 /// Most host requests outstanding at one AMF.
@@ -319,7 +319,6 @@ struct HostRequest {
 struct DeadOwner {
     /// By slot: the record and its payload.
     records: BTreeMap<u32, (Intent, Vec<u8>)>,
-    corrupt: bool,
     replay_queued: bool,
     recovered_sent: bool,
 }
@@ -623,14 +622,14 @@ impl Amf {
         }
     }
 
-    fn fenced(&self, stripe: u64) -> bool {
-        self.dead.values().any(|owner| {
-            owner.corrupt
-                || owner
-                    .records
-                    .values()
-                    .any(|(intent, _)| intent.stripe == stripe)
-        })
+    /// Whether host operations must wait: from a peer's `MEMBER_DOWN` until its
+    /// completer's `Recovered`, on every stripe. Survivors need not hold the same records
+    /// (one that joined after a write began lacks its record), so none of them can tell
+    /// alone which stripes the completer will rewrite; all of them wait, and only the
+    /// replays run. `stripe` is kept for a finer fence (the completer announcing its
+    /// stripes) later.
+    fn fenced(&self, _stripe: u64) -> bool {
+        !self.dead.is_empty()
     }
 
     /// One scheduling step; false when nothing more can happen now.
@@ -671,7 +670,7 @@ impl Amf {
             (Some(Mode::Exclusive), _) | (Some(Mode::Shared), Mode::Shared)
         );
         if satisfied {
-            let needs_slot = matches!(op.kind, OpKind::Write { .. });
+            let needs_slot = matches!(op.kind, OpKind::Write { .. } | OpKind::Replay { .. });
             if needs_slot && self.slots.iter().all(Option::is_some) {
                 return false;
             }
@@ -845,9 +844,13 @@ impl Amf {
                 }
                 self.replicate(key, data);
             }
-            OpKind::Replay { .. } => {
+            // A replay is recorded like a write: if this completer dies mid-replay, the
+            // next one (live now, since nobody joins during recovery) holds this record
+            // even if it lacked the dead owner's.
+            OpKind::Replay { data, .. } => {
                 self.counters.replays += 1;
-                self.issue_io(key, None);
+                state.busy = Some(key);
+                self.replicate(key, data);
             }
         }
     }
@@ -983,11 +986,25 @@ impl Amf {
             }
             (
                 OpKind::Replay {
-                    owner, op_id, slot, ..
+                    owner,
+                    op_id,
+                    slot: dead_slot,
+                    ..
                 },
                 MemberOutcome::Written,
             ) => {
-                self.broadcast(&Message::Retire { owner, op_id, slot });
+                let own_slot = slot.expect("a replay is recorded");
+                self.slots[own_slot as usize] = None;
+                self.broadcast(&Message::Retire {
+                    owner: self.config.port,
+                    op_id: op.op_id,
+                    slot: own_slot,
+                });
+                self.broadcast(&Message::Retire {
+                    owner,
+                    op_id,
+                    slot: dead_slot,
+                });
                 self.finish_op(key);
             }
             (kind, outcome) => panic!("member outcome {outcome:?} does not fit {kind:?}"),
@@ -1047,12 +1064,18 @@ fn cache_blocks(cache: &mut BTreeMap<u32, Vec<u8>>, first_block: u32, data: &[u8
 
 // Fabric deliveries.
 impl Amf {
-    /// A broadcast, delivered in the fabric's total order (our own included).
-    pub fn handle_broadcast(&mut self, now: u64, from: u8, payload: &[u8], sram: &mut dyn Sram) {
+    /// A broadcast, delivered in the fabric's total order (our own included). A payload
+    /// that is not a coherency message is refused whole, with the reason; the fabric
+    /// checked its frame's checksum, so this means a peer speaks another version.
+    pub fn handle_broadcast(
+        &mut self,
+        now: u64,
+        from: u8,
+        payload: &[u8],
+        sram: &mut dyn Sram,
+    ) -> Result<(), DecodeError> {
         self.tick(now);
-        let Ok(message) = Message::decode(payload) else {
-            return;
-        };
+        let message = Message::decode(payload)?;
         match message {
             Message::Acquire {
                 stripe,
@@ -1076,6 +1099,7 @@ impl Amf {
             }
             _ => {}
         }
+        Ok(())
     }
 
     fn own_acquire_ordered(&mut self, stripe: u64, acquire_id: u64) {
@@ -1142,30 +1166,36 @@ impl Amf {
         self.advance(stripe);
     }
 
-    /// A point-to-point message from `from`.
-    pub fn handle_unicast(&mut self, now: u64, from: u8, payload: &[u8]) {
+    /// A point-to-point message from `from`; refused whole if it is not a `Reply`.
+    pub fn handle_unicast(
+        &mut self,
+        now: u64,
+        from: u8,
+        payload: &[u8],
+    ) -> Result<(), DecodeError> {
         self.tick(now);
-        let Ok(Message::Reply {
+        let message = Message::decode(payload)?;
+        let Message::Reply {
             stripe,
             acquire_id,
             first_block,
             data,
-        }) = Message::decode(payload)
+        } = message
         else {
-            return;
+            return Err(DecodeError::UnexpectedUnicast);
         };
         let Some(acquiring) = self
             .stripes
             .get_mut(&stripe)
             .and_then(|state| state.acquiring.as_mut())
         else {
-            return;
+            return Ok(());
         };
         if acquiring.id != acquire_id {
             // Sent to this port's previous incarnation before the sender learnt of its
             // death: ids carry the incarnation, so it cannot match one of ours.
             assert!(acquire_id >> INCARNATION_SHIFT < acquiring.id >> INCARNATION_SHIFT);
-            return;
+            return Ok(());
         }
         acquiring.replied.insert(from);
         if !data.is_empty() {
@@ -1173,6 +1203,7 @@ impl Amf {
             cache_blocks(&mut acquiring.forwarded, first_block, &data);
         }
         self.check_granted(stripe);
+        Ok(())
     }
 
     fn retire(&mut self, owner: u8, op_id: u64, slot: u32, sram: &mut dyn Sram) {
@@ -1289,7 +1320,6 @@ impl Amf {
                 }
                 _ => {
                     self.counters.records_corrupt += 1;
-                    dead.corrupt = true;
                 }
             }
             sram.write(offset, &[0; 4]);

@@ -60,6 +60,8 @@ pub enum DecodeError {
     BadDataLength(usize),
     #[error("{0} bytes left over after the message")]
     TrailingBytes(usize),
+    #[error("a broadcast message arrived point-to-point")]
+    UnexpectedUnicast,
 }
 
 const TAG_ACQUIRE: u8 = 1;

@@ -123,18 +123,17 @@ impl Pair {
                 self.sent.push((from, Message::decode(&payload).unwrap()));
                 for index in self.alive() {
                     let now = self.now();
-                    self.amfs[index].handle_broadcast(
-                        now,
-                        from as u8,
-                        &payload,
-                        &mut self.srams[index],
-                    );
+                    self.amfs[index]
+                        .handle_broadcast(now, from as u8, &payload, &mut self.srams[index])
+                        .unwrap();
                 }
             }
             Transmit::Unicast { target, payload } => {
                 self.sent.push((from, Message::decode(&payload).unwrap()));
                 let now = self.now();
-                self.amfs[target as usize].handle_unicast(now, from as u8, &payload);
+                self.amfs[target as usize]
+                    .handle_unicast(now, from as u8, &payload)
+                    .unwrap();
             }
             Transmit::SramWrite {
                 target,

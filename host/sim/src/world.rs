@@ -355,6 +355,18 @@ impl World {
                 } => survivors
                     .iter()
                     .any(|&port| self.holds_record(port, victim, *stripe, *first_block, data)),
+                Job::Write {
+                    request:
+                        MemberRequest::Replay {
+                            stripe,
+                            first_block,
+                            data,
+                            ..
+                        },
+                    ..
+                } => survivors
+                    .iter()
+                    .any(|&port| self.holds_record(port, victim, *stripe, *first_block, data)),
                 Job::Write { .. } => true,
             })
             && self.dead_records_survive(victim, &survivors)
@@ -417,7 +429,9 @@ impl World {
             let offset = config.slot_offset(owner, slot) as usize;
             let bytes = &sram[offset..offset + config.slot_bytes() as usize];
             shared_regs::intent::Intent::decode(bytes).is_ok_and(|(intent, payload)| {
-                intent.stripe == stripe && intent.first_block == first_block && payload == data
+                intent.stripe == stripe
+                    && intent.first_block == first_block
+                    && (data.is_empty() || payload == data)
             })
         })
     }
@@ -561,7 +575,8 @@ impl World {
         let amf = node.amf.as_mut().expect("live");
         match entry {
             LogEntry::Payload(from, payload) => {
-                amf.handle_broadcast(now, *from, payload, &mut node.sram);
+                amf.handle_broadcast(now, *from, payload, &mut node.sram)
+                    .expect("the simulator's AMFs speak one version");
             }
             LogEntry::MemberDown(dead) => amf.handle_member_down(now, *dead, &mut node.sram),
             LogEntry::MemberUp(joined) if *joined != port => amf.handle_member_up(now, *joined),
@@ -602,7 +617,8 @@ impl World {
                 node.amf
                     .as_mut()
                     .expect("live")
-                    .handle_unicast(now, from, &payload);
+                    .handle_unicast(now, from, &payload)
+                    .expect("the simulator's AMFs speak one version");
             }
             PairMessage::Sram(offset, bytes) => {
                 self.trace(|| format!("card{to} <- amf{from}: intent record at {offset:#x}"));
