@@ -25,5 +25,6 @@ pub mod block;
 pub mod cli;
 pub mod create;
 pub mod format;
+pub mod nbd;
 pub mod scrub;
 pub mod status;
