@@ -55,6 +55,8 @@ pub struct ServerOptions {
     pub connections_max: u32,
     /// Options one handshake may send before we close it.
     pub options_max: u32,
+    /// Time a closing connection (or a shutdown) waits for replies in flight to go out.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -70,6 +72,7 @@ impl Default for ServerOptions {
             bytes_in_flight_max: 64 * 1024 * 1024,
             connections_max: 64,
             options_max: 256,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -538,7 +541,7 @@ async fn transmission(
         + 1;
     let (replies, reply_queue) = mpsc::channel(reply_queue_max);
     let (writer_alive, writer_gone) = oneshot::channel::<()>();
-    let writer = tokio::spawn(write_replies(write_half, reply_queue, writer_alive));
+    let mut writer = tokio::spawn(write_replies(write_half, reply_queue, writer_alive));
     let mut reader = RequestReader {
         reader: BufReader::with_capacity(64 * 1024, read_half),
         stop,
@@ -557,16 +560,37 @@ async fn transmission(
         tasks: JoinSet::new(),
     };
     let outcome = reader.run().await;
-    while let Some(finished) = reader.tasks.join_next().await {
-        if let Err(error) = finished {
-            warn!(%error, "request task failed");
-        }
-    }
-    let RequestReader { flight, .. } = reader;
+    let RequestReader {
+        flight, mut tasks, ..
+    } = reader;
     drop(flight);
-    let written = writer
-        .await
-        .map_err(|error| ConnectionError::Writer(error.to_string()))?;
+    // A client that stops reading replies would hold its tasks (and a shutdown) forever:
+    // the drain is bounded, after which what is left is dropped with the connection.
+    let drain_timeout = shared.options.drain_timeout;
+    let drained = tokio::time::timeout(drain_timeout, async {
+        while let Some(finished) = tasks.join_next().await {
+            if let Err(error) = finished {
+                warn!(%error, "request task failed");
+            }
+        }
+        (&mut writer).await
+    })
+    .await;
+    let written = match drained {
+        Ok(written) => written.map_err(|error| ConnectionError::Writer(error.to_string()))?,
+        Err(_) => {
+            warn!(
+                ?drain_timeout,
+                "requests in flight not answered in time; dropping them"
+            );
+            tasks.abort_all();
+            writer.abort();
+            return Err(ConnectionError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "replies not taken within the drain timeout",
+            )));
+        }
+    };
     match (outcome, written) {
         (Err(error), _) => Err(error),
         (Ok(reason), Err(error)) if reason != Closed::Shutdown => Err(ConnectionError::Io(error)),
@@ -732,9 +756,10 @@ impl RequestReader {
 fn interrupted_outcome(interrupted: Interrupted) -> Result<Option<Closed>, ConnectionError> {
     match interrupted {
         Interrupted::Stop => Ok(Some(Closed::Shutdown)),
-        Interrupted::WriterGone => Err(ConnectionError::Writer(
-            "the client stopped taking replies".into(),
-        )),
+        Interrupted::WriterGone => Err(ConnectionError::Io(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the client stopped taking replies",
+        ))),
     }
 }
 
