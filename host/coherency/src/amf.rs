@@ -1253,9 +1253,12 @@ impl Amf {
             return;
         };
         self.live.remove(position);
-        self.forget_port(port);
+        // Fence first: forgetting the port may grant an acquire, which must not run a
+        // host operation before the dead owner's writes are completed.
         let owner = self.read_records(port, sram);
         self.dead.insert(port, owner);
+        assert!(self.fenced(0));
+        self.forget_port(port);
         if self.live[0] == self.config.port {
             let pending: Vec<u8> = self
                 .dead
