@@ -5,13 +5,13 @@
 
 use crate::array::{Array, member_paths};
 use crate::create::{CreateSpec, Targets, create};
+use crate::volume::{CardSpec, Engine};
 use crate::{bench, scrub, status};
-use amf_card::{CardParity, SimCard};
-use amf_parity::{HostParity, ParityEngine};
+use amf_parity::HostParity;
 use amf_raid::Level;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use shared_regs::limits::{CHUNK_BYTES_DEFAULT, SRAM_BYTES_DEFAULT};
-use std::path::{Path, PathBuf};
+use shared_regs::limits::CHUNK_BYTES_DEFAULT;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The `amf` command line.
@@ -254,7 +254,7 @@ fn run_scrub(args: ScrubArgs) -> CliResult {
     // Stop the card even when the scrub failed; the scrub's error is the news.
     let closed = engine.close();
     let report = scrubbed?;
-    closed?;
+    closed.map_err(|error| -> Box<dyn std::error::Error> { error })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -266,101 +266,6 @@ fn run_scrub(args: ScrubArgs) -> CliResult {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Where `--card` says parity is computed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum CardSpec {
-    /// This CPU, `amf_parity`'s best kernel.
-    Host,
-    /// A sim card whose SRAM is this file.
-    Sim(PathBuf),
-}
-
-/// A `--card` value that names no engine.
-#[derive(Debug, thiserror::Error)]
-#[error("--card '{spec}': expected 'host' or 'sim:PATH' (a sim card's SRAM file)")]
-struct CardSpecError {
-    spec: String,
-}
-
-impl CardSpec {
-    fn parse(spec: &str) -> Result<CardSpec, CardSpecError> {
-        match spec.split_once(':') {
-            None if spec == "host" => Ok(CardSpec::Host),
-            Some(("sim", path)) if !path.is_empty() => Ok(CardSpec::Sim(PathBuf::from(path))),
-            _ => Err(CardSpecError {
-                spec: spec.to_owned(),
-            }),
-        }
-    }
-}
-
-/// The sim card `--card` named did not open.
-#[derive(Debug, thiserror::Error)]
-#[error("--card sim:{}", path.display())]
-struct SimCardError {
-    path: PathBuf,
-    #[source]
-    source: Box<dyn std::error::Error>,
-}
-
-/// The parity engine `--card` named, open until [`Engine::close`].
-#[derive(Debug)]
-enum Engine {
-    Host(HostParity),
-    Sim(Box<CardParity<SimCard>>),
-}
-
-impl Engine {
-    /// Opens the engine; a sim card's SRAM file keeps its size if it exists, else is
-    /// created with [`SRAM_BYTES_DEFAULT`].
-    fn open(spec: &CardSpec) -> Result<Engine, Box<dyn std::error::Error>> {
-        match spec {
-            CardSpec::Host => Ok(Engine::Host(HostParity)),
-            CardSpec::Sim(path) => {
-                let context = |source: Box<dyn std::error::Error>| SimCardError {
-                    path: path.clone(),
-                    source,
-                };
-                let sram_bytes = existing_bytes(path)
-                    .map_err(|error| context(error.into()))?
-                    .unwrap_or(SRAM_BYTES_DEFAULT);
-                let engine =
-                    amf_card::open_sim(path, sram_bytes).map_err(|error| context(error.into()))?;
-                Ok(Engine::Sim(Box::new(engine)))
-            }
-        }
-    }
-
-    fn as_dyn(&mut self) -> &mut dyn ParityEngine {
-        match self {
-            Engine::Host(engine) => engine,
-            Engine::Sim(engine) => engine.as_mut(),
-        }
-    }
-
-    /// Stops a card (reset, rings and staging freed), then its worker thread, which
-    /// dropping the sim card joins.
-    fn close(self) -> Result<(), Box<dyn std::error::Error>> {
-        match self {
-            Engine::Host(_) => Ok(()),
-            Engine::Sim(engine) => {
-                let sim = engine.into_card()?.close()?;
-                drop(sim);
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The length of the file at `path`, or `None` when there is none.
-fn existing_bytes(path: &Path) -> std::io::Result<Option<u64>> {
-    match std::fs::metadata(path) {
-        Ok(metadata) => Ok(Some(metadata.len())),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error),
-    }
 }
 
 fn run_bench_parity(json: bool, memory_bytes: u64) -> CliResult {
@@ -426,21 +331,6 @@ mod tests {
         assert!(parse_bytes("12Q").is_err());
         assert!(parse_bytes("K").is_err());
         assert!(parse_bytes("99999999999T").is_err());
-    }
-
-    #[test]
-    fn card_specs_parse() {
-        assert_eq!(CardSpec::parse("host").unwrap(), CardSpec::Host);
-        assert_eq!(
-            CardSpec::parse("sim:/tmp/a:b.sram").unwrap(),
-            CardSpec::Sim(PathBuf::from("/tmp/a:b.sram"))
-        );
-        for bad in [
-            "", "Host", "host:", "sim", "sim:", "rtl:/x", "vfio", ":host",
-        ] {
-            let error = CardSpec::parse(bad).unwrap_err();
-            assert!(error.to_string().contains("--card"), "{bad}: {error}");
-        }
     }
 
     #[test]

@@ -28,3 +28,4 @@ pub mod format;
 pub mod nbd;
 pub mod scrub;
 pub mod status;
+pub mod volume;

@@ -1,0 +1,143 @@
+//! Member I/O and what a failing member does to the volume: it is marked failed, the
+//! surviving members' superblocks are rewritten with a bumped generation, and the request
+//! starts over (before its member writes) or goes on without it (during them).
+
+use super::{Membership, Step, Volume};
+use crate::array::write_superblock;
+use crate::block::BlockError;
+use crate::format::MemberState;
+use amf_raid::{MemberIo, MemberSet};
+use std::fs::OpenOptions;
+use std::sync::atomic::Ordering;
+
+/// An error and its causes on one line.
+pub(super) fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+impl Volume {
+    /// Reads one member I/O; a failure marks the member failed and asks for a retry.
+    pub(super) fn read_member(&self, io: &MemberIo, buffer: &mut [u8]) -> Result<(), Step> {
+        let Some(member) = self.array.member(io.member) else {
+            self.fail_member(io.member, "not present");
+            return Err(Step::Retry);
+        };
+        match member.read_data(io.member_offset, buffer) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.fail_member(io.member, &chain(&error));
+                Err(Step::Retry)
+            }
+        }
+    }
+
+    /// Writes one member I/O; a failure marks the member failed (its new contents live on
+    /// in the parity written beside it).
+    pub(super) fn write_member(&self, io: &MemberIo, bytes: &[u8], touched: &mut MemberSet) {
+        let result = match self.array.member(io.member) {
+            Some(member) => member
+                .write_data(io.member_offset, bytes)
+                .map_err(|error| chain(&error)),
+            None => Err("not present".to_owned()),
+        };
+        match result {
+            Ok(()) => {
+                self.unsynced[io.member as usize].store(true, Ordering::Release);
+                touched.insert(io.member);
+            }
+            Err(cause) => self.fail_member(io.member, &cause),
+        }
+    }
+
+    /// `fdatasync` of the members in `members` that have unsynced writes.
+    pub(super) fn sync_members(&self, members: MemberSet) -> Result<(), BlockError> {
+        for index in members.iter() {
+            if !self.unsynced[index as usize].swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            if self.failed_members().contains(index) {
+                continue;
+            }
+            let Some(member) = self.array.member(index) else {
+                continue;
+            };
+            if let Err(error) = member.sync() {
+                self.fail_member(index, &chain(&error));
+            }
+        }
+        let (failed, _) = self.snapshot();
+        self.check_failed(failed)
+    }
+
+    /// Marks `index` failed, bumps the generation and rewrites the superblocks of the
+    /// members still in service; a member whose superblock cannot be written fails too.
+    pub(super) fn fail_member(&self, index: u32, cause: &str) {
+        let mut membership = self
+            .membership
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if membership.failed.contains(index) {
+            return;
+        }
+        tracing::error!(member = index, %cause, "member failed; the volume goes on degraded");
+        membership.failed.insert(index);
+        membership.generation += 1;
+        while let Some(also) = self.rewrite_superblocks(&membership) {
+            tracing::error!(
+                member = also,
+                "member failed: its superblock could not be rewritten"
+            );
+            membership.failed.insert(also);
+            membership.generation += 1;
+        }
+        let failed = membership.failed;
+        if failed.count() > self.geometry.parity_count() {
+            tracing::error!(
+                failed = failed.count(),
+                "more members failed than parity covers: the volume refuses I/O"
+            );
+        }
+    }
+
+    /// Writes the new generation and member states to every member in service; returns
+    /// the first member that refused.
+    fn rewrite_superblocks(&self, membership: &Membership) -> Option<u32> {
+        let reference = &self.array.superblock;
+        let states: Vec<MemberState> = (0..self.geometry.members())
+            .map(|index| match membership.failed.contains(index) {
+                true => MemberState::Failed,
+                false => reference.member_states[index as usize],
+            })
+            .collect();
+        for index in 0..self.geometry.members() {
+            if membership.failed.contains(index) {
+                continue;
+            }
+            let Some(member) = self.array.member(index) else {
+                return Some(index);
+            };
+            let mut superblock = member.superblock.clone();
+            superblock.generation = membership.generation;
+            superblock.member_states = states.clone();
+            let written = OpenOptions::new()
+                .write(true)
+                .open(&member.path)
+                .map_err(|error| error.to_string())
+                .and_then(|file| {
+                    write_superblock(&file, &member.path, &superblock).map_err(|e| chain(&e))
+                });
+            if let Err(cause) = written {
+                tracing::error!(member = index, %cause, "rewriting the superblock failed");
+                return Some(index);
+            }
+        }
+        None
+    }
+}
