@@ -41,6 +41,34 @@ enum Command {
     /// Measure throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Serve the array's volume over NBD (replaying unfinished writes first).
+    Serve(ServeArgs),
+    /// Create (if absent) a RAID-6 of six 1 GiB files under ./amf-data and serve it.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to serve NBD on (port 0: any free port, printed).
+    #[arg(long, value_name = "ADDR", default_value = crate::serve::NBD_ADDRESS_DEFAULT)]
+    nbd: String,
+    /// Parity engine and intent journal: "sim:PATH" (a sim card whose SRAM is PATH; default
+    /// card.sram beside the members) or "host" (parity on the CPU, intents in
+    /// intent.journal beside the members).
+    #[arg(long, value_name = "SPEC")]
+    card: Option<String>,
+    #[command(flatten)]
+    members: MembersArgs,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Directory of the members (created with the array if it holds none).
+    #[arg(long, value_name = "DIR", default_value = crate::up::UP_DIRECTORY_DEFAULT)]
+    dir: PathBuf,
+    /// Address to serve NBD on.
+    #[arg(long, value_name = "ADDR", default_value = crate::serve::NBD_ADDRESS_DEFAULT)]
+    nbd: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -165,7 +193,35 @@ fn run(cli: Cli) -> CliResult {
         Command::Status(args) => run_status(args),
         Command::Scrub(args) => run_scrub(args),
         Command::Bench(BenchCommand::Parity { json, memory }) => run_bench_parity(json, memory),
+        Command::Serve(args) => run_serve(args),
+        Command::Up(args) => run_up(args),
     }
+}
+
+fn run_serve(args: ServeArgs) -> CliResult {
+    let card = args.card.as_deref().map(CardSpec::parse).transpose()?;
+    let config = crate::serve::ServeConfig {
+        members: args.members.members,
+        address: args.nbd,
+        card,
+        status_line: false,
+    };
+    crate::serve::run(&config, |address| {
+        use std::io::Write;
+        println!("amf serve: nbd://{address}");
+        let _ = std::io::stdout().flush();
+    })
+    .map_err(|error| -> Box<dyn std::error::Error> { error })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_up(args: UpArgs) -> CliResult {
+    let config = crate::up::UpConfig {
+        directory: args.dir,
+        address: args.nbd,
+    };
+    crate::up::run(&config).map_err(|error| -> Box<dyn std::error::Error> { error })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_create(args: CreateArgs) -> CliResult {

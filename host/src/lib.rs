@@ -27,5 +27,7 @@ pub mod create;
 pub mod format;
 pub mod nbd;
 pub mod scrub;
+pub mod serve;
 pub mod status;
+pub mod up;
 pub mod volume;
