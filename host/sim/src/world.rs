@@ -331,18 +331,20 @@ impl World {
         }
     }
 
-    /// A crash the design must survive: every write of `victim` whose member writes have
-    /// begun (and every dead owner's write it is completing) has its record with a
-    /// survivor. Losing the last copy is a double fault the simulator does not inject.
+    /// A crash the design must survive: the AMF that will complete the victim's writes
+    /// (the oldest survivor) holds a valid record of every write whose member writes may
+    /// have begun — the victim's own and replays, every dead owner's record the victim
+    /// holds, decoded or still in its SRAM. Losing the last usable copy (every holder
+    /// dead, or the completer's copy corrupt) is a double fault the simulator does not
+    /// inject.
     fn crash_survivable(&self, victim: u8) -> bool {
-        let survivors: Vec<u8> = (0..self.nodes.len() as u8)
-            .filter(|&port| port != victim && self.live(port))
-            .collect();
-        self.nodes[victim as usize]
+        let Some(&completer) = self.log_live.iter().find(|&&port| port != victim) else {
+            return false;
+        };
+        let own_writes = self.nodes[victim as usize]
             .jobs
             .iter()
             .all(|job| match job {
-                Job::Read { .. } => true,
                 Job::Write {
                     request:
                         MemberRequest::Write {
@@ -350,43 +352,26 @@ impl World {
                             first_block,
                             data,
                             ..
-                        },
-                    ..
-                } => survivors
-                    .iter()
-                    .any(|&port| self.holds_record(port, victim, *stripe, *first_block, data)),
-                Job::Write {
-                    request:
-                        MemberRequest::Replay {
+                        }
+                        | MemberRequest::Replay {
                             stripe,
                             first_block,
                             data,
                             ..
                         },
                     ..
-                } => survivors
-                    .iter()
-                    .any(|&port| self.holds_record(port, victim, *stripe, *first_block, data)),
-                Job::Write { .. } => true,
-            })
-            && self.dead_records_survive(victim, &survivors)
-    }
-
-    /// Every dead owner's record `victim` holds (and may be completing) is held by a
-    /// survivor too.
-    fn dead_records_survive(&self, victim: u8, survivors: &[u8]) -> bool {
-        let records = |port: u8| {
-            self.nodes[port as usize]
-                .amf
-                .as_ref()
-                .map(Amf::dead_records)
-                .unwrap_or_default()
-        };
-        let decoded = records(victim)
-            .iter()
-            .all(|record| survivors.iter().any(|&port| records(port).contains(record)));
-        // Records of dead owners still in the victim's SRAM, not yet read because their
-        // MEMBER_DOWN is not yet delivered there.
+                } => self.completer_holds(completer, victim, *stripe, *first_block, data),
+                _ => true,
+            });
+        let decoded = self.nodes[victim as usize]
+            .amf
+            .as_ref()
+            .map(Amf::dead_records)
+            .unwrap_or_default()
+            .into_iter()
+            .all(|(owner, stripe, first_block)| {
+                self.completer_holds(completer, owner, stripe, first_block, &[])
+            });
         let in_sram = (0..self.nodes.len() as u8)
             .filter(|&owner| !self.live(owner))
             .all(|owner| {
@@ -395,23 +380,36 @@ impl World {
                     let offset = config.slot_offset(owner, slot) as usize;
                     let bytes = &self.nodes[victim as usize].sram.0[offset..]
                         [..config.slot_bytes() as usize];
-                    let Ok((intent, payload)) = shared_regs::intent::Intent::decode(bytes) else {
-                        return true;
-                    };
-                    let key = (owner, intent.stripe, intent.first_block);
-                    survivors.iter().any(|&port| {
-                        records(port).contains(&key)
-                            || self.holds_record(
-                                port,
-                                owner,
-                                intent.stripe,
-                                intent.first_block,
-                                payload,
-                            )
-                    })
+                    match shared_regs::intent::Intent::decode(bytes) {
+                        Err(_) => true,
+                        Ok((intent, payload)) => self.completer_holds(
+                            completer,
+                            owner,
+                            intent.stripe,
+                            intent.first_block,
+                            payload,
+                        ),
+                    }
                 })
             });
-        decoded && in_sram
+        own_writes && decoded && in_sram
+    }
+
+    /// Whether `completer` holds a usable copy of `owner`'s record of this write: decoded
+    /// at the owner's death, or valid in its SRAM. Empty `data` matches any payload.
+    fn completer_holds(
+        &self,
+        completer: u8,
+        owner: u8,
+        stripe: u64,
+        first_block: u32,
+        data: &[u8],
+    ) -> bool {
+        let decoded = self.nodes[completer as usize]
+            .amf
+            .as_ref()
+            .is_some_and(|amf| amf.dead_records().contains(&(owner, stripe, first_block)));
+        decoded || self.holds_record(completer, owner, stripe, first_block, data)
     }
 
     /// Whether `port`'s SRAM holds `owner`'s record of this write.
