@@ -135,7 +135,7 @@ impl SimSummary {
         let protocol = &self.totals.protocol;
         let mut text = format!(
             "{} seeds in {} ms: {} failed\n\
-             steps {}, crashes {}, corrupted records {}, requests completed {}\n\
+             steps {}, crashes {}, corrupted records {}, member failures {}, requests completed {}\n\
              broadcasts {}, avoided by the sharing determination {}, forwards {}, \
              invalidations {}, replays {}, corrupt records refused {}\n\
              stripe writes {}, stripe reads {}, broadcasts per stripe write {:.4}\n\
@@ -147,6 +147,7 @@ impl SimSummary {
             self.totals.steps,
             self.totals.crashes,
             self.totals.corruptions,
+            self.totals.member_failures,
             self.totals.requests_completed,
             protocol.broadcasts,
             protocol.broadcasts_avoided,
@@ -233,4 +234,5 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.requests_completed += run.requests_completed;
     total.writes_completed += run.writes_completed;
     total.interrupted_writes += run.interrupted_writes;
+    total.member_failures += run.member_failures;
 }

@@ -6,13 +6,15 @@
 //! member writes of one stripe.
 
 use amf_parity::HostParity;
-use amf_raid::{Geometry, Level, MemberIo, MemberSet, MemberWrite};
+use amf_raid::{Columns, Geometry, Level, MemberIo, MemberSet, MemberWrite};
 use shared_regs::limits::BLOCK_BYTES;
 
 #[derive(Debug)]
 pub struct Members {
     pub geometry: Geometry,
     pub data: Vec<Vec<u8>>,
+    /// Members that died: never read, never written; plans run degraded around them.
+    pub failed: MemberSet,
 }
 
 impl Members {
@@ -29,6 +31,7 @@ impl Members {
         Members {
             geometry,
             data: vec![vec![0; bytes]; members as usize],
+            failed: MemberSet::new(),
         }
     }
 
@@ -36,12 +39,47 @@ impl Members {
         (self.geometry.stripe_data_bytes() / u64::from(BLOCK_BYTES)) as u32
     }
 
+    /// `member` dies: its contents are gone.
+    pub fn fail(&mut self, member: u32) {
+        assert!(self.failed.count() < self.geometry.level().parity_count());
+        self.failed.insert(member);
+        self.data[member as usize].fill(0xEE);
+    }
+
+    /// Replacements for the failed members, rebuilt stripe by stripe from the others.
+    pub fn rebuild(&mut self) {
+        let chunk = self.geometry.chunk_bytes();
+        for member in self.failed.iter() {
+            for stripe in 0..self.geometry.stripe_count() {
+                let plan = self
+                    .geometry
+                    .plan_rebuild(stripe, member, Columns::new(0, chunk), self.failed)
+                    .expect("within what the level survives");
+                let buffers: Vec<&[u8]> = plan.reads().iter().map(|io| self.read_io(io)).collect();
+                let mut out = vec![0; chunk as usize];
+                plan.execute(&buffers, &mut out)
+                    .expect("buffers fit the plan");
+                let target = plan.write();
+                assert_eq!(target.member, member);
+                self.data[member as usize][target.member_offset as usize..][..chunk as usize]
+                    .copy_from_slice(&out);
+            }
+        }
+        // Rebuild each from the survivors only, then let them all serve again.
+        self.failed = MemberSet::new();
+    }
+
     fn read_io(&self, io: &MemberIo) -> &[u8] {
         let start = io.member_offset as usize;
         &self.data[io.member as usize][start..start + io.length as usize]
     }
 
+    /// Applies one member write; one to a member that died since the plan was made is
+    /// lost with the member, and the plan's other writes keep the stripe consistent.
     pub fn apply(&mut self, write: &MemberWrite) {
+        if self.failed.contains(write.io.member) {
+            return;
+        }
         let start = write.io.member_offset as usize;
         self.data[write.io.member as usize][start..start + write.bytes.len()]
             .copy_from_slice(&write.bytes);
@@ -59,8 +97,8 @@ impl Members {
             .expect("read inside the stripe");
         let plan = self
             .geometry
-            .plan_read(&extent, MemberSet::new())
-            .expect("healthy read");
+            .plan_read(&extent, self.failed)
+            .expect("within what the level survives");
         let buffers: Vec<&[u8]> = plan.reads().iter().map(|io| self.read_io(io)).collect();
         let mut out = vec![0; extent.length() as usize];
         plan.execute(&buffers, &mut out)
@@ -80,8 +118,8 @@ impl Members {
             .expect("write inside the stripe");
         let plan = self
             .geometry
-            .plan_write(&extent, MemberSet::new())
-            .expect("healthy write");
+            .plan_write(&extent, self.failed)
+            .expect("within what the level survives");
         let buffers: Vec<&[u8]> = plan.reads().iter().map(|io| self.read_io(io)).collect();
         plan.execute_to_vec(&mut HostParity, &buffers, data)
             .expect("buffers fit the plan")
@@ -117,5 +155,50 @@ impl Members {
             }
         }
         bad
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(value: u8) -> Vec<u8> {
+        vec![value; BLOCK_BYTES as usize]
+    }
+
+    fn write(members: &mut Members, stripe: u64, first_block: u32, data: &[u8]) {
+        for write in members.plan_write(stripe, first_block, data) {
+            members.apply(&write);
+        }
+    }
+
+    #[test]
+    fn degraded_writes_read_back_and_rebuild() {
+        for (level, count, failed) in [
+            (Level::Raid5, 3, vec![1]),
+            (Level::Raid6, 4, vec![1]),
+            (Level::Raid6, 4, vec![1, 2]),
+            (Level::Raid6, 5, vec![0, 3]),
+        ] {
+            let mut members = Members::new(level, count, 2 * BLOCK_BYTES, 4);
+            let blocks = members.stripe_data_blocks();
+            write(&mut members, 0, 0, &block(1).repeat(blocks as usize));
+            for member in &failed {
+                members.fail(*member);
+            }
+            for first in 0..blocks {
+                write(&mut members, 0, first, &block(10 + first as u8));
+                assert_eq!(
+                    members.read(0, first, 1),
+                    block(10 + first as u8),
+                    "{level:?} {failed:?} block {first}"
+                );
+            }
+            members.rebuild();
+            assert!(members.inconsistent_stripes().is_empty());
+            for first in 0..blocks {
+                assert_eq!(members.read(0, first, 1), block(10 + first as u8));
+            }
+        }
     }
 }

@@ -89,6 +89,8 @@ pub struct Swarm {
     pub stripes: u64,
     pub crash_per_mille: u32,
     pub corrupt_per_mille: u32,
+    /// Members that fail during the run (up to what the level survives).
+    pub member_failures: u32,
     pub safety_steps: u64,
 }
 
@@ -103,6 +105,8 @@ pub struct RunCounters {
     pub writes_completed: u64,
     /// Writes whose owner died with member writes issued, checked complete at rest.
     pub interrupted_writes: u64,
+    /// Members failed (the run then continues degraded, and rebuilds them at the end).
+    pub member_failures: u64,
 }
 
 pub struct World {
@@ -158,10 +162,19 @@ impl World {
             stripes: 6,
             crash_per_mille: if faulty { 2 + rng.next_u32() % 10 } else { 0 },
             corrupt_per_mille: if faulty && amfs >= 3 { 500 } else { 0 },
+            member_failures: 0,
             safety_steps: options
                 .steps
                 .unwrap_or(300 + u64::from(rng.next_u32() % 900)),
         };
+        let mut swarm = swarm;
+        // Degraded runs take no AMF crashes: a write torn by a crash on a degraded stripe
+        // needs parity the tear destroyed (the RAID write hole; see docs/PROTOCOL.md).
+        if faulty && rng.next_u32() % 3 == 0 {
+            swarm.member_failures = 1 + rng.next_u32() % level.parity_count();
+            swarm.crash_per_mille = 0;
+            swarm.corrupt_per_mille = 0;
+        }
         let members = Members::new(level, members, 2 * BLOCK_BYTES, swarm.stripes);
         let mut world = World {
             rng,
@@ -278,6 +291,7 @@ enum Action {
     Job(u8, usize),
     Crash(u8),
     Restart(u8),
+    FailMember,
 }
 
 impl World {
@@ -312,6 +326,9 @@ impl World {
             if self.faults && live_count > 1 && self.crash_survivable(port) {
                 actions.push((Action::Crash(port), 30));
             }
+        }
+        if self.faults && self.members.failed.count() < self.swarm.member_failures {
+            actions.push((Action::FailMember, 1));
         }
         for (&(from, to), queue) in &self.pairs {
             if !queue.is_empty() {
@@ -476,6 +493,14 @@ impl World {
             Action::Job(port, index) => self.run_job(port, index),
             Action::Crash(port) => self.crash(port),
             Action::Restart(port) => self.restart(port),
+            Action::FailMember => {
+                let member = self.below(u64::from(self.members.geometry.members())) as u32;
+                if !self.members.failed.contains(member) {
+                    self.trace(|| format!("MEMBER {member} FAILS"));
+                    self.members.fail(member);
+                    self.counters.member_failures += 1;
+                }
+            }
         }
         self.check_ownership()
     }
@@ -922,6 +947,8 @@ impl World {
                 add_counters(&mut self.counters.protocol, amf.counters());
             }
         }
+        // Replacements for failed members, rebuilt from the survivors, before checking.
+        self.members.rebuild();
         let bad = self.members.inconsistent_stripes();
         if !bad.is_empty() {
             return Err(format!("parity does not match the data of stripes {bad:?}"));

@@ -26,6 +26,7 @@ fn two_thousand_seeds_with_faults() {
         "corrupt records are met"
     );
     assert!(summary.totals.protocol.forwards > 100);
+    assert!(summary.totals.member_failures > 100, "runs go degraded");
 }
 
 #[test]
