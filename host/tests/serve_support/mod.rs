@@ -1,0 +1,175 @@
+//! Helpers for the `amf serve` tests: real `amf` processes on real member files, driven
+//! by real NBD clients (qemu-io).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AMF: &str = env!("CARGO_BIN_EXE_amf");
+
+/// Runs `amf ARGS`, returning its output.
+pub fn amf(arguments: &[&str]) -> Output {
+    Command::new(AMF)
+        .args(arguments)
+        .output()
+        .expect("amf runs")
+}
+
+/// `amf create` of `members` files of `size` in `dir`.
+pub fn create(dir: &Path, level: &str, members: u32, size: &str) {
+    let output = amf(&[
+        "create",
+        "--level",
+        level,
+        "--members",
+        &members.to_string(),
+        "--size",
+        size,
+        dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "amf create: {}", text(&output));
+}
+
+/// Mismatches `amf scrub --json` reports.
+pub fn scrub_mismatches(dir: &Path) -> usize {
+    let output = amf(&["scrub", "--json", dir.to_str().unwrap()]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("amf scrub --json: {}", text(&output)));
+    report["mismatches"].as_array().expect("a list").len()
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A running `amf serve`.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `amf serve --nbd 127.0.0.1:0 EXTRA... DIR` and waits for its address.
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let log = dir.with_extension(format!("serve-{}.log", std::process::id()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = Command::new(AMF)
+            .arg("serve")
+            .args(["--nbd", "127.0.0.1:0"])
+            .args(extra)
+            .arg(dir)
+            .env("AMF_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("amf serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "amf serve printed {line:?}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Server { child, port, log }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("nbd://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(self) -> ExitStatus {
+        self.terminate_with_log().0
+    }
+
+    /// SIGTERM, then the exit status and the server's log.
+    pub fn terminate_with_log(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let status = wait_timeout(&mut self.child, Duration::from_secs(60));
+        (status, self.log_text())
+    }
+
+    /// SIGKILL: the process dies wherever it is.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("amf serve did not stop within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `qemu-io -f raw` with `commands` against `uri`; (success, text).
+pub fn qemu_io(uri: &str, commands: &[String]) -> (bool, String) {
+    let mut command = Command::new("qemu-io");
+    command.args(["-f", "raw"]);
+    for each in commands {
+        command.args(["-c", each]);
+    }
+    let output = command.arg(uri).output().expect("qemu-io runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // qemu-io exits 0 even when a command fails; its messages say so.
+    let failed = !output.status.success()
+        || all.contains("failed")
+        || all.contains("error")
+        || all.contains("Pattern verification");
+    (!failed, all)
+}
+
+/// One write: `length` bytes of `pattern` at `offset`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pattern {
+    pub offset: u64,
+    pub length: u64,
+    pub byte: u8,
+}
+
+impl Pattern {
+    pub fn write(&self) -> String {
+        format!("write -P {} {} {}", self.byte, self.offset, self.length)
+    }
+    pub fn read(&self) -> String {
+        format!("read -P {} {} {}", self.byte, self.offset, self.length)
+    }
+}
