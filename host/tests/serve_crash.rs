@@ -20,6 +20,7 @@ use std::time::Duration;
 
 const REGION_BYTES: u64 = 1 << 20;
 const REGIONS: u64 = 160;
+const WRITERS: u64 = 3;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name)
@@ -75,7 +76,7 @@ fn kill_9_mid_writes_loses_no_acknowledged_write_and_leaves_no_write_hole() {
     let mut server = Server::start(&dir, &[]);
     let mut replays = 0usize;
     for round in 0..rounds {
-        let writes: Vec<(u64, Pattern)> = (0..200)
+        let writes: Vec<(u64, Pattern)> = (0..REGIONS - WRITERS)
             .map(|index| {
                 let region = (next_region + index) % REGIONS;
                 let byte = rng.gen_range(1..=255u8);
@@ -84,30 +85,41 @@ fn kill_9_mid_writes_loses_no_acknowledged_write_and_leaves_no_write_hole() {
             .collect();
         let uri = server.uri();
         let stop = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let (acknowledged, stop) = (Arc::clone(&acknowledged), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let mut issued = 0u64;
-                for (region, pattern) in writes {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
+        // Several writers at once, on disjoint regions, so that a kill finds stripes in
+        // every phase: journal being written, committed, members being written.
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let mine: Vec<(u64, Pattern)> = writes
+                    .iter()
+                    .filter(|(region, _)| region % WRITERS == writer)
+                    .copied()
+                    .collect();
+                let (acknowledged, stop, uri) =
+                    (Arc::clone(&acknowledged), Arc::clone(&stop), uri.clone());
+                std::thread::spawn(move || {
+                    let mut issued = 0u64;
+                    for (region, pattern) in mine {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        issued += 1;
+                        // Until acknowledged, the region's old contents are no longer promised.
+                        acknowledged.lock().unwrap().remove(&region);
+                        let (ok, _) = qemu_io(&uri, &[pattern.write()]);
+                        if !ok {
+                            break;
+                        }
+                        acknowledged.lock().unwrap().insert(region, pattern);
                     }
-                    issued += 1;
-                    // Until acknowledged, the region's old contents are no longer promised.
-                    acknowledged.lock().unwrap().remove(&region);
-                    let (ok, _) = qemu_io(&uri, &[pattern.write()]);
-                    if !ok {
-                        break;
-                    }
-                    acknowledged.lock().unwrap().insert(region, pattern);
-                }
-                issued
+                    issued
+                })
             })
-        };
+            .collect();
         std::thread::sleep(Duration::from_millis(rng.gen_range(150..1200)));
         stop.store(true, Ordering::SeqCst);
         server.kill9();
-        next_region += writer.join().unwrap();
+        let issued: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        next_region += issued.max(WRITERS).div_ceil(WRITERS) * WRITERS;
         server = Server::start(&dir, &[]);
         let acknowledged = acknowledged.lock().unwrap().clone();
         verify(&server, &acknowledged, round, seed);
