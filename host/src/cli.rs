@@ -45,6 +45,8 @@ enum Command {
     Serve(ServeArgs),
     /// Create (if absent) a RAID-6 of six 1 GiB files under ./amf-data and serve it.
     Up(UpArgs),
+    /// Run the deterministic simulator of several AMFs over seeds (exit 1 on a failure).
+    Sim(crate::simulate::SimArgs),
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +197,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Bench(BenchCommand::Parity { json, memory }) => run_bench_parity(json, memory),
         Command::Serve(args) => run_serve(args),
         Command::Up(args) => run_up(args),
+        Command::Sim(args) => Ok(crate::simulate::run(&args)),
     }
 }
 

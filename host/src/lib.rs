@@ -28,6 +28,7 @@ pub mod format;
 pub mod nbd;
 pub mod scrub;
 pub mod serve;
+pub mod simulate;
 pub mod status;
 pub mod up;
 pub mod volume;

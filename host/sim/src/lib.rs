@@ -47,8 +47,6 @@ pub struct SimOptions {
     /// Allow crashes and record corruption (the seed still picks the rates).
     pub faults: bool,
     pub workload: Workload,
-    /// How a failure's replay command starts: `amf-sim`, or `amf sim` from the CLI.
-    pub command_name: &'static str,
     #[doc(hidden)]
     pub mutation: Mutation,
 }
@@ -60,7 +58,6 @@ impl Default for SimOptions {
             steps: None,
             faults: true,
             workload: Workload::Mixed,
-            command_name: "amf-sim",
             mutation: Mutation::None,
         }
     }
@@ -69,7 +66,7 @@ impl Default for SimOptions {
 impl SimOptions {
     /// The command line that replays `seed` with these options.
     pub fn replay_command(&self, seed: u64) -> String {
-        let mut command = format!("{} --seed {seed}", self.command_name);
+        let mut command = format!("amf sim --seed {seed}");
         if let Some(amfs) = self.amfs {
             command += &format!(" --amfs {amfs}");
         }
