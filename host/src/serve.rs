@@ -114,6 +114,9 @@ async fn serve_until_signal(
         .await
         .map_err(|error| format!("--nbd {}: {error}", config.address))?;
     let address = listener.local_addr()?;
+    // Watch the signals before anyone learns the address: a SIGTERM that comes before
+    // the watch would kill the process instead of stopping it cleanly.
+    let shutdown = shutdown_signal()?;
     tracing::info!(%address, "serving NBD");
     on_listening(address);
     let status = config
@@ -121,7 +124,7 @@ async fn serve_until_signal(
         .then(|| tokio::spawn(status_line(Arc::clone(&volume))));
     let device: Arc<dyn BlockDevice> = volume;
     let options = ServerOptions::default();
-    let stats = crate::nbd::serve(listener, device, options, shutdown_signal()).await;
+    let stats = crate::nbd::serve(listener, device, options, shutdown).await;
     if let Some(status) = status {
         status.abort();
         eprintln!();
@@ -129,21 +132,17 @@ async fn serve_until_signal(
     Ok(stats?)
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Registers SIGTERM and SIGINT now; the future resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::error!(%error, "cannot watch SIGTERM; Ctrl-C still stops");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
+    })
 }
 
 /// Redraws one status line on stderr every second while stderr is a terminal.

@@ -51,6 +51,24 @@ impl Volume {
         }
     }
 
+    /// Makes the journal durable against a machine crash too (FLUSH): the intent file is
+    /// synced, the sim card's SRAM file written back, so that a slot freed before the
+    /// flush cannot come back after a power loss and replay older data over newer.
+    pub(super) fn store_flush(&self) -> Result<(), BlockError> {
+        match &self.store {
+            Store::File { .. } => self.store_sync(),
+            Store::Sram => match &*self.engine() {
+                Engine::Sim(card) => card.card().backend().flush_sram().map_err(|error| {
+                    BlockError::Io(format!(
+                        "card SRAM write-back: {}",
+                        super::faults::chain(&error)
+                    ))
+                }),
+                Engine::Host(_) => unreachable!("an SRAM journal needs a card"),
+            },
+        }
+    }
+
     /// Writes a slot's records, then its header (the commit), and makes them durable.
     pub(super) fn commit_slot(
         &self,

@@ -422,7 +422,7 @@ impl BlockDevice for Volume {
     fn flush(&self) -> Result<(), BlockError> {
         let all: MemberSet = (0..self.geometry.members()).collect();
         self.sync_members(all)?;
-        self.store_sync()?;
+        self.store_flush()?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
