@@ -215,3 +215,70 @@ fn members_failing_underneath_degrade_then_refuse() {
         Err(BlockError::Unavailable(_))
     ));
 }
+
+#[test]
+fn degraded_replay_uses_the_lost_chunk_image_not_torn_parity() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make_array(dir.path(), Level::Raid5, 4);
+    let (volume, _) = open(&paths, dir.path());
+    let original = pattern(21, volume.size_bytes() as usize);
+    volume.write(0, &original, true).unwrap();
+    let geometry = *volume.geometry();
+    volume.close().unwrap();
+    let stripe = 3u64;
+    let chunk = u64::from(CHUNK);
+    let lost = geometry.data_member(stripe, 1);
+    std::fs::remove_file(&paths[lost as usize]).unwrap();
+    let survivors: Vec<PathBuf> = paths
+        .iter()
+        .enumerate()
+        .filter(|&(index, _)| index != lost as usize)
+        .map(|(_, path)| path.clone())
+        .collect();
+    // The crash: an intent with the lost chunk's image and one new block of data chunk 0,
+    // and only that block written (P still describes the old block).
+    let stripe_start = (stripe * geometry.stripe_data_bytes()) as usize;
+    let image = original[stripe_start + chunk as usize..][..chunk as usize].to_vec();
+    let new_block = pattern(22, 4096);
+    let runs = [
+        BlockRun {
+            first_block: (chunk / 4096) as u32,
+            bytes: image.clone(),
+        },
+        BlockRun {
+            first_block: 0,
+            bytes: new_block.clone(),
+        },
+    ];
+    let array = Array::open(&survivors, true).unwrap();
+    let (header, records) = encode_slot(7, stripe, array.superblock.generation, &runs);
+    let layout = Layout::for_store(&geometry, u64::MAX, journal::FILE_SLOTS).unwrap();
+    let journal = OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(INTENT_FILE))
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    journal
+        .write_all_at(&records, layout.slot_offset(0) + HEADER_BYTES as u64)
+        .unwrap();
+    journal
+        .write_all_at(&header, layout.slot_offset(0))
+        .unwrap();
+    let data0 = array.member(geometry.data_member(stripe, 0)).unwrap();
+    data0
+        .write_data(geometry.stripe_member_offset(stripe), &new_block)
+        .unwrap();
+    drop(array);
+    // Without the image, the lost chunk would be rebuilt from the stale P and come out wrong.
+    let (volume, recovery) = open(&survivors, dir.path());
+    assert_eq!(recovery.replayed, 1);
+    let mut back = vec![0u8; chunk as usize];
+    volume
+        .read((stripe_start as u64) + chunk, &mut back)
+        .unwrap();
+    assert!(back == image, "the lost chunk reads back as it was");
+    let mut block = vec![0u8; 4096];
+    volume.read(stripe_start as u64, &mut block).unwrap();
+    assert_eq!(block, new_block);
+    volume.close().unwrap();
+}
