@@ -1,16 +1,18 @@
 //! SRAM access through the BAR0 window.
 //!
 //! The window shows [`SRAM_WINDOW_BYTES`] of SRAM at [`regs::SRAM_WINDOW_OFFSET`]; which
-//! page is chosen with [`regs::SRAM_WINDOW_SELECT`]. The driver pages through it: aligned
-//! 8-byte accesses for the body of a range, 4-byte ones at its edges, and a
-//! read-modify-write of the one word a range shares with its neighbour at an unaligned
-//! edge (not atomic against a peer writing the other bytes of that word: callers that
-//! share SRAM with peers keep their records 4-byte aligned).
+//! page is chosen with [`regs::SRAM_WINDOW_SELECT`]. The driver pages through it and moves
+//! each page's part of a range with one [`CardBackend::window_write`] /
+//! [`CardBackend::window_read`]: on the sim one copy, on a backend without a bulk path the
+//! per-register sequence the trait defines (aligned 8-byte accesses for the body, 4-byte
+//! ones at the edges, and a read-modify-write of the one word a range shares with its
+//! neighbour at an unaligned edge, not atomic against a peer writing the other bytes of
+//! that word: callers that share SRAM with peers keep their records 4-byte aligned).
 //!
 //! The page is selected afresh by every call, so nothing cached in the driver can go stale
 //! after a reset.
 
-use super::{Card, CardError};
+use super::{Card, CardError, backend_error};
 use crate::backend::CardBackend;
 use shared_regs::limits::SRAM_WINDOW_BYTES;
 use shared_regs::regs;
@@ -25,7 +27,10 @@ impl<B: CardBackend> Card<B> {
         while done < target.len() {
             let (window_offset, in_page) =
                 self.select_page(offset + done as u64, target.len() - done)?;
-            self.window_read(window_offset, &mut target[done..done + in_page])?;
+            let name = self.backend_name;
+            self.backend
+                .window_read(window_offset, &mut target[done..done + in_page])
+                .map_err(backend_error(name, "reading the SRAM window"))?;
             done += in_page;
         }
         self.check_error()
@@ -38,7 +43,10 @@ impl<B: CardBackend> Card<B> {
         while done < source.len() {
             let (window_offset, in_page) =
                 self.select_page(offset + done as u64, source.len() - done)?;
-            self.window_write(window_offset, &source[done..done + in_page])?;
+            let name = self.backend_name;
+            self.backend
+                .window_write(window_offset, &source[done..done + in_page])
+                .map_err(backend_error(name, "writing the SRAM window"))?;
             done += in_page;
         }
         self.check_error()
@@ -74,71 +82,4 @@ impl<B: CardBackend> Card<B> {
         assert!(in_page > 0);
         Ok((within, in_page))
     }
-
-    /// Reads `target.len()` bytes at `within` of the current window page.
-    fn window_read(&mut self, within: u32, target: &mut [u8]) -> Result<(), CardError> {
-        let end = within as usize + target.len();
-        let mut position = within as usize;
-        while position < end {
-            let word_start = position & !3;
-            if position.is_multiple_of(8) && end - position >= 8 {
-                let value = self
-                    .registers()
-                    .read64(window(position), "reading the SRAM window")?;
-                target[position - within as usize..][..8].copy_from_slice(&value.to_le_bytes());
-                position += 8;
-                continue;
-            }
-            let word = self
-                .registers()
-                .read32(window(word_start), "reading the SRAM window")?
-                .to_le_bytes();
-            let word_end = (word_start + 4).min(end);
-            target[position - within as usize..word_end - within as usize]
-                .copy_from_slice(&word[position - word_start..word_end - word_start]);
-            position = word_end;
-        }
-        Ok(())
-    }
-
-    /// Writes `source` at `within` of the current window page.
-    fn window_write(&mut self, within: u32, source: &[u8]) -> Result<(), CardError> {
-        let end = within as usize + source.len();
-        let mut position = within as usize;
-        while position < end {
-            let word_start = position & !3;
-            let from = &source[position - within as usize..];
-            if position.is_multiple_of(8) && end - position >= 8 {
-                let value = u64::from_le_bytes(from[..8].try_into().expect("8 bytes"));
-                self.registers()
-                    .write64(window(position), value, "writing the SRAM window")?;
-                position += 8;
-                continue;
-            }
-            let word_end = (word_start + 4).min(end);
-            let mut word = if position == word_start && word_end == word_start + 4 {
-                [0u8; 4]
-            } else {
-                // A partial word: keep the bytes outside the range.
-                self.registers()
-                    .read32(window(word_start), "reading the SRAM window")?
-                    .to_le_bytes()
-            };
-            word[position - word_start..word_end - word_start]
-                .copy_from_slice(&from[..word_end - position]);
-            self.registers().write32(
-                window(word_start),
-                u32::from_le_bytes(word),
-                "writing the SRAM window",
-            )?;
-            position = word_end;
-        }
-        Ok(())
-    }
-}
-
-/// BAR0 offset of byte `within` of the window.
-fn window(within: usize) -> u32 {
-    debug_assert!(within < SRAM_WINDOW_BYTES as usize);
-    regs::SRAM_WINDOW_OFFSET + within as u32
 }

@@ -31,7 +31,7 @@ pub mod sram;
 
 use crate::backend::{CardBackend, DmaBuffer, InterruptWait};
 use dma::{DmaError, DmaSpace};
-use model::{Fault, Model};
+use model::{Fault, Model, WindowFault};
 use shared_regs::limits::FABRIC_PORTS_MAX;
 use shared_regs::regs::ErrorCode;
 use sram::{SramError, SramFile};
@@ -265,6 +265,17 @@ fn run_worker(shared: &Shared) {
     }
 }
 
+/// The error of the register access a rejected window transfer stands for.
+fn window_error(fault: WindowFault) -> SimError {
+    SimError::Register {
+        direction: if fault.reading { READ } else { WRITE },
+        offset: fault.offset,
+        width_bytes: fault.width_bytes,
+        code: fault.fault.code,
+        info: fault.fault.info,
+    }
+}
+
 impl CardBackend for SimCard {
     type Error = SimError;
 
@@ -290,6 +301,21 @@ impl CardBackend for SimCard {
 
     fn write64(&mut self, offset: u32, value: u64) -> Result<(), SimError> {
         self.access(|model| model.write(offset, 8, value), (WRITE, offset, 8))
+    }
+
+    /// One copy into the mapped SRAM, under the mutex, instead of one lock per word.
+    fn window_write(&mut self, within: u32, source: &[u8]) -> Result<(), SimError> {
+        let result = self.lock()?.window_copy_in(within, source);
+        // Only a fault changes more than SRAM: it may raise the interrupt line.
+        result.map_err(|fault| {
+            self.shared.progress.notify_all();
+            window_error(fault)
+        })
+    }
+
+    fn window_read(&mut self, within: u32, target: &mut [u8]) -> Result<(), SimError> {
+        let result = self.lock()?.window_copy_out(within, target);
+        result.map_err(window_error)
     }
 
     fn dma_alloc(&mut self, bytes: u64) -> Result<DmaBuffer, SimError> {

@@ -60,6 +60,19 @@ impl Fault {
     }
 }
 
+/// A window transfer the card rejected: the fault and the register access it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowFault {
+    /// What the card latched (or would have).
+    pub fault: Fault,
+    /// Whether the rejected access was a read.
+    pub reading: bool,
+    /// BAR0 offset of the rejected access.
+    pub offset: u32,
+    /// 4 or 8.
+    pub width_bytes: u32,
+}
+
 /// One ring's registers.
 #[derive(Clone, Copy, Debug, Default)]
 struct RingState {
@@ -431,6 +444,64 @@ impl Model {
         self.sram.bytes_mut()[address..address + width]
             .copy_from_slice(&value.to_le_bytes()[..width]);
         Ok(())
+    }
+
+    /// Copies `source` into the window at `within` in one go: the bulk form of the window
+    /// writes [`crate::backend::window_accesses`] lists, with their contents and faults.
+    pub fn window_copy_in(&mut self, within: u32, source: &[u8]) -> Result<(), WindowFault> {
+        let range = self.window_range(within, source.len(), true)?;
+        self.sram.bytes_mut()[range].copy_from_slice(source);
+        Ok(())
+    }
+
+    /// Copies `target.len()` bytes of the window at `within` into `target` in one go.
+    pub fn window_copy_out(&mut self, within: u32, target: &mut [u8]) -> Result<(), WindowFault> {
+        let range = self.window_range(within, target.len(), false)?;
+        target.copy_from_slice(&self.sram.bytes()[range]);
+        Ok(())
+    }
+
+    /// The SRAM bytes of a window range; for a range leaving the window or the SRAM, the
+    /// fault of the first register access of the per-register sequence that the card would
+    /// reject, latched as that access would latch it.
+    fn window_range(
+        &mut self,
+        within: u32,
+        length: usize,
+        writing: bool,
+    ) -> Result<std::ops::Range<usize>, WindowFault> {
+        let window = u64::from(SRAM_WINDOW_BYTES);
+        let page_base = u64::from(self.window_select) * window;
+        // Window bytes backed by SRAM: the whole window (SRAM is whole pages and
+        // SRAM_WINDOW_SELECT refuses pages past it), a multiple of 8 in any case.
+        let limit = window.min(self.sram.len_bytes().saturating_sub(page_base));
+        let start = u64::from(within);
+        let end = start + length as u64;
+        if end <= limit {
+            // Below the SRAM's length, which is a mapped slice's length.
+            return Ok((page_base + start) as usize..(page_base + end) as usize);
+        }
+        // No access straddles a multiple of 8, so the first rejected one is the first that
+        // reaches past `limit`.
+        let access = crate::backend::window_accesses(within, length)
+            .find(|access| access.word_start + u64::from(access.width_bytes) > limit)
+            .expect("a range past the limit has an access past it");
+        let offset = access.bar0_offset();
+        let width_bytes = access.width_bytes;
+        let past_bar = u64::from(offset) + u64::from(width_bytes) > u64::from(regs::BAR0_BYTES);
+        let code = if past_bar {
+            ErrorCode::BadOffset
+        } else {
+            ErrorCode::BadWindow
+        };
+        // A partial word is read before it is written.
+        let reading = !writing || (width_bytes == 4 && access.is_partial());
+        Err(WindowFault {
+            fault: self.latch(Fault::at(code, offset)),
+            reading,
+            offset,
+            width_bytes,
+        })
     }
 
     /// One unit of card progress: finish a reset, or run one parity descriptor. Returns
