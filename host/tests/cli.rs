@@ -14,6 +14,24 @@ fn amf(arguments: &[&str]) -> Output {
         .expect("amf runs")
 }
 
+/// Runs `amf` with the words of `line` followed by `paths`.
+fn amf_line(line: &str, paths: &[&str]) -> Output {
+    let arguments: Vec<&str> = line
+        .split_whitespace()
+        .chain(paths.iter().copied())
+        .collect();
+    amf(&arguments)
+}
+
+/// [`amf_line`] that must succeed; returns its standard output.
+fn amf_ok_line(line: &str, paths: &[&str]) -> String {
+    let arguments: Vec<&str> = line
+        .split_whitespace()
+        .chain(paths.iter().copied())
+        .collect();
+    amf_ok(&arguments)
+}
+
 fn amf_ok(arguments: &[&str]) -> String {
     let output = amf(arguments);
     assert!(
@@ -41,20 +59,8 @@ fn flip_byte(path: &Path, offset: u64) {
 }
 
 fn create(directory: &Path, level: &str, members: u32, size: &str) {
-    let members = members.to_string();
-    let directory = directory.to_str().unwrap();
-    amf_ok(&[
-        "create",
-        "--level",
-        level,
-        "--members",
-        &members,
-        "--chunk",
-        "64K",
-        "--size",
-        size,
-        directory,
-    ]);
+    let line = format!("create --level {level} --members {members} --chunk 64K --size {size}");
+    amf_ok_line(&line, &[directory.to_str().unwrap()]);
 }
 
 fn status_json(directory: &Path) -> serde_json::Value {
@@ -156,16 +162,7 @@ fn create_refuses_an_existing_array_without_force() {
     create(directory.path(), "6", 4, "8M");
     let before = status_json(directory.path())["array_uuid"].clone();
     let path = directory.path().to_str().unwrap();
-    let output = amf(&[
-        "create",
-        "--level",
-        "6",
-        "--members",
-        "4",
-        "--size",
-        "8M",
-        path,
-    ]);
+    let output = amf_line("create --level 6 --members 4 --size 8M", &[path]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--force"));
     assert_eq!(
@@ -173,17 +170,7 @@ fn create_refuses_an_existing_array_without_force() {
         before,
         "refused create changed nothing"
     );
-    amf_ok(&[
-        "create",
-        "--level",
-        "5",
-        "--members",
-        "3",
-        "--size",
-        "8M",
-        "--force",
-        path,
-    ]);
+    amf_ok_line("create --level 5 --members 3 --size 8M --force", &[path]);
     let after = status_json(directory.path());
     assert_ne!(after["array_uuid"], before);
     assert_eq!(
@@ -428,65 +415,19 @@ fn bad_command_lines_get_usage_errors() {
     let scratch = tempfile::tempdir().unwrap();
     let target = scratch.path().join("array");
     let target = target.to_str().unwrap();
-    for arguments in [
-        &[
-            "create",
-            "--level",
-            "7",
-            "--members",
-            "4",
-            "--size",
-            "8M",
-            target,
-        ][..],
-        &[
-            "create",
-            "--level",
-            "6",
-            "--members",
-            "3",
-            "--size",
-            "8M",
-            target,
-        ][..],
-        &[
-            "create",
-            "--level",
-            "6",
-            "--members",
-            "4",
-            "--chunk",
-            "3K",
-            "--size",
-            "8M",
-            target,
-        ][..],
-        &[
-            "create",
-            "--level",
-            "6",
-            "--members",
-            "4",
-            "--size",
-            "8Q",
-            target,
-        ][..],
-        &[
-            "create",
-            "--level",
-            "6",
-            "--members",
-            "4",
-            "--size",
-            "512K",
-            target,
-        ][..],
-        &["status"][..],
+    for line in [
+        "create --level 7 --members 4 --size 8M",
+        "create --level 6 --members 3 --size 8M",
+        "create --level 6 --members 4 --chunk 3K --size 8M",
+        "create --level 6 --members 4 --size 8Q",
+        "create --level 6 --members 4 --size 512K",
     ] {
-        let output = amf(arguments);
-        assert_eq!(output.status.code(), Some(2), "{arguments:?}");
+        let output = amf_line(line, &[target]);
+        assert_eq!(output.status.code(), Some(2), "{line}");
         assert!(!output.stderr.is_empty());
     }
+    let output = amf(&["status"]);
+    assert_eq!(output.status.code(), Some(2), "status without members");
     assert!(
         !Path::new(target).join("member-00.img").exists(),
         "a refused create wrote nothing"
@@ -633,17 +574,7 @@ fn failed_forced_create_leaves_the_old_array_whole() {
     create(directory.path(), "6", 6, "8M");
     let before = status_json(directory.path());
     let path = directory.path().to_str().unwrap();
-    let output = amf(&[
-        "create",
-        "--level",
-        "6",
-        "--members",
-        "4",
-        "--size",
-        "100K",
-        "--force",
-        path,
-    ]);
+    let output = amf_line("create --level 6 --members 4 --size 100K --force", &[path]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("too small"));
     let after = status_json(directory.path());
@@ -656,36 +587,14 @@ fn create_refuses_one_file_given_twice_and_foreign_data() {
     let scratch = tempfile::tempdir().unwrap();
     let file = |name: &str| scratch.path().join(name).to_str().unwrap().to_string();
     let (a, b) = (file("a.img"), file("b.img"));
-    let output = amf(&[
-        "create",
-        "--level",
-        "5",
-        "--members",
-        "3",
-        "--size",
-        "4M",
-        &a,
-        &b,
-        &a,
-    ]);
+    let output = amf_line("create --level 5 --members 3 --size 4M", &[&a, &b, &a]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("given twice"));
     assert!(!Path::new(&a).exists(), "nothing was written");
 
     let c = file("c.img");
     std::fs::write(&c, b"a file system, say").unwrap();
-    let output = amf(&[
-        "create",
-        "--level",
-        "5",
-        "--members",
-        "3",
-        "--size",
-        "4M",
-        &a,
-        &b,
-        &c,
-    ]);
+    let output = amf_line("create --level 5 --members 3 --size 4M", &[&a, &b, &c]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -697,19 +606,10 @@ fn create_refuses_one_file_given_twice_and_foreign_data() {
         b"a file system, say",
         "foreign data untouched"
     );
-    amf_ok(&[
-        "create",
-        "--level",
-        "5",
-        "--members",
-        "3",
-        "--size",
-        "4M",
-        "--force",
-        &a,
-        &b,
-        &c,
-    ]);
+    amf_ok_line(
+        "create --level 5 --members 3 --size 4M --force",
+        &[&a, &b, &c],
+    );
 }
 
 #[test]
@@ -728,16 +628,7 @@ fn too_small_names_the_smallest_device() {
         file("big1.img", 8 << 20),
         file("small.img", 100 << 10),
     );
-    let output = amf(&[
-        "create",
-        "--level",
-        "5",
-        "--members",
-        "3",
-        &big0,
-        &big1,
-        &small,
-    ]);
+    let output = amf_line("create --level 5 --members 3", &[&big0, &big1, &small]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
