@@ -147,6 +147,18 @@ enum BenchCommand {
         #[arg(long, default_value = "512M", value_parser = parse_bytes)]
         memory: u64,
     },
+    /// `amf serve` (RAID-6 of 6 file members) beside `nbdkit file` under fio's nbd engine.
+    Nbd {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Volume size (and nbdkit's file size), on one disk under $TMPDIR.
+        #[arg(long, default_value = crate::bench_nbd::SIZE_DEFAULT, value_parser = parse_bytes)]
+        size: u64,
+        /// Seconds of each workload on each server.
+        #[arg(long, default_value_t = crate::bench_nbd::SECONDS_DEFAULT)]
+        seconds: u64,
+    },
 }
 
 /// A failure the CLI prints as one line.
@@ -174,6 +186,17 @@ fn init_logging() {
         .try_init();
 }
 
+/// Writes a report to standard output. A reader that went away (`amf status | head`)
+/// ends the output quietly instead of panicking as `print!` would.
+pub(crate) fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
+}
+
 /// The error and its causes, joined on one line.
 fn one_line(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
@@ -195,6 +218,11 @@ fn run(cli: Cli) -> CliResult {
         Command::Status(args) => run_status(args),
         Command::Scrub(args) => run_scrub(args),
         Command::Bench(BenchCommand::Parity { json, memory }) => run_bench_parity(json, memory),
+        Command::Bench(BenchCommand::Nbd {
+            json,
+            size,
+            seconds,
+        }) => run_bench_nbd(json, size, seconds),
         Command::Serve(args) => run_serve(args),
         Command::Up(args) => run_up(args),
         Command::Sim(args) => Ok(crate::simulate::run(&args)),
@@ -287,9 +315,9 @@ fn run_status(args: StatusArgs) -> CliResult {
     let array = open_array(&args.members, false)?;
     let report = status::report(&array);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", status::render(&report));
+        emit(&status::render(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -315,9 +343,9 @@ fn run_scrub(args: ScrubArgs) -> CliResult {
     let report = scrubbed?;
     closed.map_err(|error| -> Box<dyn std::error::Error> { error })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", scrub::render(&report));
+        emit(&scrub::render(&report))?;
     }
     let clean = report.mismatches.is_empty();
     Ok(if clean {
@@ -334,9 +362,24 @@ fn run_bench_parity(json: bool, memory_bytes: u64) -> CliResult {
     };
     let report = bench::run_parity(&options);
     if json {
+        emit(&format!("{}\n", serde_json::to_string(&report)?))?;
+    } else {
+        emit(&bench::render_table(&report))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench_nbd(json: bool, size_bytes: u64, seconds: u64) -> CliResult {
+    let options = crate::bench_nbd::NbdBenchOptions {
+        size_bytes,
+        seconds: seconds.max(1),
+    };
+    let report = crate::bench_nbd::run(&options, |step| eprintln!("amf bench nbd: {step}"))
+        .map_err(|error| -> Box<dyn std::error::Error> { error })?;
+    if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", bench::render_table(&report));
+        print!("{}", crate::bench_nbd::render_table(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -107,7 +107,9 @@ pub fn run(args: &SimArgs) -> ExitCode {
         };
     }
     let summary = amf_sim::run_seeds(args.seeds.clone(), &options);
-    print!("{}", summary.render());
+    if let Err(error) = crate::cli::emit(&summary.render()) {
+        eprintln!("amf: error: {error}");
+    }
     if summary.failures.is_empty() {
         ExitCode::SUCCESS
     } else {
