@@ -61,6 +61,9 @@ pub struct Config {
     pub array_generation: u64,
     /// Intent slots each owner has in every peer's SRAM: most writes in flight.
     pub intent_slots: u32,
+    /// Members the redundancy group survives losing (1 for RAID-5, 2 for RAID-6): an
+    /// operation needing more failed members than this fails to the host.
+    pub parity_count: u32,
     #[doc(hidden)]
     pub mutation: Mutation,
 }
@@ -98,6 +101,7 @@ impl Config {
         assert!(self.stripe_count > 0);
         assert!(self.stripe_data_blocks >= 2);
         assert!(self.intent_slots >= 1);
+        assert!((1..=2).contains(&self.parity_count));
         assert!(self.sram_bytes() <= SRAM_BYTES_MAX);
     }
 }
@@ -161,6 +165,8 @@ pub enum MemberRequest {
         stripe: u64,
         first_block: u32,
         block_count: u32,
+        /// Members known failed (bit `m` for member `m`): plan degraded around them.
+        failed_members: u32,
     },
     /// Write the blocks and bring parity up to date (any plan the RAID core picks).
     Write {
@@ -168,6 +174,7 @@ pub enum MemberRequest {
         stripe: u64,
         first_block: u32,
         data: Vec<u8>,
+        failed_members: u32,
     },
     /// Complete a dead owner's write: read every data chunk, lay `data` over it at
     /// `first_block`, write the whole stripe with fresh parity. Idempotent. Empty `data`
@@ -177,6 +184,7 @@ pub enum MemberRequest {
         stripe: u64,
         first_block: u32,
         data: Vec<u8>,
+        failed_members: u32,
     },
 }
 
@@ -185,6 +193,14 @@ pub enum MemberRequest {
 pub enum MemberOutcome {
     Read(Vec<u8>),
     Written,
+    /// The I/O met an error on `member`. For a write or replay, either nothing was
+    /// written (a read of the plan failed) or every write of the plan but those to
+    /// `member` was applied, so the stripe is consistent with `member` holding what the
+    /// plan meant for it; either way redoing the operation degraded around `member` is
+    /// correct. The core broadcasts `MemberFailed` and redoes it once that is ordered.
+    Failed {
+        member: u32,
+    },
 }
 
 /// A host completion.
@@ -192,6 +208,10 @@ pub enum MemberOutcome {
 pub enum Event {
     /// Request `id` is done: reads carry their data; writes are durable and replicated.
     Completed { id: u64, data: Option<Vec<u8>> },
+    /// Request `id` failed: one of its stripe operations needed more failed members than
+    /// the parity covers. A failed read returns nothing; a failed write may have taken
+    /// effect in part.
+    Failed { id: u64 },
 }
 
 /// What the protocol did, for the simulator's ratios.
@@ -217,6 +237,10 @@ pub struct Counters {
     /// Stripe writes and reads performed.
     pub writes: u64,
     pub reads: u64,
+    /// Member I/O errors met (each redone degraded, or failed beyond the parity).
+    pub member_errors: u64,
+    /// Stripe operations failed to the host: beyond what the parity covers.
+    pub ops_failed: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -236,8 +260,20 @@ enum OpKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum OpState {
     Queued,
-    Replicating { slot: u32, awaited: PortSet },
-    MemberIo { io: u64, slot: Option<u32> },
+    Replicating {
+        slot: u32,
+        awaited: PortSet,
+    },
+    MemberIo {
+        io: u64,
+        slot: Option<u32>,
+    },
+    /// A member I/O met an error on `member`: redone once `MemberFailed(member)` is
+    /// ordered (the stripe stays busy meanwhile).
+    AwaitingFailure {
+        member: u32,
+        slot: Option<u32>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -312,6 +348,8 @@ impl Stripe {
 struct HostRequest {
     ops_left: u32,
     data: Option<Vec<u8>>,
+    /// A piece failed: the request fails once its last piece is done.
+    failed: bool,
 }
 
 /// A dead owner's records, as decoded from this card's SRAM when it died.
@@ -335,6 +373,9 @@ pub struct Amf {
     ios: BTreeMap<u64, u64>,
     slots: Vec<Option<u64>>,
     dead: BTreeMap<u8, DeadOwner>,
+    /// Members every AMF treats as failed, bit `m` for member `m`: grown only by
+    /// `MemberFailed` broadcasts, so every AMF changes it at the same point of the order.
+    failed_members: u32,
     next_op: u64,
     next_acquire: u64,
     next_io: u64,
@@ -367,6 +408,7 @@ impl Amf {
             ops: BTreeMap::new(),
             ios: BTreeMap::new(),
             dead: BTreeMap::new(),
+            failed_members: 0,
             next_op: 0,
             next_io: 0,
             transmits: VecDeque::new(),
@@ -382,6 +424,11 @@ impl Amf {
 
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Members this AMF treats as failed (bit `m` for member `m`).
+    pub fn failed_members(&self) -> u32 {
+        self.failed_members
     }
 
     /// The mode this AMF holds `stripe` in.
@@ -478,6 +525,7 @@ impl Amf {
             id,
             HostRequest {
                 ops_left: pieces.len() as u32,
+                failed: false,
                 data: is_read.then(|| vec![0; block_count as usize * BLOCK_BYTES as usize]),
             },
         );
@@ -899,23 +947,27 @@ impl Amf {
         let op = self.ops.get_mut(&key).expect("op");
         op.state = OpState::MemberIo { io, slot };
         let (stripe, first_block) = (op.stripe, op.first_block);
+        let failed_members = self.failed_members;
         let request = match &op.kind {
             OpKind::Read => MemberRequest::Read {
                 io,
                 stripe,
                 first_block,
                 block_count: op.block_count,
+                failed_members,
             },
             OpKind::Write { data } => MemberRequest::Write {
                 io,
                 stripe,
                 first_block,
                 data: data.clone(),
+                failed_members,
             },
             OpKind::Replay { data, .. } => MemberRequest::Replay {
                 io,
                 stripe,
                 first_block,
+                failed_members,
                 data: if mutation == Mutation::ReplayWithoutData {
                     Vec::new()
                 } else {
@@ -959,6 +1011,10 @@ impl Amf {
         let OpState::MemberIo { slot, .. } = op.state else {
             panic!("completion for an op not in member I/O");
         };
+        if let MemberOutcome::Failed { member } = outcome {
+            self.member_error(key, member, slot);
+            return;
+        }
         match (op.kind, outcome) {
             (OpKind::Read, MemberOutcome::Read(data)) => {
                 assert_eq!(data.len(), op.block_count as usize * BLOCK_BYTES as usize);
@@ -1011,6 +1067,88 @@ impl Amf {
         }
     }
 
+    /// Op `key`'s member I/O met an error on `member`: the member is failed for every
+    /// AMF once the fabric orders our `MemberFailed`; the op is redone degraded then.
+    fn member_error(&mut self, key: u64, member: u32, slot: Option<u32>) {
+        assert!(member < 32, "member {member} beyond the member bitmap");
+        self.counters.member_errors += 1;
+        self.ops.get_mut(&key).expect("op").state = OpState::AwaitingFailure { member, slot };
+        if self.failed_members & (1 << member) != 0 {
+            // Already ordered failed (the I/O was issued before we learnt it).
+            self.redo(key);
+        } else {
+            self.broadcast(&Message::MemberFailed { member });
+        }
+    }
+
+    /// `MemberFailed(member)` is ordered: every AMF plans around it from here on.
+    fn member_failed(&mut self, member: u32) {
+        if member >= 32 {
+            return;
+        }
+        self.failed_members |= 1 << member;
+        let waiting: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| {
+                matches!(op.state, OpState::AwaitingFailure { member: waited, .. }
+                    if self.failed_members & (1 << waited) != 0)
+            })
+            .map(|(&key, _)| key)
+            .collect();
+        for key in waiting {
+            self.redo(key);
+        }
+    }
+
+    /// Redoes an op whose member I/O failed, degraded around the failed members; or,
+    /// beyond what the parity covers, fails it to the host.
+    fn redo(&mut self, key: u64) {
+        let op = self.ops.get(&key).expect("op").clone();
+        let OpState::AwaitingFailure { slot, .. } = op.state else {
+            panic!("redo of an op not awaiting a member failure");
+        };
+        if self.failed_members.count_ones() <= self.config.parity_count {
+            self.issue_io(key, slot);
+            return;
+        }
+        // Beyond the parity's reach: nothing more can be done for this op. Its record
+        // (and a dead owner's it replays) retires, so recovery still ends.
+        self.counters.ops_failed += 1;
+        if let Some(slot) = slot {
+            self.slots[slot as usize] = None;
+            self.broadcast(&Message::Retire {
+                owner: self.config.port,
+                op_id: op.op_id,
+                slot,
+            });
+        }
+        if let OpKind::Replay {
+            owner,
+            op_id,
+            slot: dead_slot,
+            ..
+        } = op.kind
+        {
+            self.broadcast(&Message::Retire {
+                owner,
+                op_id,
+                slot: dead_slot,
+            });
+        }
+        if !matches!(op.kind, OpKind::Read)
+            && let Some(state) = self.stripes.get_mut(&op.stripe)
+        {
+            // The members may hold the write in part: no cached copy may contradict them.
+            state.cache.clear();
+        }
+        if let Some(id) = op.request {
+            self.requests.get_mut(&id).expect("op's request").failed = true;
+        }
+        self.complete_piece(key);
+        self.finish_op(key);
+    }
+
     fn finish_read(&mut self, key: u64, data: Vec<u8>) {
         self.fill_read(key, &data);
         self.finish_op(key);
@@ -1038,9 +1176,13 @@ impl Amf {
         request.ops_left -= 1;
         if request.ops_left == 0 {
             let request = self.requests.remove(&id).expect("present");
-            self.events.push_back(Event::Completed {
-                id,
-                data: request.data,
+            self.events.push_back(if request.failed {
+                Event::Failed { id }
+            } else {
+                Event::Completed {
+                    id,
+                    data: request.data,
+                }
             });
         }
     }
@@ -1097,6 +1239,7 @@ impl Amf {
                 self.dead.remove(&owner);
                 self.advance_all();
             }
+            Message::MemberFailed { member } => self.member_failed(member),
             _ => {}
         }
         Ok(())

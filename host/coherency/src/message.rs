@@ -45,6 +45,9 @@ pub enum Message {
     /// Broadcast by the AMF completing a dead `owner`'s writes: all of them it could
     /// complete are retired; every peer drops what is left of `owner`'s records.
     Recovered { owner: u8 },
+    /// Broadcast by an AMF whose member I/O met an error on `member`: from this point of
+    /// the total order every AMF treats the member as failed (degraded plans around it).
+    MemberFailed { member: u32 },
 }
 
 /// Why a payload is not a coherency message.
@@ -68,6 +71,7 @@ const TAG_ACQUIRE: u8 = 1;
 const TAG_REPLY: u8 = 2;
 const TAG_RETIRE: u8 = 3;
 const TAG_RECOVERED: u8 = 4;
+const TAG_MEMBER_FAILED: u8 = 5;
 const MODE_SHARED: u8 = 1;
 const MODE_EXCLUSIVE: u8 = 2;
 
@@ -130,6 +134,10 @@ impl Message {
                 out.push(TAG_RECOVERED);
                 out.push(*owner);
             }
+            Message::MemberFailed { member } => {
+                out.push(TAG_MEMBER_FAILED);
+                out.extend_from_slice(&member.to_le_bytes());
+            }
         }
         assert!(out.len() <= FABRIC_PAYLOAD_BYTES_MAX as usize);
         out
@@ -172,6 +180,9 @@ impl Message {
             },
             TAG_RECOVERED => Message::Recovered {
                 owner: reader.u8()?,
+            },
+            TAG_MEMBER_FAILED => Message::MemberFailed {
+                member: reader.u32()?,
             },
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -250,6 +261,7 @@ mod tests {
                 slot: 5,
             },
             Message::Recovered { owner: 2 },
+            Message::MemberFailed { member: 3 },
         ]
     }
 

@@ -31,6 +31,7 @@ fn config(port: u8) -> Config {
         stripe_data_blocks: STRIPE_BLOCKS,
         array_generation: 1,
         intent_slots: 4,
+        parity_count: 1,
         mutation: Mutation::None,
     }
 }
@@ -155,6 +156,7 @@ impl Pair {
                 stripe,
                 first_block,
                 block_count,
+                ..
             } => {
                 self.member_reads[index] += 1;
                 let mut data = Vec::new();
@@ -169,12 +171,14 @@ impl Pair {
                 stripe,
                 first_block,
                 data,
+                ..
             }
             | MemberRequest::Replay {
                 io,
                 stripe,
                 first_block,
                 data,
+                ..
             } => {
                 for (offset, bytes) in data.chunks_exact(BLOCK).enumerate() {
                     self.members
@@ -235,7 +239,9 @@ fn an_owner_writes_again_without_a_broadcast() {
     );
     assert_eq!(pair.amfs[0].counters().broadcasts_avoided, 2);
     assert_eq!(pair.completed.len(), 3);
-    let Event::Completed { data, .. } = &pair.completed[2].1;
+    let Event::Completed { data, .. } = &pair.completed[2].1 else {
+        panic!("completed");
+    };
     assert_eq!(data.as_deref(), Some(&[block(1), block(2)].concat()[..]));
 }
 
@@ -265,7 +271,9 @@ fn a_read_is_forwarded_from_the_owner_and_a_write_invalidates_it() {
     assert_eq!(pair.amfs[1].counters().forwards, 1);
     assert_eq!(pair.amfs[0].holding(1), Some(Mode::Shared));
     assert_eq!(pair.amfs[1].holding(1), Some(Mode::Shared));
-    let Event::Completed { data, .. } = &pair.completed[1].1;
+    let Event::Completed { data, .. } = &pair.completed[1].1 else {
+        panic!("completed");
+    };
     assert_eq!(data.as_deref(), Some(&block(7)[..]));
 
     pair.request(
@@ -291,7 +299,9 @@ fn a_read_is_forwarded_from_the_owner_and_a_write_invalidates_it() {
             block_count: 1,
         },
     );
-    let Event::Completed { data, .. } = &pair.completed[3].1;
+    let Event::Completed { data, .. } = &pair.completed[3].1 else {
+        panic!("completed");
+    };
     assert_eq!(data.as_deref(), Some(&block(8)[..]));
 }
 
@@ -445,4 +455,78 @@ fn bad_requests_are_refused_with_a_reason() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn a_member_io_error_is_ordered_then_redone_degraded_or_failed_beyond_the_parity() {
+    let mut pair = Pair::new();
+    pair.hold[0] = true;
+    pair.request(
+        0,
+        1,
+        Request::Write {
+            first_block: 0,
+            data: block(1),
+        },
+    );
+    let (index, request) = pair.held.pop().expect("the write's member I/O");
+    let MemberRequest::Write {
+        io, failed_members, ..
+    } = request
+    else {
+        panic!("a write");
+    };
+    assert_eq!(failed_members, 0);
+    let now = pair.now();
+    pair.amfs[index].handle_member_completion(now, io, MemberOutcome::Failed { member: 2 });
+    pair.drive();
+    assert!(
+        pair.sent
+            .iter()
+            .any(|(from, message)| *from == 0 && *message == Message::MemberFailed { member: 2 })
+    );
+    assert_eq!(pair.amfs[0].failed_members(), 1 << 2);
+    assert_eq!(
+        pair.amfs[1].failed_members(),
+        1 << 2,
+        "ordered for every AMF"
+    );
+    assert!(
+        pair.completed.is_empty(),
+        "not acknowledged before it is redone"
+    );
+    let (index, request) = pair.held.pop().expect("the write, redone");
+    let MemberRequest::Write { failed_members, .. } = &request else {
+        panic!("a write");
+    };
+    assert_eq!(*failed_members, 1 << 2, "degraded around the failed member");
+    pair.perform(index, request);
+    pair.drive();
+    assert_eq!(pair.completed.len(), 1);
+    assert!(matches!(
+        pair.completed[0].1,
+        Event::Completed { id: 1, .. }
+    ));
+
+    // A second member beyond RAID-5's one parity: the read fails cleanly, no data.
+    pair.request(
+        0,
+        2,
+        Request::Read {
+            first_block: 2,
+            block_count: 1,
+        },
+    );
+    let (index, request) = pair.held.pop().expect("the read's member I/O");
+    let MemberRequest::Read { io, .. } = request else {
+        panic!("a read");
+    };
+    let now = pair.now();
+    pair.amfs[index].handle_member_completion(now, io, MemberOutcome::Failed { member: 3 });
+    pair.drive();
+    assert!(pair.held.is_empty(), "not redone beyond the parity");
+    assert_eq!(pair.completed.len(), 2);
+    assert_eq!(pair.completed[1].1, Event::Failed { id: 2 });
+    assert_eq!(pair.amfs[0].counters().ops_failed, 1);
+    assert_eq!(pair.amfs[0].counters().member_errors, 2);
 }

@@ -137,7 +137,9 @@ impl SimSummary {
              invalidations {}, replays {}, corrupt records refused {}\n\
              stripe writes {}, stripe reads {}, broadcasts per stripe write {:.4}\n\
              exclusive acquires {}, ownership changes {}, acquires per ownership change {:.4}\n\
-             writes interrupted by a crash and completed by a survivor {}\n",
+             writes interrupted by a crash and completed by a survivor {}\n\
+             members failing I/O {}, member I/O errors met and redone degraded {}, \
+             operations failed beyond the parity {}\n",
             self.seeds,
             self.elapsed_ms,
             self.failures.len(),
@@ -159,6 +161,9 @@ impl SimSummary {
             protocol.grants,
             self.acquires_per_ownership_change(),
             self.totals.interrupted_writes,
+            self.totals.member_errors,
+            protocol.member_errors,
+            protocol.ops_failed,
         );
         for failure in &self.failures {
             text += &format!(
@@ -225,6 +230,8 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     protocol.records_corrupt += more.records_corrupt;
     protocol.writes += more.writes;
     protocol.reads += more.reads;
+    protocol.member_errors += more.member_errors;
+    protocol.ops_failed += more.ops_failed;
     total.steps += run.steps;
     total.crashes += run.crashes;
     total.corruptions += run.corruptions;
@@ -232,4 +239,5 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.writes_completed += run.writes_completed;
     total.interrupted_writes += run.interrupted_writes;
     total.member_failures += run.member_failures;
+    total.member_errors += run.member_errors;
 }

@@ -15,6 +15,9 @@ pub struct Members {
     pub data: Vec<Vec<u8>>,
     /// Members that died: never read, never written; plans run degraded around them.
     pub failed: MemberSet,
+    /// Members whose every read and write fails with an I/O error until the AMFs treat
+    /// them as failed (a plan degraded around them never touches them).
+    pub erroring: MemberSet,
 }
 
 impl Members {
@@ -32,7 +35,36 @@ impl Members {
             geometry,
             data: vec![vec![0; bytes]; members as usize],
             failed: MemberSet::new(),
+            erroring: MemberSet::new(),
         }
+    }
+
+    /// Members failed or erroring: what the level must survive.
+    pub fn lost(&self) -> MemberSet {
+        self.failed.iter().chain(self.erroring.iter()).collect()
+    }
+
+    /// `member` starts failing every I/O: its contents can no longer be read.
+    pub fn start_erroring(&mut self, member: u32) {
+        assert!(self.lost().count() < self.geometry.level().parity_count());
+        self.erroring.insert(member);
+        self.data[member as usize].fill(0xEE);
+    }
+
+    /// The members a plan runs degraded around: the dead ones and those `known` failed.
+    fn degraded(&self, known: u32) -> MemberSet {
+        self.failed
+            .iter()
+            .chain(MemberSet::from_bits(known).iter())
+            .collect()
+    }
+
+    /// The erroring member one of `reads` touches, if any.
+    fn read_error(&self, reads: &[MemberIo]) -> Option<u32> {
+        reads
+            .iter()
+            .map(|io| io.member)
+            .find(|&member| self.erroring.contains(member))
     }
 
     pub fn stripe_data_blocks(&self) -> u32 {
@@ -41,13 +73,15 @@ impl Members {
 
     /// `member` dies: its contents are gone.
     pub fn fail(&mut self, member: u32) {
-        assert!(self.failed.count() < self.geometry.level().parity_count());
+        assert!(self.lost().count() < self.geometry.level().parity_count());
         self.failed.insert(member);
         self.data[member as usize].fill(0xEE);
     }
 
     /// Replacements for the failed members, rebuilt stripe by stripe from the others.
     pub fn rebuild(&mut self) {
+        // Erroring members are replaced like dead ones.
+        self.failed = self.lost();
         let chunk = self.geometry.chunk_bytes();
         for member in self.failed.iter() {
             for stripe in 0..self.geometry.stripe_count() {
@@ -67,6 +101,7 @@ impl Members {
         }
         // Rebuild each from the survivors only, then let them all serve again.
         self.failed = MemberSet::new();
+        self.erroring = MemberSet::new();
     }
 
     fn read_io(&self, io: &MemberIo) -> &[u8] {
@@ -76,17 +111,37 @@ impl Members {
 
     /// Applies one member write; one to a member that died since the plan was made is
     /// lost with the member, and the plan's other writes keep the stripe consistent.
-    pub fn apply(&mut self, write: &MemberWrite) {
+    /// One to an erroring member fails: returns that member (the caller goes on with the
+    /// plan's other writes, which keep the stripe consistent the same way).
+    pub fn apply(&mut self, write: &MemberWrite) -> Option<u32> {
+        if self.erroring.contains(write.io.member) {
+            return Some(write.io.member);
+        }
         if self.failed.contains(write.io.member) {
-            return;
+            return None;
         }
         let start = write.io.member_offset as usize;
         self.data[write.io.member as usize][start..start + write.bytes.len()]
             .copy_from_slice(&write.bytes);
+        None
     }
 
-    /// Blocks `first_block ..` of `stripe`'s data.
+    /// Blocks `first_block ..` of `stripe`'s data, with no member erroring.
     pub fn read(&self, stripe: u64, first_block: u32, block_count: u32) -> Vec<u8> {
+        assert!(self.erroring.is_empty());
+        self.read_degraded(stripe, first_block, block_count, 0)
+            .expect("no member errors")
+    }
+
+    /// Blocks `first_block ..` of `stripe`'s data, degraded around the dead members and
+    /// those `known` failed; `Err(member)` if the plan touched an erroring member.
+    pub fn read_degraded(
+        &self,
+        stripe: u64,
+        first_block: u32,
+        block_count: u32,
+        known: u32,
+    ) -> Result<Vec<u8>, u32> {
         let extent = self
             .geometry
             .stripe_extent(
@@ -97,17 +152,27 @@ impl Members {
             .expect("read inside the stripe");
         let plan = self
             .geometry
-            .plan_read(&extent, self.failed)
+            .plan_read(&extent, self.degraded(known))
             .expect("within what the level survives");
+        if let Some(member) = self.read_error(plan.reads()) {
+            return Err(member);
+        }
         let buffers: Vec<&[u8]> = plan.reads().iter().map(|io| self.read_io(io)).collect();
         let mut out = vec![0; extent.length() as usize];
         plan.execute(&buffers, &mut out)
             .expect("buffers fit the plan");
-        out
+        Ok(out)
     }
 
     /// The member writes that put `data` at `first_block` of `stripe` with parity.
-    pub fn plan_write(&self, stripe: u64, first_block: u32, data: &[u8]) -> Vec<MemberWrite> {
+    /// `Err(member)` if its reads touched an erroring member (nothing written then).
+    pub fn plan_write(
+        &self,
+        stripe: u64,
+        first_block: u32,
+        data: &[u8],
+        known: u32,
+    ) -> Result<Vec<MemberWrite>, u32> {
         let extent = self
             .geometry
             .stripe_extent(
@@ -118,21 +183,31 @@ impl Members {
             .expect("write inside the stripe");
         let plan = self
             .geometry
-            .plan_write(&extent, self.failed)
+            .plan_write(&extent, self.degraded(known))
             .expect("within what the level survives");
+        if let Some(member) = self.read_error(plan.reads()) {
+            return Err(member);
+        }
         let buffers: Vec<&[u8]> = plan.reads().iter().map(|io| self.read_io(io)).collect();
-        plan.execute_to_vec(&mut HostParity, &buffers, data)
-            .expect("buffers fit the plan")
+        Ok(plan
+            .execute_to_vec(&mut HostParity, &buffers, data)
+            .expect("buffers fit the plan"))
     }
 
     /// Full-stripe reconstruct-write: the stripe's data with `data` laid over it at
     /// `first_block`, and fresh parity. Empty `data` rewrites parity only.
-    pub fn plan_replay(&self, stripe: u64, first_block: u32, data: &[u8]) -> Vec<MemberWrite> {
+    pub fn plan_replay(
+        &self,
+        stripe: u64,
+        first_block: u32,
+        data: &[u8],
+        known: u32,
+    ) -> Result<Vec<MemberWrite>, u32> {
         let blocks = self.stripe_data_blocks();
-        let mut whole = self.read(stripe, 0, blocks);
+        let mut whole = self.read_degraded(stripe, 0, blocks, known)?;
         let start = first_block as usize * BLOCK_BYTES as usize;
         whole[start..start + data.len()].copy_from_slice(data);
-        self.plan_write(stripe, 0, &whole)
+        self.plan_write(stripe, 0, &whole, known)
     }
 
     /// Whether every stripe's parity matches its data.
@@ -167,8 +242,8 @@ mod tests {
     }
 
     fn write(members: &mut Members, stripe: u64, first_block: u32, data: &[u8]) {
-        for write in members.plan_write(stripe, first_block, data) {
-            members.apply(&write);
+        for write in members.plan_write(stripe, first_block, data, 0).unwrap() {
+            assert_eq!(members.apply(&write), None);
         }
     }
 

@@ -54,11 +54,14 @@ enum Job {
         stripe: u64,
         first_block: u32,
         block_count: u32,
+        failed_members: u32,
     },
     Write {
         io: u64,
         plan: Option<VecDeque<MemberWrite>>,
         request: MemberRequest,
+        /// An erroring member the plan met (its other writes still go on).
+        error: Option<u32>,
     },
 }
 
@@ -107,6 +110,8 @@ pub struct RunCounters {
     pub interrupted_writes: u64,
     /// Members failed (the run then continues degraded, and rebuilds them at the end).
     pub member_failures: u64,
+    /// Members that started failing I/O (every read and write of them errs).
+    pub member_errors: u64,
 }
 
 pub struct World {
@@ -142,6 +147,8 @@ fn add_counters(total: &mut Counters, more: Counters) {
     total.records_corrupt += more.records_corrupt;
     total.writes += more.writes;
     total.reads += more.reads;
+    total.member_errors += more.member_errors;
+    total.ops_failed += more.ops_failed;
 }
 
 impl World {
@@ -221,6 +228,7 @@ impl World {
             stripe_data_blocks: self.members.stripe_data_blocks(),
             array_generation: 1,
             intent_slots: 8,
+            parity_count: self.swarm.level.parity_count(),
             mutation: self.options.mutation,
         }
     }
@@ -327,7 +335,7 @@ impl World {
                 actions.push((Action::Crash(port), 30));
             }
         }
-        if self.faults && self.members.failed.count() < self.swarm.member_failures {
+        if self.faults && self.members.lost().count() < self.swarm.member_failures {
             actions.push((Action::FailMember, 1));
         }
         for (&(from, to), queue) in &self.pairs {
@@ -495,10 +503,18 @@ impl World {
             Action::Restart(port) => self.restart(port),
             Action::FailMember => {
                 let member = self.below(u64::from(self.members.geometry.members())) as u32;
-                if !self.members.failed.contains(member) {
-                    self.trace(|| format!("MEMBER {member} FAILS"));
-                    self.members.fail(member);
-                    self.counters.member_failures += 1;
+                if !self.members.lost().contains(member) {
+                    // Half the time the member dies at once (known to all, out of band);
+                    // half the time it starts failing I/O, which the AMFs discover.
+                    if self.chance(500) {
+                        self.trace(|| format!("MEMBER {member} FAILS"));
+                        self.members.fail(member);
+                        self.counters.member_failures += 1;
+                    } else {
+                        self.trace(|| format!("MEMBER {member} STARTS FAILING I/O"));
+                        self.members.start_erroring(member);
+                        self.counters.member_errors += 1;
+                    }
                 }
             }
         }
@@ -689,17 +705,20 @@ impl World {
                                 stripe,
                                 first_block,
                                 block_count,
+                                failed_members,
                             } => Job::Read {
                                 io,
                                 stripe,
                                 first_block,
                                 block_count,
+                                failed_members,
                             },
                             MemberRequest::Write { io, .. } | MemberRequest::Replay { io, .. } => {
                                 Job::Write {
                                     io,
                                     plan: None,
                                     request,
+                                    error: None,
                                 }
                             }
                         };
@@ -747,7 +766,15 @@ impl World {
     }
 
     fn host_completion(&mut self, port: u8, event: Event) -> Result<(), String> {
-        let Event::Completed { id, data } = event;
+        let (id, data) = match event {
+            Event::Completed { id, data } => (id, data),
+            // The simulator never fails more members than the parity covers.
+            Event::Failed { id } => {
+                return Err(format!(
+                    "request {id} via amf{port} failed though the parity covers every failed member"
+                ));
+            }
+        };
         let pending = self.pending.remove(&id).expect("a request we sent");
         assert_eq!(pending.port, port);
         self.counters.requests_completed += 1;
@@ -783,51 +810,91 @@ impl World {
                 stripe,
                 first_block,
                 block_count,
+                failed_members,
             } => {
-                let (io, data) = (*io, self.members.read(*stripe, *first_block, *block_count));
+                let io = *io;
+                let outcome = match self.members.read_degraded(
+                    *stripe,
+                    *first_block,
+                    *block_count,
+                    *failed_members,
+                ) {
+                    Ok(data) => MemberOutcome::Read(data),
+                    Err(member) => MemberOutcome::Failed { member },
+                };
+                if self.trace {
+                    println!("{now:>6} amf{port}: member read io {io}: {outcome:.40?}");
+                }
                 node.jobs.remove(index);
-                node.amf.as_mut().expect("live").handle_member_completion(
-                    now,
-                    io,
-                    MemberOutcome::Read(data),
-                );
+                node.amf
+                    .as_mut()
+                    .expect("live")
+                    .handle_member_completion(now, io, outcome);
             }
-            Job::Write { io, plan, request } => {
-                let plan = plan.get_or_insert_with(|| {
+            Job::Write {
+                io,
+                plan,
+                request,
+                error,
+            } => {
+                if plan.is_none() {
                     let writes = match request {
                         MemberRequest::Write {
                             stripe,
                             first_block,
                             data,
+                            failed_members,
                             ..
-                        } => self.members.plan_write(*stripe, *first_block, data),
+                        } => self
+                            .members
+                            .plan_write(*stripe, *first_block, data, *failed_members),
                         MemberRequest::Replay {
                             stripe,
                             first_block,
                             data,
+                            failed_members,
                             ..
-                        } => self.members.plan_replay(*stripe, *first_block, data),
+                        } => self
+                            .members
+                            .plan_replay(*stripe, *first_block, data, *failed_members),
                         MemberRequest::Read { .. } => unreachable!("reads are read jobs"),
                     };
-                    writes.into()
-                });
+                    match writes {
+                        Ok(writes) => *plan = Some(writes.into()),
+                        // A read of the plan failed: nothing was written.
+                        Err(member) => {
+                            *error = Some(member);
+                            *plan = Some(VecDeque::new());
+                        }
+                    }
+                }
+                let plan = plan.as_mut().expect("planned");
                 if let Some(write) = plan.pop_front() {
-                    self.members.apply(&write);
+                    let failed = self.members.apply(&write);
+                    if failed.is_some() {
+                        *error = failed;
+                    }
                     if self.trace {
                         println!(
-                            "{:>6} amf{port}: member {} write {:?} at {}",
-                            now, write.io.member, write.io.role, write.io.member_offset
+                            "{:>6} amf{port}: member {} write {:?} at {}{}",
+                            now,
+                            write.io.member,
+                            write.io.role,
+                            write.io.member_offset,
+                            if failed.is_some() { ": I/O error" } else { "" }
                         );
                     }
                     return;
                 }
-                let io = *io;
+                let (io, outcome) = match *error {
+                    None => (*io, MemberOutcome::Written),
+                    Some(member) => (*io, MemberOutcome::Failed { member }),
+                };
                 node.jobs.remove(index);
-                node.amf.as_mut().expect("live").handle_member_completion(
-                    now,
-                    io,
-                    MemberOutcome::Written,
-                );
+                node.amf
+                    .as_mut()
+                    .expect("live")
+                    .handle_member_completion(now, io, outcome);
             }
         }
     }

@@ -27,6 +27,11 @@ fn two_thousand_seeds_with_faults() {
     );
     assert!(summary.totals.protocol.forwards > 100);
     assert!(summary.totals.member_failures > 100, "runs go degraded");
+    assert!(summary.totals.member_errors > 100, "members fail I/O");
+    assert!(
+        summary.totals.protocol.member_errors > 100,
+        "member I/O errors are met and redone degraded"
+    );
 }
 
 #[test]
