@@ -13,6 +13,7 @@
 //!   stripes read and written through the RAID core;
 //! * [`scrub`]: offline parity verification (and repair);
 //! * [`bench`]: throughput of our parity kernels beside ISA-L's;
+//! * [`bench_nbd`]: `amf serve` beside `nbdkit file` under fio;
 //! * [`cli`]: the `amf` command line.
 //!
 //! Later issues add the coherency core (sans-IO, driven by `amf serve` and the simulator)
@@ -21,6 +22,7 @@
 
 pub mod array;
 pub mod bench;
+pub mod bench_nbd;
 pub mod block;
 pub mod cli;
 pub mod create;
