@@ -156,7 +156,7 @@ enum BenchCommand {
         #[arg(long, default_value = crate::bench_nbd::SIZE_DEFAULT, value_parser = parse_bytes)]
         size: u64,
         /// Seconds of each workload on each server.
-        #[arg(long, default_value_t = crate::bench_nbd::SECONDS_DEFAULT)]
+        #[arg(long, default_value_t = crate::bench_nbd::SECONDS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
     },
 }
@@ -372,14 +372,14 @@ fn run_bench_parity(json: bool, memory_bytes: u64) -> CliResult {
 fn run_bench_nbd(json: bool, size_bytes: u64, seconds: u64) -> CliResult {
     let options = crate::bench_nbd::NbdBenchOptions {
         size_bytes,
-        seconds: seconds.max(1),
+        seconds,
     };
     let report = crate::bench_nbd::run(&options, |step| eprintln!("amf bench nbd: {step}"))
-        .map_err(|error| -> Box<dyn std::error::Error> { error })?;
+        .map_err(|error| error as Box<dyn std::error::Error>)?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        emit(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
-        print!("{}", crate::bench_nbd::render_table(&report));
+        emit(&crate::bench_nbd::render_table(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }
