@@ -22,6 +22,8 @@ fn fio(uri: &str, extra: &[&str]) {
             "--verify=crc32c",
             "--verify_fatal=1",
             "--randseed=20261125",
+            // Otherwise fio leaves a verify-state file in the working directory.
+            "--verify_state_save=0",
         ])
         .args(extra)
         .output()
