@@ -43,6 +43,9 @@ pub enum Mutation {
     ReplayWithoutData,
     /// Answer an exclusive acquire at once while keeping exclusive ownership.
     TwoOwners,
+    /// Record a write on a degraded stripe without the whole stripe (no image of the
+    /// lost chunk): the degraded write hole.
+    DegradedRecordWithoutImage,
 }
 
 /// What an AMF is and what it serves.
@@ -241,6 +244,8 @@ pub struct Counters {
     pub member_errors: u64,
     /// Stripe operations failed to the host: beyond what the parity covers.
     pub ops_failed: u64,
+    /// Writes and replays on a degraded stripe recorded as the whole stripe.
+    pub widened: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -288,6 +293,9 @@ struct Op {
     state: OpState,
     op_id: u64,
     caused_acquire: bool,
+    /// The slot kept for a write or replay widened to its whole stripe while it reads
+    /// the stripe first (degraded: see [`Amf::needs_widening`]).
+    reserved_slot: Option<u32>,
 }
 
 impl Op {
@@ -595,6 +603,7 @@ impl Amf {
                 state: OpState::Queued,
                 op_id,
                 caused_acquire: false,
+                reserved_slot: None,
             },
         );
         let state = self.stripes.entry(stripe).or_default();
@@ -890,6 +899,10 @@ impl Amf {
                     self.issue_io(key, None);
                     return;
                 }
+                if self.needs_widening(key) {
+                    self.read_whole_stripe(key);
+                    return;
+                }
                 self.replicate(key, data);
             }
             // A replay is recorded like a write: if this completer dies mid-replay, the
@@ -898,18 +911,71 @@ impl Amf {
             OpKind::Replay { data, .. } => {
                 self.counters.replays += 1;
                 state.busy = Some(key);
+                if self.needs_widening(key) {
+                    self.read_whole_stripe(key);
+                    return;
+                }
                 self.replicate(key, data);
             }
         }
     }
 
-    /// Puts the write's intent record in every live peer's SRAM.
-    fn replicate(&mut self, key: u64, data: &[u8]) {
+    /// Whether write or replay `key` must first be widened to its whole stripe: a member
+    /// is failed, so the stripe is degraded (every stripe has a chunk on every member),
+    /// and a record of only the op's blocks would leave the replay rebuilding the lost
+    /// chunk from parity a torn write left stale (the degraded write hole). A record of
+    /// the whole stripe's new data makes the replay independent of parity — the image of
+    /// every lost chunk rides in it. Only when the stripe fits one record.
+    fn needs_widening(&self, key: u64) -> bool {
+        let op = &self.ops[&key];
+        self.failed_members != 0
+            && !matches!(op.kind, OpKind::Read)
+            && op.block_count < self.config.stripe_data_blocks
+            && self.config.op_blocks_max() == self.config.stripe_data_blocks
+            && self.config.mutation != Mutation::AckBeforeReplication
+            && self.config.mutation != Mutation::DegradedRecordWithoutImage
+    }
+
+    /// Reads the whole stripe (degraded) before recording a widened write; its slot is
+    /// kept meanwhile.
+    fn read_whole_stripe(&mut self, key: u64) {
         let slot = self
             .slots
             .iter()
             .position(Option::is_none)
             .expect("a free slot was checked") as u32;
+        self.slots[slot as usize] = Some(key);
+        self.ops.get_mut(&key).expect("op").reserved_slot = Some(slot);
+        self.issue_io(key, None);
+    }
+
+    /// The whole stripe, read: lay the op's data over it and record it all.
+    fn widen(&mut self, key: u64, mut whole: Vec<u8>) {
+        let stripe_blocks = self.config.stripe_data_blocks;
+        let op = self.ops.get_mut(&key).expect("op");
+        assert_eq!(whole.len(), stripe_blocks as usize * BLOCK_BYTES as usize);
+        let data = match &mut op.kind {
+            OpKind::Write { data } | OpKind::Replay { data, .. } => data,
+            OpKind::Read => unreachable!("reads are never widened"),
+        };
+        whole[op.first_block as usize * BLOCK_BYTES as usize..][..data.len()].copy_from_slice(data);
+        data.clone_from(&whole);
+        op.first_block = 0;
+        op.block_count = stripe_blocks;
+        self.counters.widened += 1;
+        self.replicate(key, &whole);
+    }
+
+    /// Puts the write's intent record in every live peer's SRAM.
+    fn replicate(&mut self, key: u64, data: &[u8]) {
+        let slot = match self.ops.get_mut(&key).expect("op").reserved_slot.take() {
+            Some(slot) => slot,
+            None => self
+                .slots
+                .iter()
+                .position(Option::is_none)
+                .expect("a free slot was checked") as u32,
+        };
         self.slots[slot as usize] = Some(key);
         let op = &self.ops[&key];
         let intent = Intent {
@@ -941,6 +1007,15 @@ impl Amf {
     }
 
     fn issue_io(&mut self, key: u64, slot: Option<u32>) {
+        if let Some(slot) = slot
+            && self.needs_widening(key)
+        {
+            // A member failed since the op was recorded (or its first pass met the
+            // error): record the whole stripe, in the same slot, before writing it.
+            self.ops.get_mut(&key).expect("op").reserved_slot = Some(slot);
+            self.issue_io(key, None);
+            return;
+        }
         let io = self.next_io;
         self.next_io += 1;
         let mutation = self.config.mutation;
@@ -956,6 +1031,16 @@ impl Amf {
                 block_count: op.block_count,
                 failed_members,
             },
+            // A widened write or replay reads its whole stripe first.
+            OpKind::Write { .. } | OpKind::Replay { .. } if op.reserved_slot.is_some() => {
+                MemberRequest::Read {
+                    io,
+                    stripe,
+                    first_block: 0,
+                    block_count: self.config.stripe_data_blocks,
+                    failed_members,
+                }
+            }
             OpKind::Write { data } => MemberRequest::Write {
                 io,
                 stripe,
@@ -1063,6 +1148,13 @@ impl Amf {
                 });
                 self.finish_op(key);
             }
+            (OpKind::Write { .. } | OpKind::Replay { .. }, MemberOutcome::Read(whole)) => {
+                assert!(
+                    slot.is_none(),
+                    "the whole-stripe read comes before the record"
+                );
+                self.widen(key, whole);
+            }
             (kind, outcome) => panic!("member outcome {outcome:?} does not fit {kind:?}"),
         }
     }
@@ -1115,6 +1207,9 @@ impl Amf {
         // Beyond the parity's reach: nothing more can be done for this op. Its record
         // (and a dead owner's it replays) retires, so recovery still ends.
         self.counters.ops_failed += 1;
+        if let Some(reserved) = op.reserved_slot {
+            self.slots[reserved as usize] = None;
+        }
         if let Some(slot) = slot {
             self.slots[slot as usize] = None;
             self.broadcast(&Message::Retire {

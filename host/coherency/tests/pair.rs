@@ -495,11 +495,42 @@ fn a_member_io_error_is_ordered_then_redone_degraded_or_failed_beyond_the_parity
         pair.completed.is_empty(),
         "not acknowledged before it is redone"
     );
+    // The stripe is degraded now: the redo first reads the whole stripe, records all of
+    // it (so a replay never rebuilds the lost chunk from parity a tear left stale), and
+    // writes it whole.
+    let (index, request) = pair.held.pop().expect("the whole-stripe read");
+    let MemberRequest::Read {
+        first_block,
+        block_count,
+        failed_members,
+        ..
+    } = &request
+    else {
+        panic!("a read of the whole stripe, got {request:?}");
+    };
+    assert_eq!((*first_block, *block_count), (0, STRIPE_BLOCKS));
+    assert_eq!(*failed_members, 1 << 2, "degraded around the failed member");
+    pair.perform(index, request);
+    pair.drive();
     let (index, request) = pair.held.pop().expect("the write, redone");
-    let MemberRequest::Write { failed_members, .. } = &request else {
+    let MemberRequest::Write {
+        first_block,
+        data,
+        failed_members,
+        ..
+    } = &request
+    else {
         panic!("a write");
     };
     assert_eq!(*failed_members, 1 << 2, "degraded around the failed member");
+    assert_eq!(*first_block, 0);
+    assert_eq!(
+        data.len(),
+        STRIPE_BLOCKS as usize * BLOCK,
+        "the whole stripe"
+    );
+    assert_eq!(data[..BLOCK], block(1)[..]);
+    assert_eq!(pair.amfs[0].counters().widened, 1);
     pair.perform(index, request);
     pair.drive();
     assert_eq!(pair.completed.len(), 1);
@@ -508,12 +539,13 @@ fn a_member_io_error_is_ordered_then_redone_degraded_or_failed_beyond_the_parity
         Event::Completed { id: 1, .. }
     ));
 
-    // A second member beyond RAID-5's one parity: the read fails cleanly, no data.
+    // A second member beyond RAID-5's one parity: the read (of another stripe, nothing
+    // cached) fails cleanly, no data.
     pair.request(
         0,
         2,
         Request::Read {
-            first_block: 2,
+            first_block: u64::from(STRIPE_BLOCKS),
             block_count: 1,
         },
     );

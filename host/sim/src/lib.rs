@@ -139,7 +139,8 @@ impl SimSummary {
              exclusive acquires {}, ownership changes {}, acquires per ownership change {:.4}\n\
              writes interrupted by a crash and completed by a survivor {}\n\
              members failing I/O {}, member I/O errors met and redone degraded {}, \
-             operations failed beyond the parity {}\n",
+             operations failed beyond the parity {}\n\
+             crashes while degraded {}, degraded writes recorded whole-stripe {}\n",
             self.seeds,
             self.elapsed_ms,
             self.failures.len(),
@@ -164,6 +165,8 @@ impl SimSummary {
             self.totals.member_errors,
             protocol.member_errors,
             protocol.ops_failed,
+            self.totals.degraded_crashes,
+            protocol.widened,
         );
         for failure in &self.failures {
             text += &format!(
@@ -232,6 +235,7 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     protocol.reads += more.reads;
     protocol.member_errors += more.member_errors;
     protocol.ops_failed += more.ops_failed;
+    protocol.widened += more.widened;
     total.steps += run.steps;
     total.crashes += run.crashes;
     total.corruptions += run.corruptions;
@@ -240,4 +244,5 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.interrupted_writes += run.interrupted_writes;
     total.member_failures += run.member_failures;
     total.member_errors += run.member_errors;
+    total.degraded_crashes += run.degraded_crashes;
 }

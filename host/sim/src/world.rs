@@ -112,6 +112,8 @@ pub struct RunCounters {
     pub member_failures: u64,
     /// Members that started failing I/O (every read and write of them errs).
     pub member_errors: u64,
+    /// AMF crashes while a member was failed or failing I/O (the degraded write hole).
+    pub degraded_crashes: u64,
 }
 
 pub struct World {
@@ -131,9 +133,10 @@ pub struct World {
     pub counters: RunCounters,
     faults: bool,
     trace: bool,
-    /// Writes cut short by their AMF's death after member writes were issued: (tag,
-    /// first volume block, blocks, crash step). A survivor must complete each.
-    interrupted: Vec<(u64, u64, u32, u64)>,
+    /// Writes cut short by their AMF's death after member writes were issued, per block:
+    /// (tag the write puts there, volume block, crash step). A survivor must complete
+    /// each. (A write widened to its whole stripe puts back what the other blocks held.)
+    interrupted: Vec<(u64, u64, u64)>,
 }
 
 fn add_counters(total: &mut Counters, more: Counters) {
@@ -149,6 +152,7 @@ fn add_counters(total: &mut Counters, more: Counters) {
     total.reads += more.reads;
     total.member_errors += more.member_errors;
     total.ops_failed += more.ops_failed;
+    total.widened += more.widened;
 }
 
 impl World {
@@ -175,12 +179,14 @@ impl World {
                 .unwrap_or(300 + u64::from(rng.next_u32() % 900)),
         };
         let mut swarm = swarm;
-        // Degraded runs take no AMF crashes: a write torn by a crash on a degraded stripe
-        // needs parity the tear destroyed (the RAID write hole; see docs/PROTOCOL.md).
+        // Degraded runs: half of them take AMF crashes too (a write on a degraded stripe
+        // records the whole stripe, so its replay needs no parity a tear left stale).
         if faulty && rng.next_u32() % 3 == 0 {
             swarm.member_failures = 1 + rng.next_u32() % level.parity_count();
-            swarm.crash_per_mille = 0;
-            swarm.corrupt_per_mille = 0;
+            if rng.next_u32() % 2 == 0 {
+                swarm.crash_per_mille = 0;
+                swarm.corrupt_per_mille = 0;
+            }
         }
         let members = Members::new(level, members, 2 * BLOCK_BYTES, swarm.stripes);
         let mut world = World {
@@ -417,7 +423,29 @@ impl World {
                     }
                 })
             });
-        own_writes && decoded && in_sram
+        own_writes && decoded && in_sram && self.torn_writes_degraded(victim)
+    }
+
+    /// Whether every member write plan `victim` has begun was made knowing every member
+    /// lost now. A plan begun on a stripe its AMF believed whole, torn by the crash while
+    /// a member is lost, has a record without the lost chunk's image: losing a member
+    /// mid-write and the writer at once is the RAID write hole's double fault, which the
+    /// simulator does not inject.
+    fn torn_writes_degraded(&self, victim: u8) -> bool {
+        let lost = self.members.lost().bits();
+        self.nodes[victim as usize]
+            .jobs
+            .iter()
+            .all(|job| match job {
+                Job::Write {
+                    plan: Some(_),
+                    request:
+                        MemberRequest::Write { failed_members, .. }
+                        | MemberRequest::Replay { failed_members, .. },
+                    ..
+                } => lost & !failed_members == 0,
+                _ => true,
+            })
     }
 
     /// Whether `completer` holds a usable copy of `owner`'s record of this write: decoded
@@ -504,9 +532,10 @@ impl World {
             Action::FailMember => {
                 let member = self.below(u64::from(self.members.geometry.members())) as u32;
                 if !self.members.lost().contains(member) {
-                    // Half the time the member dies at once (known to all, out of band);
-                    // half the time it starts failing I/O, which the AMFs discover.
-                    if self.chance(500) {
+                    // Half the time the member dies at once (known below the AMFs, out
+                    // of band: only in runs without AMF crashes); otherwise it starts
+                    // failing I/O, which the AMFs discover and order.
+                    if self.swarm.crash_per_mille == 0 && self.chance(500) {
                         self.trace(|| format!("MEMBER {member} FAILS"));
                         self.members.fail(member);
                         self.counters.member_failures += 1;
@@ -823,7 +852,11 @@ impl World {
                     Err(member) => MemberOutcome::Failed { member },
                 };
                 if self.trace {
-                    println!("{now:>6} amf{port}: member read io {io}: {outcome:.40?}");
+                    let result = match &outcome {
+                        MemberOutcome::Failed { member } => format!("I/O error on member {member}"),
+                        _ => "read".to_owned(),
+                    };
+                    println!("{now:>6} amf{port}: member read io {io} stripe {stripe}: {result}");
                 }
                 node.jobs.remove(index);
                 node.amf
@@ -914,16 +947,21 @@ impl World {
                 ..
             } = job
             {
-                let tag = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+                self.counters.interrupted_writes += 1;
                 let first = stripe * stripe_blocks + u64::from(*first_block);
-                let blocks = (data.len() / BLOCK_BYTES as usize) as u32;
-                self.interrupted.push((tag, first, blocks, self.now));
+                for (index, bytes) in data.chunks_exact(BLOCK_BYTES as usize).enumerate() {
+                    let tag = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+                    self.interrupted.push((tag, first + index as u64, self.now));
+                }
             }
         }
         let amf = node.amf.take().expect("live");
         add_counters(&mut self.counters.protocol, amf.counters());
         node.jobs.clear();
         self.counters.crashes += 1;
+        if !self.members.lost().is_empty() {
+            self.counters.degraded_crashes += 1;
+        }
         self.trace(|| format!("CRASH amf{port}"));
         for ((_, to), queue) in self.pairs.iter_mut() {
             if *to == port {
@@ -1042,9 +1080,8 @@ impl World {
     /// Every write interrupted after its member writes were issued was completed: each
     /// of its blocks holds it, or a write that was still running when its owner died.
     fn check_interrupted(&mut self) -> Result<(), String> {
-        self.counters.interrupted_writes = self.interrupted.len() as u64;
-        for &(tag, first, blocks, crashed) in &self.interrupted {
-            for block in first..first + u64::from(blocks) {
+        for &(tag, block, crashed) in &self.interrupted {
+            {
                 let stripe_blocks = u64::from(self.members.stripe_data_blocks());
                 let (stripe, index) = (block / stripe_blocks, (block % stripe_blocks) as u32);
                 let bytes = self.members.read(stripe, index, 1);

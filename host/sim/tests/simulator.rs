@@ -32,6 +32,11 @@ fn two_thousand_seeds_with_faults() {
         summary.totals.protocol.member_errors > 100,
         "member I/O errors are met and redone degraded"
     );
+    assert!(
+        summary.totals.degraded_crashes > 100,
+        "AMFs crash while members are lost (the degraded write hole)"
+    );
+    assert!(summary.totals.protocol.widened > 100);
 }
 
 #[test]
@@ -88,6 +93,11 @@ fn acknowledging_before_replication_is_caught() {
 #[test]
 fn replaying_without_the_records_data_is_caught() {
     first_failure(Mutation::ReplayWithoutData, 0..300);
+}
+
+#[test]
+fn a_degraded_record_without_the_lost_chunks_image_is_caught() {
+    first_failure(Mutation::DegradedRecordWithoutImage, 0..2000);
 }
 
 #[test]
