@@ -341,7 +341,13 @@ impl World {
                 actions.push((Action::Crash(port), 30));
             }
         }
-        if self.faults && self.members.lost().count() < self.swarm.member_failures {
+        // Never while a dead AMF's writes await their replay: a stripe its crash tore is
+        // protected only by its record and its parity until then, and losing a member
+        // before the replay is the write hole's double fault (docs/PROTOCOL.md).
+        if self.faults
+            && self.members.lost().count() < self.swarm.member_failures
+            && !self.recovery_pending()
+        {
             actions.push((Action::FailMember, 1));
         }
         for (&(from, to), queue) in &self.pairs {
@@ -485,6 +491,11 @@ impl World {
                     && (data.is_empty() || payload == data)
             })
         })
+    }
+
+    /// A crash whose writes may not have been replayed yet.
+    fn recovery_pending(&self) -> bool {
+        !self.restart_allowed()
     }
 
     fn restart_allowed(&self) -> bool {
