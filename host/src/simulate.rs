@@ -50,6 +50,7 @@ enum MutationArg {
     AckBeforeReplication,
     ReplayWithoutData,
     TwoOwners,
+    DegradedRecordWithoutImage,
 }
 
 /// Parses `A..B` with `A < B`.
@@ -83,6 +84,7 @@ fn options(args: &SimArgs) -> SimOptions {
             MutationArg::AckBeforeReplication => Mutation::AckBeforeReplication,
             MutationArg::ReplayWithoutData => Mutation::ReplayWithoutData,
             MutationArg::TwoOwners => Mutation::TwoOwners,
+            MutationArg::DegradedRecordWithoutImage => Mutation::DegradedRecordWithoutImage,
         },
     }
 }
