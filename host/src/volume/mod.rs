@@ -358,15 +358,7 @@ impl BlockDevice for Volume {
 
     fn read(&self, offset: u64, buffer: &mut [u8]) -> Result<(), BlockError> {
         let length = buffer.len() as u64;
-        check_range(offset, length, self.size_bytes())?;
-        if length == 0 {
-            return Ok(());
-        }
-        let extents = self
-            .geometry
-            .split(offset, length)
-            .map_err(|error| BlockError::Invalid(error.to_string()))?;
-        for extent in extents {
+        for extent in self.stripe_extents(offset, length)? {
             let _guard = self.locks.lock(extent.stripe());
             let start = extent.request_offset() as usize;
             let target = &mut buffer[start..start + extent.length() as usize];
@@ -378,16 +370,8 @@ impl BlockDevice for Volume {
 
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), BlockError> {
         let length = data.len() as u64;
-        check_range(offset, length, self.size_bytes())?;
-        if length == 0 {
-            return Ok(());
-        }
-        let extents = self
-            .geometry
-            .split(offset, length)
-            .map_err(|error| BlockError::Invalid(error.to_string()))?;
         let mut touched = MemberSet::new();
-        for extent in extents {
+        for extent in self.stripe_extents(offset, length)? {
             let start = extent.request_offset() as usize;
             let bytes = &data[start..start + extent.length() as usize];
             self.write_extent(&extent, bytes, &mut touched)?;
@@ -425,6 +409,20 @@ impl BlockDevice for Volume {
         self.store_flush()?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+impl Volume {
+    /// The request's pieces, one per stripe, after the range check (none for length 0).
+    fn stripe_extents(&self, offset: u64, length: u64) -> Result<Vec<StripeExtent>, BlockError> {
+        check_range(offset, length, self.size_bytes())?;
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        let extents = self.geometry.split(offset, length);
+        Ok(extents
+            .map_err(|error| BlockError::Invalid(error.to_string()))?
+            .collect())
     }
 }
 
