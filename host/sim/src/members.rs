@@ -6,7 +6,7 @@
 //! member writes of one stripe.
 
 use amf_parity::HostParity;
-use amf_raid::{Columns, Geometry, Level, MemberIo, MemberSet, MemberWrite};
+use amf_raid::{Columns, Geometry, Level, MemberIo, MemberSet, MemberWrite, StripeExtent};
 use shared_regs::limits::BLOCK_BYTES;
 
 #[derive(Debug)]
@@ -59,12 +59,24 @@ impl Members {
             .collect()
     }
 
-    /// The erroring member one of `reads` touches, if any.
-    fn read_error(&self, reads: &[MemberIo]) -> Option<u32> {
-        reads
+    /// `bytes` of `stripe`'s data from block `first_block`.
+    fn block_extent(&self, stripe: u64, first_block: u32, bytes: u64) -> StripeExtent {
+        let offset = u64::from(first_block) * u64::from(BLOCK_BYTES);
+        self.geometry
+            .stripe_extent(stripe, offset, bytes)
+            .expect("inside the stripe")
+    }
+
+    /// The bytes of `reads`, or the first erroring member among them (nothing read then).
+    fn gather(&self, reads: &[MemberIo]) -> Result<Vec<&[u8]>, u32> {
+        let erroring = reads
             .iter()
             .map(|io| io.member)
-            .find(|&member| self.erroring.contains(member))
+            .find(|&m| self.erroring.contains(m));
+        match erroring {
+            Some(member) => Err(member),
+            None => Ok(reads.iter().map(|io| self.read_io(io)).collect()),
+        }
     }
 
     pub fn stripe_data_blocks(&self) -> u32 {
@@ -142,22 +154,16 @@ impl Members {
         block_count: u32,
         known: u32,
     ) -> Result<Vec<u8>, u32> {
-        let extent = self
-            .geometry
-            .stripe_extent(
-                stripe,
-                u64::from(first_block) * u64::from(BLOCK_BYTES),
-                u64::from(block_count) * u64::from(BLOCK_BYTES),
-            )
-            .expect("read inside the stripe");
+        let extent = self.block_extent(
+            stripe,
+            first_block,
+            u64::from(block_count) * u64::from(BLOCK_BYTES),
+        );
         let plan = self
             .geometry
             .plan_read(&extent, self.degraded(known))
             .expect("within what the level survives");
-        if let Some(member) = self.read_error(plan.reads()) {
-            return Err(member);
-        }
-        let buffers: Vec<&[u8]> = plan.reads().iter().map(|io| self.read_io(io)).collect();
+        let buffers = self.gather(plan.reads())?;
         let mut out = vec![0; extent.length() as usize];
         plan.execute(&buffers, &mut out)
             .expect("buffers fit the plan");
@@ -173,22 +179,12 @@ impl Members {
         data: &[u8],
         known: u32,
     ) -> Result<Vec<MemberWrite>, u32> {
-        let extent = self
-            .geometry
-            .stripe_extent(
-                stripe,
-                u64::from(first_block) * u64::from(BLOCK_BYTES),
-                data.len() as u64,
-            )
-            .expect("write inside the stripe");
+        let extent = self.block_extent(stripe, first_block, data.len() as u64);
         let plan = self
             .geometry
             .plan_write(&extent, self.degraded(known))
             .expect("within what the level survives");
-        if let Some(member) = self.read_error(plan.reads()) {
-            return Err(member);
-        }
-        let buffers: Vec<&[u8]> = plan.reads().iter().map(|io| self.read_io(io)).collect();
+        let buffers = self.gather(plan.reads())?;
         Ok(plan
             .execute_to_vec(&mut HostParity, &buffers, data)
             .expect("buffers fit the plan"))
