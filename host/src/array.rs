@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Prefix of the member files `amf create DIR` makes.
 pub const MEMBER_FILE_PREFIX: &str = "member-";
@@ -199,6 +200,13 @@ impl Member {
             .map_err(io_error(&self.path))
     }
 
+    /// The opened device's (device, inode), to tell whether a path names it.
+    pub fn identity(&self) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = self.file.metadata()?;
+        Ok((metadata.dev(), metadata.ino()))
+    }
+
     /// Makes written data durable.
     pub fn sync(&self) -> Result<(), ArrayError> {
         self.file.sync_data().map_err(io_error(&self.path))
@@ -338,7 +346,7 @@ pub struct Array {
     pub geometry: Geometry,
     /// The authoritative superblock (highest generation).
     pub superblock: Superblock,
-    members: Vec<Option<Member>>,
+    members: Vec<Option<Arc<Member>>>,
     slots: Vec<SlotState>,
 }
 
@@ -378,7 +386,12 @@ impl Array {
 
     /// The opened member at `index`, if any (whatever its state).
     pub fn member(&self, index: u32) -> Option<&Member> {
-        self.members.get(index as usize).and_then(Option::as_ref)
+        self.members.get(index as usize).and_then(Option::as_deref)
+    }
+
+    /// Every slot's opened member, shared (a running volume swaps in replacements).
+    pub fn shared_members(&self) -> Vec<Option<Arc<Member>>> {
+        self.members.clone()
     }
 
     /// Overall health, as `amf status` reports it.
@@ -533,8 +546,8 @@ fn check_agrees(reference_member: &Member, member: &Member) -> Result<(), ArrayE
 fn place_by_index(
     opened: Vec<Member>,
     member_count: u32,
-) -> Result<Vec<Option<Member>>, ArrayError> {
-    let mut members: Vec<Option<Member>> = (0..member_count).map(|_| None).collect();
+) -> Result<Vec<Option<Arc<Member>>>, ArrayError> {
+    let mut members: Vec<Option<Arc<Member>>> = (0..member_count).map(|_| None).collect();
     for member in opened {
         let index = member.superblock.member_index;
         if let Some(other) = &members[index as usize] {
@@ -544,12 +557,12 @@ fn place_by_index(
                 other: other.path.clone(),
             });
         }
-        members[index as usize] = Some(member);
+        members[index as usize] = Some(Arc::new(member));
     }
     Ok(members)
 }
 
-fn slot_states(reference: &Superblock, members: &[Option<Member>]) -> Vec<SlotState> {
+fn slot_states(reference: &Superblock, members: &[Option<Arc<Member>>]) -> Vec<SlotState> {
     members
         .iter()
         .zip(&reference.member_states)

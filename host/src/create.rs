@@ -361,5 +361,6 @@ fn superblock_for(spec: &CreateSpec, member_index: u32, data_bytes: u64) -> Supe
         created_unix_seconds: spec.created_unix_seconds,
         member_uuid: *uuid::Uuid::new_v4().as_bytes(),
         member_states: vec![MemberState::Active; spec.members as usize],
+        rebuild_next_stripe: 0,
     }
 }

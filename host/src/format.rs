@@ -79,8 +79,11 @@ pub struct RawSuperblock {
     pub member_uuid: [u8; 16],
     /// State of members `0..member_count` (a [`MemberState`] each); zero beyond.
     pub member_states: [u8; 32],
+    /// While a member is [`MemberState::Rebuilding`]: the first stripe not yet rebuilt onto
+    /// it (stripes below are in sync and take writes); zero otherwise.
+    pub rebuild_next_stripe: U64,
     /// Zero.
-    pub reserved1: [u8; 3972],
+    pub reserved1: [u8; 3964],
     /// CRC-32C of all 4096 bytes with this field as zero.
     pub checksum: U32,
 }
@@ -96,6 +99,7 @@ const _: () = {
     assert!(offset_of!(RawSuperblock, created_unix_seconds) == 64);
     assert!(offset_of!(RawSuperblock, member_uuid) == 72);
     assert!(offset_of!(RawSuperblock, member_states) == 88);
+    assert!(offset_of!(RawSuperblock, rebuild_next_stripe) == 120);
     assert!(offset_of!(RawSuperblock, checksum) == 4092);
     assert!(MEMBERS_MAX as usize <= 32);
 };
@@ -125,6 +129,8 @@ pub struct Superblock {
     pub member_uuid: [u8; 16],
     /// State of every member, `member_count` entries.
     pub member_states: Vec<MemberState>,
+    /// Rebuild checkpoint: stripes below it are in sync on the rebuilding member.
+    pub rebuild_next_stripe: u64,
 }
 
 /// Why 4 KiB of a member are not a superblock of ours. Carries the field at fault.
@@ -181,6 +187,7 @@ impl Superblock {
         for (slot, state) in raw.member_states.iter_mut().zip(&self.member_states) {
             *slot = *state as u8;
         }
+        raw.rebuild_next_stripe = U64::new(self.rebuild_next_stripe);
         raw.checksum = U32::new(checksum(&raw));
         let bytes = raw.as_bytes().to_vec();
         debug_assert_eq!(Superblock::decode(&bytes).as_ref(), Ok(self));
@@ -290,6 +297,17 @@ fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
         ));
     }
     let member_states = decode_states(raw, member_count)?;
+    let rebuild_next_stripe = raw.rebuild_next_stripe.get();
+    let rebuilding = member_states.contains(&MemberState::Rebuilding);
+    if rebuild_next_stripe > data_bytes / u64::from(chunk_bytes)
+        || (!rebuilding && rebuild_next_stripe != 0)
+    {
+        return Err(bad(
+            "rebuild_next_stripe",
+            rebuild_next_stripe,
+            "is past the last stripe, or set with no member rebuilding",
+        ));
+    }
     Ok(Superblock {
         array_uuid: raw.array_uuid,
         level,
@@ -302,6 +320,7 @@ fn check_fields(raw: &RawSuperblock) -> Result<Superblock, SuperblockError> {
         created_unix_seconds: raw.created_unix_seconds.get(),
         member_uuid: raw.member_uuid,
         member_states,
+        rebuild_next_stripe,
     })
 }
 
@@ -364,6 +383,7 @@ mod tests {
             created_unix_seconds: 1_700_000_000,
             member_uuid: [3; 16],
             member_states: vec![MemberState::Active; 6],
+            rebuild_next_stripe: 0,
         }
     }
 

@@ -25,7 +25,7 @@ pub(super) fn chain(error: &dyn std::error::Error) -> String {
 impl Volume {
     /// Reads one member I/O; a failure marks the member failed and asks for a retry.
     pub(super) fn read_member(&self, io: &MemberIo, buffer: &mut [u8]) -> Result<(), Step> {
-        let Some(member) = self.array.member(io.member) else {
+        let Some(member) = self.member(io.member) else {
             self.fail_member(io.member, "not present");
             return Err(Step::Retry);
         };
@@ -41,7 +41,7 @@ impl Volume {
     /// Writes one member I/O; a failure marks the member failed (its new contents live on
     /// in the parity written beside it).
     pub(super) fn write_member(&self, io: &MemberIo, bytes: &[u8], touched: &mut MemberSet) {
-        let result = match self.array.member(io.member) {
+        let result = match self.member(io.member) {
             Some(member) => member
                 .write_data(io.member_offset, bytes)
                 .map_err(|error| chain(&error)),
@@ -62,10 +62,10 @@ impl Volume {
             if !self.unsynced[index as usize].swap(false, Ordering::AcqRel) {
                 continue;
             }
-            if self.failed_members().contains(index) {
+            if !self.membership().in_service(index) {
                 continue;
             }
-            let Some(member) = self.array.member(index) else {
+            let Some(member) = self.member(index) else {
                 continue;
             };
             if let Err(error) = member.sync() {
@@ -83,20 +83,18 @@ impl Volume {
             .membership
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if membership.failed.contains(index) {
+        if !membership.in_service(index) {
             return;
         }
-        tracing::error!(member = index, %cause, "member failed; the volume goes on degraded");
+        if membership.rebuild.is_some_and(|mark| mark.member == index) {
+            tracing::error!(member = index, %cause, "the member being rebuilt failed: rebuild stopped");
+            membership.rebuild = None;
+        } else {
+            tracing::error!(member = index, %cause, "member failed; the volume goes on degraded");
+        }
         membership.failed.insert(index);
         membership.generation += 1;
-        while let Some(also) = self.rewrite_superblocks(&membership) {
-            tracing::error!(
-                member = also,
-                "member failed: its superblock could not be rewritten"
-            );
-            membership.failed.insert(also);
-            membership.generation += 1;
-        }
+        self.commit_membership(&mut membership);
         let failed = membership.failed;
         if failed.count() > self.geometry.parity_count() {
             tracing::error!(
@@ -106,26 +104,43 @@ impl Volume {
         }
     }
 
-    /// Writes the new generation and member states to every member in service; returns
-    /// the first member that refused.
+    /// Records `membership` in the superblocks of the members in service; a member that
+    /// refuses fails too (and the generation moves on again).
+    pub(super) fn commit_membership(&self, membership: &mut Membership) {
+        while let Some(also) = self.rewrite_superblocks(membership) {
+            tracing::error!(
+                member = also,
+                "member failed: its superblock could not be rewritten"
+            );
+            if membership.rebuild.is_some_and(|mark| mark.member == also) {
+                membership.rebuild = None;
+            }
+            membership.failed.insert(also);
+            membership.generation += 1;
+        }
+    }
+
+    /// Writes the generation, member states and rebuild checkpoint to every member in
+    /// service; returns the first member that refused.
     fn rewrite_superblocks(&self, membership: &Membership) -> Option<u32> {
-        let reference = &self.array.superblock;
         let states: Vec<MemberState> = (0..self.geometry.members())
-            .map(|index| match membership.failed.contains(index) {
-                true => MemberState::Failed,
-                false => reference.member_states[index as usize],
+            .map(|index| match membership.rebuild {
+                Some(mark) if mark.member == index => MemberState::Rebuilding,
+                _ if membership.failed.contains(index) => MemberState::Failed,
+                _ => MemberState::Active,
             })
             .collect();
         for index in 0..self.geometry.members() {
-            if membership.failed.contains(index) {
+            if !membership.in_service(index) {
                 continue;
             }
-            let Some(member) = self.array.member(index) else {
+            let Some(member) = self.member(index) else {
                 return Some(index);
             };
             let mut superblock = member.superblock.clone();
             superblock.generation = membership.generation;
             superblock.member_states = states.clone();
+            superblock.rebuild_next_stripe = membership.rebuild.map_or(0, |mark| mark.next_stripe);
             let written = OpenOptions::new()
                 .write(true)
                 .open(&member.path)

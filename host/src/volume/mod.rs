@@ -29,9 +29,8 @@ pub mod locks;
 
 pub use card::{CardSpec, CardSpecError, Engine, SimCardError};
 
-use crate::array::{Array, ArrayError};
+use crate::array::{Array, ArrayError, Member, SlotState};
 use crate::block::{BlockDevice, BlockError, check_range};
-#[cfg(test)]
 use crate::format::MemberState;
 use amf_parity::{HostParity, ParityEngine};
 use amf_raid::{ComputeError, Geometry, MemberIo, MemberSet, Role, StripeExtent};
@@ -41,7 +40,7 @@ use shared_regs::limits::BLOCK_BYTES;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 const BLOCK: u64 = BLOCK_BYTES as u64;
 /// Largest piece `write_zeroes` writes at once.
@@ -117,8 +116,38 @@ enum Store {
 
 #[derive(Debug)]
 struct Membership {
+    /// Members whose contents are not trusted as a whole (the one being rebuilt included).
     failed: MemberSet,
     generation: u64,
+    /// The member being rebuilt onto, and the first stripe not yet rebuilt (persisted in
+    /// the superblocks): stripes below it are in sync on that member.
+    rebuild: Option<RebuildMark>,
+}
+
+/// Where a rebuild stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RebuildMark {
+    member: u32,
+    next_stripe: u64,
+}
+
+impl Membership {
+    /// The members not to be used for `stripe`: the failed ones, less the member being
+    /// rebuilt where the rebuild has passed.
+    fn failed_for(&self, stripe: u64) -> MemberSet {
+        let mut failed = self.failed;
+        if let Some(mark) = self.rebuild
+            && stripe < mark.next_stripe
+        {
+            failed.remove(mark.member);
+        }
+        failed
+    }
+
+    /// True when writes to `member` must reach it: in service, or being rebuilt.
+    fn in_service(&self, member: u32) -> bool {
+        !self.failed.contains(member) || self.rebuild.is_some_and(|mark| mark.member == member)
+    }
 }
 
 /// A step that must start over because a member failed under it.
@@ -137,6 +166,8 @@ impl From<BlockError> for Step {
 #[derive(Debug)]
 pub struct Volume {
     array: Array,
+    /// The opened member of every slot; a rebuild swaps its replacement in.
+    members: RwLock<Vec<Option<Arc<Member>>>>,
     geometry: Geometry,
     membership: RwLock<Membership>,
     locks: StripeLocks,
@@ -222,10 +253,16 @@ impl Volume {
         let members = geometry.members();
         let failed: MemberSet = array.unusable_members().into_iter().collect();
         let generation = array.superblock.generation;
+        let rebuild = pending_rebuild(&array);
         let volume = Volume {
+            members: RwLock::new(array.shared_members()),
             array,
             geometry,
-            membership: RwLock::new(Membership { failed, generation }),
+            membership: RwLock::new(Membership {
+                failed,
+                generation,
+                rebuild,
+            }),
             locks: StripeLocks::default(),
             engine: Mutex::new(engine),
             host_parity,
@@ -308,6 +345,21 @@ impl Volume {
         (membership.failed, membership.generation)
     }
 
+    /// The members not to be used for `stripe`, and the generation.
+    fn snapshot_for(&self, stripe: u64) -> (MemberSet, u64) {
+        let membership = self.membership();
+        (membership.failed_for(stripe), membership.generation)
+    }
+
+    /// The opened member at `index`, if any.
+    fn member(&self, index: u32) -> Option<Arc<Member>> {
+        let members = self
+            .members
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        members.get(index as usize).cloned().flatten()
+    }
+
     fn unavailable(&self, failed: MemberSet) -> BlockError {
         BlockError::Unavailable(format!(
             "{} of {} members failed or missing (members {:?}), {} survives {}",
@@ -337,6 +389,17 @@ impl Volume {
     }
 }
 
+/// The rebuild the superblocks record as under way, when its member is present to go on.
+fn pending_rebuild(array: &Array) -> Option<RebuildMark> {
+    let member = (0..array.superblock.member_count).find(|&index| {
+        array.slots()[index as usize] == SlotState::Present(MemberState::Rebuilding)
+    })?;
+    Some(RebuildMark {
+        member,
+        next_stripe: array.superblock.rebuild_next_stripe,
+    })
+}
+
 fn store_name(store: &Store) -> String {
     match store {
         Store::Sram => "card SRAM".to_owned(),
@@ -346,7 +409,10 @@ fn store_name(store: &Store) -> String {
 
 mod faults;
 mod io;
+mod rebuild;
 mod recover;
+
+pub use rebuild::{RebuildError, RebuildProgress};
 
 #[cfg(test)]
 mod tests;
@@ -486,7 +552,7 @@ impl Volume {
         touched: &mut MemberSet,
     ) -> Result<(), BlockError> {
         for _ in 0..=self.geometry.members() {
-            let (failed, generation) = self.snapshot();
+            let (failed, generation) = self.snapshot_for(extent.stripe());
             self.check_failed(failed)?;
             let plan = self
                 .geometry
@@ -505,7 +571,7 @@ impl Volume {
                 Err(Step::Retry) => continue,
                 Err(Step::Fail(error)) => return Err(error),
             };
-            if self.snapshot().1 != generation {
+            if self.snapshot_for(extent.stripe()) != (failed, generation) {
                 continue;
             }
             let writes = self.compute(&plan, &reads, data)?;
@@ -522,8 +588,7 @@ impl Volume {
             for (io, bytes) in plan.writes().iter().zip(&writes) {
                 self.write_member(io, bytes, touched);
             }
-            let (failed, _) = self.snapshot();
-            return self.check_failed(failed);
+            return self.check_failed(self.snapshot_for(extent.stripe()).0);
         }
         Err(self.unavailable(self.snapshot().0))
     }
@@ -589,7 +654,7 @@ impl Volume {
     /// fails under it.
     fn read_locked(&self, extent: &StripeExtent, out: &mut [u8]) -> Result<(), BlockError> {
         for _ in 0..=self.geometry.members() {
-            let (failed, _) = self.snapshot();
+            let (failed, _) = self.snapshot_for(extent.stripe());
             self.check_failed(failed)?;
             match self.read_once(extent, out, failed) {
                 Ok(()) => return Ok(()),

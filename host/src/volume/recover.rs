@@ -160,7 +160,7 @@ impl Volume {
     /// crash may have torn: a crash and a member loss together, which a single parity
     /// journal cannot cover. Said loudly.
     fn warn_uncovered(&self, stripe: u64, runs: &[BlockRun]) {
-        let (failed, _) = self.snapshot();
+        let (failed, _) = self.snapshot_for(stripe);
         let chunk_blocks = u64::from(self.geometry.chunk_bytes()) / super::BLOCK;
         for index in 0..self.geometry.data_chunks() {
             if !failed.contains(self.geometry.data_member(stripe, index)) {

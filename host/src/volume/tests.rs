@@ -282,3 +282,133 @@ fn degraded_replay_uses_the_lost_chunk_image_not_torn_parity() {
     assert_eq!(block, new_block);
     volume.close().unwrap();
 }
+
+/// Truncates a member's data area away: its reads fail, so the volume fails it.
+fn lose_member(path: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+}
+
+fn read_all(volume: &Volume) -> Vec<u8> {
+    let mut back = vec![0u8; volume.size_bytes() as usize];
+    volume.read(0, &mut back).unwrap();
+    back
+}
+
+#[test]
+fn online_rebuild_under_writes_restores_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make_array(dir.path(), Level::Raid6, 5);
+    let (volume, _) = open(&paths, dir.path());
+    let size = volume.size_bytes() as usize;
+    let mut model = pattern(21, size);
+    volume.write(0, &model, true).unwrap();
+    lose_member(&paths[2]);
+    assert_eq!(read_all(&volume), model);
+    assert_eq!(volume.failed_members().iter().collect::<Vec<_>>(), vec![2]);
+    let replacement = dir.path().join("replacement.img");
+    let started = volume.begin_rebuild(2, &replacement).unwrap();
+    assert_eq!(started.next_stripe, 0);
+    // Writes land between batches, on rebuilt stripes and on stripes still to come.
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let mut batches = 0;
+    loop {
+        let length = rng.gen_range(1..=2 * CHUNK as usize);
+        let offset = rng.gen_range(0..size - length);
+        let data = pattern(100 + batches, length);
+        volume.write(offset as u64, &data, false).unwrap();
+        model[offset..offset + length].copy_from_slice(&data);
+        batches += 1;
+        if volume.rebuild_batch(3).unwrap().is_done() {
+            break;
+        }
+    }
+    assert!(batches > 3, "the rebuild took {batches} batches");
+    assert!(volume.failed_members().is_empty());
+    assert_eq!(volume.rebuild_progress(), None);
+    assert_eq!(read_all(&volume), model);
+    volume.close().unwrap();
+    // The replacement is member 2 now, in service, and the parity agrees.
+    let mut members = paths.clone();
+    members[2] = replacement;
+    let array = Array::open(&members, false).unwrap();
+    assert!(array.unusable_members().is_empty());
+    assert_eq!(array.superblock.rebuild_next_stripe, 0);
+    assert_eq!(mismatches(&members), 0);
+    let (volume, _) = open(&members, dir.path());
+    assert_eq!(read_all(&volume), model);
+}
+
+#[test]
+fn a_rebuild_resumes_from_its_checkpoint_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make_array(dir.path(), Level::Raid5, 4);
+    let (volume, _) = open(&paths, dir.path());
+    let mut model = pattern(31, volume.size_bytes() as usize);
+    volume.write(0, &model, true).unwrap();
+    lose_member(&paths[1]);
+    assert_eq!(read_all(&volume), model);
+    let replacement = dir.path().join("new-member-01.img");
+    volume.begin_rebuild(1, &replacement).unwrap();
+    volume.rebuild_batch(5).unwrap();
+    let progress = volume.rebuild_batch(5).unwrap().next_stripe;
+    assert_eq!(progress, 10);
+    // A write on a rebuilt stripe reaches the replacement; then the process dies.
+    let update = pattern(32, 3 * CHUNK as usize);
+    volume.write(1000, &update, false).unwrap();
+    model[1000..1000 + update.len()].copy_from_slice(&update);
+    drop(volume);
+    let mut members = paths.clone();
+    members[1] = replacement;
+    let (volume, _) = open(&members, dir.path());
+    let resumed = volume.rebuild_progress().unwrap();
+    assert_eq!((resumed.member, resumed.next_stripe), (1, progress));
+    assert_eq!(
+        read_all(&volume),
+        model,
+        "reads while the rebuild is resumed"
+    );
+    while !volume.rebuild_batch(7).unwrap().is_done() {}
+    volume.close().unwrap();
+    // Parity agrees, and with member 0 left out every read that touches slot 1 takes the
+    // replacement's own chunks (or rebuilds member 0's through them).
+    assert_eq!(mismatches(&members), 0);
+    let without_zero: Vec<PathBuf> = members[1..].to_vec();
+    let (volume, _) = open(&without_zero, dir.path());
+    assert_eq!(read_all(&volume), model);
+}
+
+#[test]
+fn rebuild_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = make_array(dir.path(), Level::Raid5, 4);
+    let (volume, _) = open(&paths, dir.path());
+    let elsewhere = dir.path().join("spare.img");
+    assert!(matches!(
+        volume.begin_rebuild(1, &elsewhere),
+        Err(RebuildError::InService { member: 1 })
+    ));
+    assert!(matches!(
+        volume.begin_rebuild(9, &elsewhere),
+        Err(RebuildError::UnknownMember { member: 9, .. })
+    ));
+    assert!(matches!(
+        volume.rebuild_batch(1),
+        Err(RebuildError::NotRunning)
+    ));
+    lose_member(&paths[1]);
+    read_all(&volume);
+    assert!(matches!(
+        volume.begin_rebuild(1, &paths[3]),
+        Err(RebuildError::InUse { member: 3, .. })
+    ));
+    volume.begin_rebuild(1, &elsewhere).unwrap();
+    assert!(matches!(
+        volume.begin_rebuild(1, &elsewhere),
+        Err(RebuildError::Busy { running: 1 })
+    ));
+}
