@@ -4,9 +4,11 @@
 //! as clap reports them).
 
 use crate::array::{Array, member_paths};
+use crate::control::{self, ControlError, Request};
 use crate::create::{CreateSpec, Targets, create};
+use crate::tasks::{TaskKind, TaskState};
 use crate::volume::{CardSpec, Engine};
-use crate::{bench, scrub, status};
+use crate::{bench, online, scrub, status};
 use amf_parity::HostParity;
 use amf_raid::Level;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -36,8 +38,11 @@ enum Command {
     Create(CreateArgs),
     /// Show an array's level, geometry, members and their states.
     Status(StatusArgs),
-    /// Check (and with --repair, fix) every stripe's parity, offline.
+    /// Check (and with --repair, fix) every stripe's parity: through the running amf serve
+    /// when one serves the members, else offline.
     Scrub(ScrubArgs),
+    /// Rebuild a failed member onto a replacement, through the running amf serve.
+    Rebuild(RebuildArgs),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -59,6 +64,45 @@ struct ServeArgs {
     /// intent.journal beside the members).
     #[arg(long, value_name = "SPEC")]
     card: Option<String>,
+    #[command(flatten)]
+    control: ControlArgs,
+    #[command(flatten)]
+    members: MembersArgs,
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// The control socket of amf serve (default: amf.control beside the members).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+}
+
+impl ControlArgs {
+    fn socket(&self, members: &MembersArgs) -> PathBuf {
+        crate::serve::control_path(&members.members, self.control.as_ref())
+    }
+}
+
+#[derive(Debug, Args)]
+struct RebuildArgs {
+    /// Index of the failed (or missing) member to rebuild.
+    #[arg(long, value_name = "K")]
+    member: u32,
+    /// File or block device that takes its place (a missing file is created; a shorter
+    /// regular file is grown to the member size).
+    #[arg(long, value_name = "FILE")]
+    replacement: PathBuf,
+    /// Most bytes written to the replacement per second (e.g. 100M); default unlimited.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_rate: Option<u64>,
+    /// Start the rebuild and return; follow it with amf status.
+    #[arg(long)]
+    no_wait: bool,
+    /// Print the finished job as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    control: ControlArgs,
     #[command(flatten)]
     members: MembersArgs,
 }
@@ -117,6 +161,8 @@ struct StatusArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    control: ControlArgs,
+    #[command(flatten)]
     members: MembersArgs,
 }
 
@@ -125,13 +171,19 @@ struct ScrubArgs {
     /// Rewrite mismatching parity from the data.
     #[arg(long)]
     repair: bool,
-    /// Where parity is computed: "host" (this CPU) or "sim:PATH" (a sim card whose SRAM is
-    /// the file PATH, created with the default SRAM size if missing).
-    #[arg(long, value_name = "SPEC", default_value = "host")]
-    card: String,
+    /// Offline only: where parity is computed: "host" (this CPU, the default) or
+    /// "sim:PATH" (a sim card whose SRAM is the file PATH, created if missing). Online, the
+    /// running amf serve uses its own card.
+    #[arg(long, value_name = "SPEC")]
+    card: Option<String>,
+    /// Online only: most bytes read from each member per second (e.g. 50M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    max_rate: Option<u64>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    control: ControlArgs,
     #[command(flatten)]
     members: MembersArgs,
 }
@@ -217,6 +269,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Create(args) => run_create(args),
         Command::Status(args) => run_status(args),
         Command::Scrub(args) => run_scrub(args),
+        Command::Rebuild(args) => run_rebuild(args),
         Command::Bench(BenchCommand::Parity { json, memory }) => run_bench_parity(json, memory),
         Command::Bench(BenchCommand::Nbd {
             json,
@@ -236,6 +289,7 @@ fn run_serve(args: ServeArgs) -> CliResult {
         address: args.nbd,
         card,
         status_line: false,
+        control: args.control.control,
     };
     crate::serve::run(&config, |address| {
         use std::io::Write;
@@ -313,7 +367,13 @@ fn open_array(members: &MembersArgs, writable: bool) -> Result<Array, Box<dyn st
 
 fn run_status(args: StatusArgs) -> CliResult {
     let array = open_array(&args.members, false)?;
-    let report = status::report(&array);
+    let socket = args.control.socket(&args.members);
+    let serving = match control::call(&socket, &Request::Status {}) {
+        Ok(status) => Some(status),
+        Err(ControlError::NotServing { .. }) => None,
+        Err(error) => return Err(error.into()),
+    };
+    let report = status::report(&array, serving);
     if args.json {
         emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
@@ -323,7 +383,36 @@ fn run_status(args: StatusArgs) -> CliResult {
 }
 
 fn run_scrub(args: ScrubArgs) -> CliResult {
-    let card = CardSpec::parse(&args.card)?;
+    let socket = args.control.socket(&args.members);
+    match control::call(&socket, &Request::Status {}) {
+        Err(ControlError::NotServing { .. }) => return run_scrub_offline(args),
+        Err(error) => return Err(error.into()),
+        Ok(_) if args.card.is_some() => {
+            return Err(format!(
+                "--card applies to an offline scrub: the amf serve answering on {} computes parity on its own card",
+                socket.display()
+            )
+            .into());
+        }
+        Ok(_) => {}
+    }
+    let request = Request::Scrub {
+        repair: args.repair,
+        max_rate_bytes_per_second: args.max_rate,
+    };
+    let task = online::start_and_follow(&socket, &request, TaskKind::Scrub, args.json)?;
+    let report = task
+        .scrub
+        .clone()
+        .ok_or_else(|| online::summary(&task).trim_end().to_owned())?;
+    print_scrub(&report, args.json)
+}
+
+fn run_scrub_offline(args: ScrubArgs) -> CliResult {
+    if args.max_rate.is_some() {
+        return Err("--max-rate applies to a scrub through a running amf serve".into());
+    }
+    let card = CardSpec::parse(args.card.as_deref().unwrap_or("host"))?;
     let array = open_array(&args.members, args.repair)?;
     array.check_available()?;
     let mut engine = Engine::open(&card)?;
@@ -342,16 +431,47 @@ fn run_scrub(args: ScrubArgs) -> CliResult {
     let closed = engine.close();
     let report = scrubbed?;
     closed.map_err(|error| -> Box<dyn std::error::Error> { error })?;
-    if args.json {
-        emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    print_scrub(&report, args.json)
+}
+
+fn print_scrub(report: &scrub::ScrubReport, json: bool) -> CliResult {
+    if json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(report)?))?;
     } else {
-        emit(&scrub::render(&report))?;
+        emit(&scrub::render(report))?;
     }
     let clean = report.mismatches.is_empty();
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+fn run_rebuild(args: RebuildArgs) -> CliResult {
+    let socket = args.control.socket(&args.members);
+    let request = Request::Rebuild {
+        member: args.member,
+        replacement: std::path::absolute(&args.replacement)?,
+        max_rate_bytes_per_second: args.max_rate,
+    };
+    if args.no_wait {
+        control::call(&socket, &request)?;
+        emit(&format!(
+            "rebuild of member {} started; amf status shows its progress\n",
+            args.member
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let task = online::start_and_follow(&socket, &request, TaskKind::Rebuild, args.json)?;
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&task)?))?;
+    } else {
+        emit(&online::summary(&task))?;
+    }
+    Ok(match task.state {
+        TaskState::Done => ExitCode::SUCCESS,
+        _ => ExitCode::from(2),
     })
 }
 

@@ -13,7 +13,7 @@ use crate::array::{Array, ArrayError};
 use amf_parity::{EngineError, ParityEngine};
 use amf_raid::{Columns, ComputeError, Geometry, MemberSet, ParityCheck, Role};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Check only, or rewrite mismatching parity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub enum Mode {
 }
 
 /// Which parity of a stripe mismatched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Parity {
     /// P, the XOR.
@@ -35,7 +35,7 @@ pub enum Parity {
 }
 
 /// One mismatching parity chunk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mismatch {
     /// Stripe number, from 0.
     pub stripe: u64,
@@ -44,7 +44,7 @@ pub struct Mismatch {
 }
 
 /// What a scrub found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScrubReport {
     /// Stripes in the array.
     pub stripes: u64,
@@ -55,7 +55,7 @@ pub struct ScrubReport {
     /// True when mismatching parity was rewritten.
     pub repaired: bool,
     /// Which engine computed the parity ([`ParityEngine::name`]): `"host"`, `"card:sim"`.
-    pub parity_engine: &'static str,
+    pub parity_engine: String,
 }
 
 /// Why a scrub stopped.
@@ -64,6 +64,15 @@ pub enum ScrubError {
     /// Reading or writing a member failed, or the array cannot be scrubbed.
     #[error(transparent)]
     Array(#[from] ArrayError),
+    /// A member failed under an online scrub (the volume goes on degraded).
+    #[error("member {member} failed during the scrub")]
+    MemberFailed {
+        /// The member.
+        member: u32,
+    },
+    /// The serving volume refused I/O.
+    #[error("{0}")]
+    Volume(String),
     /// The parity engine failed.
     #[error("computing the parity of stripe {stripe}")]
     Engine {
@@ -98,6 +107,55 @@ pub fn progress_bar(array: &Array) -> ProgressBar {
     bar
 }
 
+/// Where a scrub reads stripes and writes repaired parity: the members of an offline
+/// [`Array`], or a serving volume (which locks each stripe around its scrub).
+pub trait StripeSource {
+    /// The array's layout.
+    fn geometry(&self) -> Geometry;
+    /// Members whose chunks of `stripe` cannot be trusted.
+    fn unusable(&self, stripe: u64) -> MemberSet;
+    /// Reads `member`'s bytes at `offset` of its data area.
+    fn read_chunk(&self, member: u32, offset: u64, buffer: &mut [u8]) -> Result<(), ScrubError>;
+    /// Writes `member`'s bytes at `offset` of its data area, durably.
+    fn write_chunk(&self, member: u32, offset: u64, bytes: &[u8]) -> Result<(), ScrubError>;
+}
+
+impl StripeSource for Array {
+    fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn unusable(&self, _stripe: u64) -> MemberSet {
+        self.unusable_members().into_iter().collect()
+    }
+
+    fn read_chunk(&self, member: u32, offset: u64, buffer: &mut [u8]) -> Result<(), ScrubError> {
+        let member = self
+            .usable_member(member)
+            .expect("asked for usable members only");
+        Ok(member.read_data(offset, buffer)?)
+    }
+
+    fn write_chunk(&self, member: u32, offset: u64, bytes: &[u8]) -> Result<(), ScrubError> {
+        let member = self
+            .usable_member(member)
+            .expect("asked for usable members only");
+        member.write_data(offset, bytes)?;
+        Ok(member.sync()?)
+    }
+}
+
+/// An empty report for `source`'s array, before any stripe is scrubbed.
+pub fn new_report(source: &dyn StripeSource, engine_name: &str) -> ScrubReport {
+    ScrubReport {
+        stripes: source.geometry().stripe_count(),
+        stripes_checked: 0,
+        mismatches: Vec::new(),
+        repaired: false,
+        parity_engine: engine_name.to_owned(),
+    }
+}
+
 /// Scrubs every stripe of `array`, computing parity with `engine`.
 pub fn run(
     array: &Array,
@@ -106,50 +164,60 @@ pub fn run(
     progress: ProgressBar,
 ) -> Result<ScrubReport, ScrubError> {
     array.check_available()?;
-    let geometry = array.geometry;
-    let unusable: MemberSet = array.unusable_members().into_iter().collect();
-    // With every parity's worth of members gone, nothing is left to check against.
-    let checkable = unusable.count() < geometry.parity_count();
-    let chunk_bytes = geometry.chunk_bytes() as usize;
-    let mut chunks: Vec<Vec<u8>> = (0..geometry.members())
-        .map(|_| vec![0u8; chunk_bytes])
-        .collect();
-    let mut report = ScrubReport {
-        stripes: geometry.stripe_count(),
-        stripes_checked: 0,
-        mismatches: Vec::new(),
-        repaired: false,
-        parity_engine: engine.name(),
-    };
-    for stripe in 0..geometry.stripe_count() {
+    let mut report = new_report(array, engine.name());
+    for stripe in 0..array.geometry.stripe_count() {
         progress.inc(1);
-        if !checkable {
-            continue;
-        }
-        read_stripe(array, stripe, &mut chunks)?;
-        rebuild_unusable(&geometry, stripe, unusable, &mut chunks);
-        let check = check_stripe(&geometry, engine, stripe, &chunks)?;
-        record(&mut report, stripe, &check);
-        if mode == Mode::Repair && !check.is_consistent() {
-            repair_stripe(array, engine, stripe, &mut chunks)?;
-            report.repaired = true;
-        }
+        scrub_stripe(array, engine, stripe, mode, &mut report)?;
     }
     progress.finish_and_clear();
     Ok(report)
 }
 
-/// Reads stripe `stripe` from every usable member into `chunks` (by member index).
-fn read_stripe(array: &Array, stripe: u64, chunks: &mut [Vec<u8>]) -> Result<(), ArrayError> {
-    let offset = array.geometry.stripe_member_offset(stripe);
-    for (index, chunk) in chunks.iter_mut().enumerate() {
-        if let Some(member) = array.usable_member(index as u32) {
-            member.read_data(offset, chunk)?;
-        }
+/// Checks one stripe (with repair, rewrites its parity) and adds what it found to
+/// `report`. A stripe with no redundancy left is not checked.
+pub fn scrub_stripe(
+    source: &dyn StripeSource,
+    engine: &mut dyn ParityEngine,
+    stripe: u64,
+    mode: Mode,
+    report: &mut ScrubReport,
+) -> Result<(), ScrubError> {
+    let geometry = source.geometry();
+    let unusable = source.unusable(stripe);
+    // With every parity's worth of members gone, nothing is left to check against.
+    if unusable.count() >= geometry.parity_count() {
+        return Ok(());
+    }
+    let mut chunks = read_stripe(source, stripe, unusable)?;
+    rebuild_unusable(&geometry, stripe, unusable, &mut chunks);
+    let check = check_stripe(&geometry, engine, stripe, &chunks)?;
+    record(report, stripe, &check);
+    if mode == Mode::Repair && !check.is_consistent() {
+        repair_stripe(source, engine, stripe, unusable, &mut chunks)?;
+        report.repaired = true;
     }
     Ok(())
 }
 
+/// Reads stripe `stripe` from every usable member (by member index; unusable ones zero).
+fn read_stripe(
+    source: &dyn StripeSource,
+    stripe: u64,
+    unusable: MemberSet,
+) -> Result<Vec<Vec<u8>>, ScrubError> {
+    let geometry = source.geometry();
+    let offset = geometry.stripe_member_offset(stripe);
+    let chunk_bytes = geometry.chunk_bytes() as usize;
+    let mut chunks: Vec<Vec<u8>> = (0..geometry.members())
+        .map(|_| vec![0u8; chunk_bytes])
+        .collect();
+    for (index, chunk) in chunks.iter_mut().enumerate() {
+        if !unusable.contains(index as u32) {
+            source.read_chunk(index as u32, offset, chunk)?;
+        }
+    }
+    Ok(chunks)
+}
 /// Fills the chunks of unusable members from the usable ones, so the parity left over can
 /// be checked against a full stripe.
 fn rebuild_unusable(geometry: &Geometry, stripe: u64, unusable: MemberSet, chunks: &mut [Vec<u8>]) {
@@ -207,22 +275,23 @@ fn record(report: &mut ScrubReport, stripe: u64, check: &ParityCheck) {
 /// Recomputes the stripe's parity from its data and writes it to the usable parity
 /// members. The data is taken as the truth (a scrub cannot tell which chunk is wrong).
 fn repair_stripe(
-    array: &Array,
+    source: &dyn StripeSource,
     engine: &mut dyn ParityEngine,
     stripe: u64,
+    unusable: MemberSet,
     chunks: &mut [Vec<u8>],
 ) -> Result<(), ScrubError> {
-    let geometry = &array.geometry;
+    let geometry = source.geometry();
     let mut views: Vec<&mut [u8]> = chunks.iter_mut().map(Vec::as_mut_slice).collect();
     geometry
         .repair_parity(engine, stripe, &mut views)
         .map_err(engine_failed(stripe))?;
     let offset = geometry.stripe_member_offset(stripe);
     for (index, chunk) in chunks.iter().enumerate() {
-        let is_parity = !matches!(geometry.role(stripe, index as u32), Role::Data(_));
-        if let (true, Some(member)) = (is_parity, array.usable_member(index as u32)) {
-            member.write_data(offset, chunk)?;
-            member.sync()?;
+        let member = index as u32;
+        let is_parity = !matches!(geometry.role(stripe, member), Role::Data(_));
+        if is_parity && !unusable.contains(member) {
+            source.write_chunk(member, offset, chunk)?;
         }
     }
     Ok(())

@@ -3,13 +3,17 @@
 //! Start-up opens the members, checks their superblocks against each other, opens the
 //! parity engine `--card` names (by default a sim card whose SRAM is `card.sram` beside
 //! the members), replays the intents a crash left in the journal, and then serves the
-//! volume with [`crate::nbd::serve`]. SIGTERM or Ctrl-C stops taking connections and
-//! requests, lets those in flight finish, flushes every member, closes the card, and
-//! returns success.
+//! volume with [`crate::nbd::serve`], and answers `amf rebuild|scrub|status` on its
+//! control socket ([`crate::control`]); a rebuild the superblocks record as under way is
+//! resumed. SIGTERM or Ctrl-C stops taking connections and requests, lets those in flight
+//! finish, stops the jobs at their next checkpoint, flushes every member, closes the card,
+//! and returns success.
 
 use crate::array::member_paths;
 use crate::block::BlockDevice;
+use crate::control::{self, CONTROL_SOCKET_FILE};
 use crate::nbd::{ServerOptions, ServerStats};
+use crate::tasks::{TaskState, Tasks};
 use crate::volume::{
     CARD_SRAM_FILE, CardSpec, Engine, INTENT_FILE, Recovery, Volume, default_sidecar,
 };
@@ -36,6 +40,15 @@ pub struct ServeConfig {
     pub card: Option<CardSpec>,
     /// Draw a live one-line status on a terminal (`amf up`).
     pub status_line: bool,
+    /// `--control`; `None` means `amf.control` beside the members.
+    pub control: Option<PathBuf>,
+}
+
+/// The control socket `--control` names, or the default beside the members.
+pub fn control_path(members: &[PathBuf], control: Option<&PathBuf>) -> PathBuf {
+    control
+        .cloned()
+        .unwrap_or_else(|| default_sidecar(members, CONTROL_SOCKET_FILE))
 }
 
 /// The card `--card` names, or the default sim card beside the members.
@@ -60,19 +73,35 @@ pub fn run(
     config: &ServeConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<ServerStats, ServeError> {
-    let (volume, recovery) = open_volume(config)?;
-    log_start(&volume, &recovery);
-    let volume = Arc::new(volume);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("amf-serve")
         .build()?;
+    // The control socket first: a second `amf serve` on the same members stops here,
+    // before it touches the journal the first one is using.
+    let control_socket = control_path(&config.members, config.control.as_ref());
+    let control = {
+        let _context = runtime.enter();
+        control::bind(&control_socket)?
+    };
+    let _remove_socket = RemoveOnDrop(control_socket);
+    let (volume, recovery) = open_volume(config)?;
+    log_start(&volume, &recovery);
+    let volume = Arc::new(volume);
+    let tasks = Arc::new(Tasks::new(Arc::clone(&volume)));
+    tasks.resume_rebuild();
     let served = runtime.block_on(serve_until_signal(
-        Arc::clone(&volume),
+        Served {
+            volume: Arc::clone(&volume),
+            tasks: Arc::clone(&tasks),
+        },
+        control,
         config,
         on_listening,
     ));
     drop(runtime);
+    tasks.shutdown();
+    drop(tasks);
     let closed = match Arc::try_unwrap(volume) {
         Ok(volume) => volume.close(),
         Err(volume) => volume.flush().map_err(ServeError::from),
@@ -81,6 +110,22 @@ pub fn run(
     closed?;
     tracing::info!(?stats, "stopped: requests finished, members flushed");
     Ok(stats)
+}
+
+/// What a running `amf serve` shares between NBD, the control socket and the status line.
+#[derive(Clone, Debug)]
+struct Served {
+    volume: Arc<Volume>,
+    tasks: Arc<Tasks>,
+}
+
+/// Removes the control socket when `amf serve` ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn log_start(volume: &Volume, recovery: &Recovery) {
@@ -106,7 +151,8 @@ fn log_start(volume: &Volume, recovery: &Recovery) {
 }
 
 async fn serve_until_signal(
-    volume: Arc<Volume>,
+    served: Served,
+    control: tokio::net::UnixListener,
     config: &ServeConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<ServerStats, ServeError> {
@@ -119,12 +165,18 @@ async fn serve_until_signal(
     let shutdown = shutdown_signal()?;
     tracing::info!(%address, "serving NBD");
     on_listening(address);
+    let control = tokio::spawn(control::serve(
+        control,
+        Arc::clone(&served.tasks),
+        Arc::clone(&served.volume),
+    ));
     let status = config
         .status_line
-        .then(|| tokio::spawn(status_line(Arc::clone(&volume))));
-    let device: Arc<dyn BlockDevice> = volume;
+        .then(|| tokio::spawn(status_line(served.clone())));
+    let device: Arc<dyn BlockDevice> = served.volume;
     let options = ServerOptions::default();
     let stats = crate::nbd::serve(listener, device, options, shutdown).await;
+    control.abort();
     if let Some(status) = status {
         status.abort();
         eprintln!();
@@ -146,7 +198,8 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
 }
 
 /// Redraws one status line on stderr every second while stderr is a terminal.
-async fn status_line(volume: Arc<Volume>) {
+async fn status_line(served: Served) {
+    let volume = served.volume;
     let terminal = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last = volume.stats();
@@ -164,6 +217,15 @@ async fn status_line(volume: Arc<Volume>) {
             now.failed_members,
             now.generation,
         );
+        let line = match served
+            .tasks
+            .reports()
+            .into_iter()
+            .find(|task| task.state == TaskState::Running)
+        {
+            Some(task) => format!("{line} | {:?} {:.1}%", task.kind, task.percent).to_lowercase(),
+            None => line,
+        };
         if terminal {
             let mut stderr = std::io::stderr().lock();
             let _ = write!(stderr, "\r\x1b[2K{line}");

@@ -2,6 +2,7 @@
 //! programs. The JSON shape is documented in `docs/FORMAT.md` and kept stable.
 
 use crate::array::{Array, Health, level_number};
+use crate::control::ServeStatus;
 use serde::Serialize;
 
 /// The whole report.
@@ -27,8 +28,14 @@ pub struct StatusReport {
     pub generation: u64,
     /// Overall health.
     pub health: Health,
+    /// While a member is rebuilding: the first stripe not yet rebuilt, as the superblocks
+    /// record it (0 otherwise).
+    pub rebuild_next_stripe: u64,
     /// Every member slot, by index.
     pub members: Vec<MemberReport>,
+    /// The running `amf serve`, when one answers on the control socket: its counters,
+    /// failed members, rebuild and jobs with their progress; null when none runs.
+    pub serving: Option<ServeStatus>,
 }
 
 /// One member slot.
@@ -46,8 +53,8 @@ pub struct MemberReport {
     pub member_uuid: Option<String>,
 }
 
-/// Builds the report for an opened array.
-pub fn report(array: &Array) -> StatusReport {
+/// Builds the report for an opened array, and the `amf serve` serving it if any.
+pub fn report(array: &Array, serving: Option<ServeStatus>) -> StatusReport {
     let superblock = &array.superblock;
     let members = array
         .slots()
@@ -77,7 +84,9 @@ pub fn report(array: &Array) -> StatusReport {
         volume_bytes: array.geometry.volume_bytes(),
         generation: superblock.generation,
         health: array.health(),
+        rebuild_next_stripe: superblock.rebuild_next_stripe,
         members,
+        serving,
     }
 }
 
@@ -105,6 +114,41 @@ pub fn render(report: &StatusReport) -> String {
         text.push_str(&format!(
             "  {:>5}  {:<10}  {:>10}  {}\n",
             member.index, member.state, generation, path
+        ));
+    }
+    if let Some(serving) = &report.serving {
+        text.push_str(&render_serving(serving));
+    }
+    text
+}
+
+fn render_serving(serving: &ServeStatus) -> String {
+    let volume = &serving.volume;
+    let mut text = format!(
+        "served by amf serve (pid {}): read {}, written {}, {} flushes, failed members {:?}\n",
+        serving.pid,
+        human_bytes(volume.read_bytes),
+        human_bytes(volume.written_bytes),
+        volume.flushes,
+        serving.failed_members,
+    );
+    for task in &serving.tasks {
+        let eta = task
+            .eta_seconds
+            .map_or_else(String::new, |seconds| format!(", eta {seconds:.0}s"));
+        text.push_str(&format!(
+            "  {:?}{}: {:?}, {:.1}% ({}/{} stripes), {}/s{eta}{}\n",
+            task.kind,
+            task.member
+                .map_or_else(String::new, |m| format!(" of member {m}")),
+            task.state,
+            task.percent,
+            task.stripes_done,
+            task.stripes_total,
+            human_bytes(task.rate_bytes_per_second as u64),
+            task.error
+                .as_ref()
+                .map_or_else(String::new, |error| format!(": {error}")),
         ));
     }
     text

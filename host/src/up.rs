@@ -93,6 +93,7 @@ pub fn run(config: &UpConfig) -> Result<(), ServeError> {
         address: config.address.clone(),
         card: None,
         status_line: true,
+        control: None,
     };
     let paths = crate::array::member_paths(&serve.members)?;
     let volume_bytes = crate::array::Array::open(&paths, false)?

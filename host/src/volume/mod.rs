@@ -91,7 +91,7 @@ pub struct Recovery {
 }
 
 /// Counters for status lines.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VolumeStats {
     /// Bytes returned by reads.
     pub read_bytes: u64,
@@ -411,6 +411,7 @@ mod faults;
 mod io;
 mod rebuild;
 mod recover;
+mod scrub;
 
 pub use rebuild::{RebuildError, RebuildProgress};
 

@@ -44,7 +44,7 @@ pub enum RebuildError {
 }
 
 /// Where a rebuild stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RebuildProgress {
     /// The member slot being rebuilt.
     pub member: u32,
