@@ -64,6 +64,9 @@ struct ServeArgs {
     /// intent.journal beside the members).
     #[arg(long, value_name = "SPEC")]
     card: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9109).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(flatten)]
     control: ControlArgs,
     #[command(flatten)]
@@ -290,6 +293,7 @@ fn run_serve(args: ServeArgs) -> CliResult {
         card,
         status_line: false,
         control: args.control.control,
+        metrics: args.metrics,
     };
     crate::serve::run(&config, |address| {
         use std::io::Write;

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod control;
 pub mod create;
 pub mod format;
+pub mod metrics;
 pub mod nbd;
 pub mod online;
 pub mod scrub;

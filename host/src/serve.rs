@@ -12,6 +12,8 @@
 use crate::array::member_paths;
 use crate::block::BlockDevice;
 use crate::control::{self, CONTROL_SOCKET_FILE};
+use crate::metrics::Metrics;
+use crate::nbd::server::RequestObserver;
 use crate::nbd::{ServerOptions, ServerStats};
 use crate::tasks::{TaskState, Tasks};
 use crate::volume::{
@@ -42,6 +44,8 @@ pub struct ServeConfig {
     pub status_line: bool,
     /// `--control`; `None` means `amf.control` beside the members.
     pub control: Option<PathBuf>,
+    /// `--metrics`: address to serve Prometheus metrics on.
+    pub metrics: Option<String>,
 }
 
 /// The control socket `--control` names, or the default beside the members.
@@ -163,6 +167,16 @@ async fn serve_until_signal(
     // Watch the signals before anyone learns the address: a SIGTERM that comes before
     // the watch would kill the process instead of stopping it cleanly.
     let shutdown = shutdown_signal()?;
+    // Metrics listen before the address is told, so that a scraper started then finds them.
+    let mut options = ServerOptions::default();
+    let metrics = match &config.metrics {
+        Some(address) => {
+            let (task, observer) = start_metrics(address, &served).await?;
+            options.observer = Some(observer);
+            Some(task)
+        }
+        None => None,
+    };
     tracing::info!(%address, "serving NBD");
     on_listening(address);
     let control = tokio::spawn(control::serve(
@@ -174,14 +188,37 @@ async fn serve_until_signal(
         .status_line
         .then(|| tokio::spawn(status_line(served.clone())));
     let device: Arc<dyn BlockDevice> = served.volume;
-    let options = ServerOptions::default();
     let stats = crate::nbd::serve(listener, device, options, shutdown).await;
     control.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     if let Some(status) = status {
         status.abort();
         eprintln!();
     }
     Ok(stats?)
+}
+
+/// Serves the metrics on `address`; returns the task and what the NBD server feeds.
+async fn start_metrics(
+    address: &str,
+    served: &Served,
+) -> Result<(tokio::task::JoinHandle<()>, Arc<dyn RequestObserver>), ServeError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("--metrics {address}: {error}"))?;
+    let bound = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new(
+        Arc::clone(&served.volume),
+        Arc::clone(&served.tasks),
+    ));
+    let observer = metrics.observer();
+    tracing::info!(address = %bound, "serving metrics at http://{bound}/metrics");
+    Ok((
+        tokio::spawn(crate::metrics::serve(listener, metrics)),
+        observer,
+    ))
 }
 
 /// Registers SIGTERM and SIGINT now; the future resolves on the first of them.

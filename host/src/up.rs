@@ -94,6 +94,7 @@ pub fn run(config: &UpConfig) -> Result<(), ServeError> {
         card: None,
         status_line: true,
         control: None,
+        metrics: None,
     };
     let paths = crate::array::member_paths(&serve.members)?;
     let volume_bytes = crate::array::Array::open(&paths, false)?

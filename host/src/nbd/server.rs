@@ -57,6 +57,55 @@ pub struct ServerOptions {
     pub options_max: u32,
     /// Time a closing connection (or a shutdown) waits for replies in flight to go out.
     pub drain_timeout: Duration,
+    /// Told of every request the device runs (metrics); none by default.
+    pub observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// The kind of a request the device runs, for [`RequestObserver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// `NBD_CMD_READ`.
+    Read,
+    /// `NBD_CMD_WRITE`.
+    Write,
+    /// `NBD_CMD_FLUSH`.
+    Flush,
+    /// `NBD_CMD_TRIM`.
+    Trim,
+    /// `NBD_CMD_WRITE_ZEROES`.
+    WriteZeroes,
+}
+
+impl RequestKind {
+    /// Lower-case name, as in the metrics' `kind` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Read => "read",
+            RequestKind::Write => "write",
+            RequestKind::Flush => "flush",
+            RequestKind::Trim => "trim",
+            RequestKind::WriteZeroes => "write_zeroes",
+        }
+    }
+
+    fn of(command: &Command) -> Option<(RequestKind, u64)> {
+        Some(match *command {
+            Command::Read { length, .. } => (RequestKind::Read, length.into()),
+            Command::Write { length, .. } => (RequestKind::Write, length.into()),
+            Command::Flush => (RequestKind::Flush, 0),
+            Command::Trim { length, .. } => (RequestKind::Trim, length.into()),
+            Command::WriteZeroes { length, .. } => (RequestKind::WriteZeroes, length.into()),
+            Command::Disconnect => return None,
+        })
+    }
+}
+
+/// Watches the requests a server runs: when each starts on the device and how it ended.
+pub trait RequestObserver: Send + Sync + std::fmt::Debug {
+    /// A request of `kind` was handed to the device.
+    fn started(&self, kind: RequestKind);
+    /// It finished after `latency` (from its header being read), `bytes` long, `ok` or not.
+    fn finished(&self, kind: RequestKind, bytes: u64, latency: Duration, ok: bool);
 }
 
 impl Default for ServerOptions {
@@ -68,6 +117,7 @@ impl Default for ServerOptions {
             read_only: false,
             can_multi_conn: true,
             handshake_timeout: Duration::from_secs(10),
+            observer: None,
             requests_in_flight_max: 16,
             bytes_in_flight_max: 64 * 1024 * 1024,
             connections_max: 64,
@@ -711,6 +761,7 @@ impl RequestReader {
         command: Command,
         permit: OwnedSemaphorePermit,
     ) -> Result<Option<Closed>, ConnectionError> {
+        let received = std::time::Instant::now();
         let payload_bytes = match command {
             Command::Read { length, .. } | Command::Write { length, .. } => length,
             _ => 0,
@@ -734,16 +785,28 @@ impl RequestReader {
         let shared = Arc::clone(&self.flight.shared);
         let replies = self.flight.replies.clone();
         let structured = self.flight.structured;
+        let observed = shared
+            .options
+            .observer
+            .clone()
+            .zip(RequestKind::of(&command));
+        if let Some((observer, (kind, _))) = &observed {
+            observer.started(*kind);
+        }
         self.tasks.spawn(async move {
             let device = Arc::clone(&shared.device);
-            let reply = tokio::task::spawn_blocking(move || {
+            let (reply, ok) = tokio::task::spawn_blocking(move || {
                 execute(device.as_ref(), command, cookie, structured, data)
             })
             .await
             .unwrap_or_else(|error| {
                 warn!(%error, "device call panicked");
-                error_reply(cookie, wire::EIO, "device call failed", structured)
+                let reply = error_reply(cookie, wire::EIO, "device call failed", structured);
+                (reply, false)
             });
+            if let Some((observer, (kind, bytes))) = observed {
+                observer.finished(kind, bytes, received.elapsed(), ok);
+            }
             // A send fails only when the writer has gone: nobody is left to answer.
             let _ = replies.send(reply).await;
             drop(byte_permit);
@@ -790,14 +853,15 @@ async fn write_all_replies<W: AsyncWrite + Unpin>(
     writer.flush().await
 }
 
-/// Runs one command against the device (on a blocking thread) and builds its whole reply.
+/// Runs one command against the device (on a blocking thread) and builds its whole reply;
+/// true when the device did what was asked.
 fn execute(
     device: &dyn BlockDevice,
     command: Command,
     cookie: u64,
     structured: bool,
     payload: Vec<u8>,
-) -> Vec<u8> {
+) -> (Vec<u8>, bool) {
     let outcome = match command {
         Command::Read { offset, length } => {
             return read_reply(device, offset, length, cookie, structured);
@@ -819,9 +883,9 @@ fn execute(
         Command::Disconnect => unreachable!("DISC never reaches the device"),
     };
     match outcome {
-        Ok(()) if structured => wire::encode_structured_done(cookie).to_vec(),
-        Ok(()) => wire::encode_simple_reply(cookie, 0).to_vec(),
-        Err(error) => device_error_reply(cookie, &error, structured),
+        Ok(()) if structured => (wire::encode_structured_done(cookie).to_vec(), true),
+        Ok(()) => (wire::encode_simple_reply(cookie, 0).to_vec(), true),
+        Err(error) => (device_error_reply(cookie, &error, structured), false),
     }
 }
 
@@ -833,9 +897,9 @@ fn read_reply(
     length: u32,
     cookie: u64,
     structured: bool,
-) -> Vec<u8> {
+) -> (Vec<u8>, bool) {
     if structured && length == 0 {
-        return wire::encode_structured_done(cookie).to_vec();
+        return (wire::encode_structured_done(cookie).to_vec(), true);
     }
     let prefix_bytes = if structured {
         wire::OFFSET_DATA_PREFIX_BYTES
@@ -845,14 +909,14 @@ fn read_reply(
     let data_bytes = usize::try_from(length).expect("bounded by the maximum payload");
     let mut reply = vec![0u8; prefix_bytes + data_bytes];
     if let Err(error) = device.read(offset, &mut reply[prefix_bytes..]) {
-        return device_error_reply(cookie, &error, structured);
+        return (device_error_reply(cookie, &error, structured), false);
     }
     if structured {
         wire::write_offset_data_prefix(&mut reply, cookie, offset, length);
     } else {
         wire::write_simple_reply(&mut reply, cookie, 0);
     }
-    reply
+    (reply, true)
 }
 
 fn device_error_reply(cookie: u64, error: &BlockError, structured: bool) -> Vec<u8> {

@@ -33,7 +33,7 @@ use crate::array::{Array, ArrayError, Member, SlotState};
 use crate::block::{BlockDevice, BlockError, check_range};
 use crate::format::MemberState;
 use amf_parity::{HostParity, ParityEngine};
-use amf_raid::{ComputeError, Geometry, MemberIo, MemberSet, Role, StripeExtent};
+use amf_raid::{ComputeError, Geometry, MemberIo, MemberSet, Role, StripeExtent, WriteMode};
 use journal::{BlockRun, Layout};
 use locks::{SlotPool, StripeLocks};
 use shared_regs::limits::BLOCK_BYTES;
@@ -103,6 +103,72 @@ pub struct VolumeStats {
     pub failed_members: u32,
     /// Array generation.
     pub generation: u64,
+    /// Stripe writes, by how their parity was brought up to date.
+    pub stripe_writes: StripeWrites,
+    /// Stripe reads that reconstructed data from parity (a member missing).
+    pub degraded_reads: u64,
+}
+
+/// Stripe writes by [`WriteMode`]; a stripe write whose column ranges took two modes
+/// counts once in each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StripeWrites {
+    /// Every data chunk written: parity from the new data alone.
+    pub full_stripe: u64,
+    /// Old data and parity read, the difference folded in.
+    pub read_modify_write: u64,
+    /// The unwritten data read, parity computed afresh.
+    pub reconstruct_write: u64,
+    /// Every survivor read and the lost data rebuilt first (degraded RAID-6).
+    pub degraded_reconstruct: u64,
+    /// No parity left to update (degraded past parity's member).
+    pub data_only: u64,
+}
+
+/// Counters behind [`StripeWrites`], indexed by [`mode_index`].
+#[derive(Debug, Default)]
+struct StripeWriteCounters([AtomicU64; 5]);
+
+fn mode_index(mode: WriteMode) -> usize {
+    match mode {
+        WriteMode::FullStripe => 0,
+        WriteMode::ReadModifyWrite => 1,
+        WriteMode::ReconstructWrite => 2,
+        WriteMode::DegradedReconstruct => 3,
+        WriteMode::DataOnly => 4,
+    }
+}
+
+impl StripeWriteCounters {
+    fn count(&self, plan: &amf_raid::WritePlan) {
+        let mut seen = [false; 5];
+        for (_, mode) in plan.segments() {
+            seen[mode_index(mode)] = true;
+        }
+        for (counter, _) in self.0.iter().zip(seen).filter(|(_, seen)| *seen) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> StripeWrites {
+        let [
+            full_stripe,
+            read_modify_write,
+            reconstruct_write,
+            degraded_reconstruct,
+            data_only,
+        ] = self
+            .0
+            .each_ref()
+            .map(|counter| counter.load(Ordering::Relaxed));
+        StripeWrites {
+            full_stripe,
+            read_modify_write,
+            reconstruct_write,
+            degraded_reconstruct,
+            data_only,
+        }
+    }
 }
 
 /// Where the intent journal lives.
@@ -181,6 +247,8 @@ pub struct Volume {
     read_bytes: AtomicU64,
     written_bytes: AtomicU64,
     flushes: AtomicU64,
+    stripe_writes: StripeWriteCounters,
+    degraded_reads: AtomicU64,
 }
 
 /// The intent file `--card host` uses for the members `paths`: `DIR/intent.journal` for a
@@ -274,6 +342,8 @@ impl Volume {
             read_bytes: AtomicU64::new(0),
             written_bytes: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            stripe_writes: StripeWriteCounters::default(),
+            degraded_reads: AtomicU64::new(0),
         };
         let recovery = volume.recover()?;
         Ok((volume, recovery))
@@ -313,6 +383,8 @@ impl Volume {
             flushes: self.flushes.load(Ordering::Relaxed),
             failed_members: membership.failed.count(),
             generation: membership.generation,
+            stripe_writes: self.stripe_writes.snapshot(),
+            degraded_reads: self.degraded_reads.load(Ordering::Relaxed),
         }
     }
 
@@ -589,6 +661,7 @@ impl Volume {
             for (io, bytes) in plan.writes().iter().zip(&writes) {
                 self.write_member(io, bytes, touched);
             }
+            self.stripe_writes.count(&plan);
             return self.check_failed(self.snapshot_for(extent.stripe()).0);
         }
         Err(self.unavailable(self.snapshot().0))
@@ -688,6 +761,7 @@ impl Volume {
             return Ok(());
         }
         let reads = self.read_members(plan.reads())?;
+        self.degraded_reads.fetch_add(1, Ordering::Relaxed);
         let views: Vec<&[u8]> = reads.iter().map(Vec::as_slice).collect();
         plan.execute(&views, out)
             .unwrap_or_else(|error| panic!("buffers sized from the plan: {error}"));
