@@ -22,7 +22,7 @@ fn crash_between_member_writes(dir: &Path, byte: u8, corrupt: bool) -> (u64, Vec
     let data = vec![byte; 3 * 4096];
     let run = BlockRun {
         first_block: 2,
-        bytes: data.clone(),
+        bytes: data.as_slice().into(),
     };
     let (header, mut records) = encode_slot(4242, STRIPE, array.superblock.generation, &[run]);
     if corrupt {

@@ -146,6 +146,14 @@ impl Intent {
     /// Serializes header and `payload` into one record; the payload must be exactly
     /// `block_count` blocks.
     pub fn encode(&self, payload: &[u8]) -> Result<Vec<u8>, IntentError> {
+        let mut record = Vec::with_capacity(INTENT_HEADER_BYTES + payload.len());
+        self.encode_into(payload, &mut record)?;
+        Ok(record)
+    }
+
+    /// Appends the record (header, then `payload`) to `out`: one copy of the payload,
+    /// for callers that gather several records into one buffer.
+    pub fn encode_into(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), IntentError> {
         let payload_bytes = check_length(self.block_count, payload.len())?;
         let mut header = IntentHeader {
             magic: U32::new(INTENT_MAGIC),
@@ -161,10 +169,9 @@ impl Intent {
             ..Default::default()
         };
         header.checksum = U32::new(record_checksum(&header, payload));
-        let mut record = Vec::with_capacity(INTENT_HEADER_BYTES + payload.len());
-        record.extend_from_slice(header.as_bytes());
-        record.extend_from_slice(payload);
-        Ok(record)
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(payload);
+        Ok(())
     }
 
     /// Parses and checks a record at the start of `bytes`; returns it and its payload.

@@ -13,6 +13,7 @@ use amf_raid::Geometry;
 use shared_regs::checksum::crc32c_with_zeroed_field;
 use shared_regs::intent::{INTENT_HEADER_BYTES, Intent, IntentError, IntentPhase};
 use shared_regs::limits::{BLOCK_BYTES, INTENT_PAYLOAD_BYTES_MAX};
+use std::borrow::Cow;
 
 /// Bytes before the first slot: the region header, padded.
 pub const REGION_BYTES: u64 = 4096;
@@ -245,11 +246,11 @@ impl SlotHeader {
 
 /// Blocks of a stripe's data with their contents: what one slot says to write.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BlockRun {
+pub struct BlockRun<'a> {
     /// First 4 KiB block, counted within the stripe's data.
     pub first_block: u32,
-    /// Contents, whole blocks.
-    pub bytes: Vec<u8>,
+    /// Contents, whole blocks: borrowed from the request or the slot when it can be.
+    pub bytes: Cow<'a, [u8]>,
 }
 
 /// Why a live slot is not replayed.
@@ -290,7 +291,7 @@ pub fn encode_slot(
     op_id: u64,
     stripe: u64,
     array_generation: u64,
-    runs: &[BlockRun],
+    runs: &[BlockRun<'_>],
 ) -> ([u8; HEADER_BYTES], Vec<u8>) {
     let block = BLOCK_BYTES as usize;
     let mut records = Vec::new();
@@ -312,12 +313,15 @@ pub fn encode_slot(
                 block_count: (piece.len() / block) as u32,
                 phase: IntentPhase::Prepared,
             };
-            let record = intent
-                .encode(piece)
+            let start = records.len();
+            intent
+                .encode_into(piece, &mut records)
                 .expect("whole blocks within the maximum");
             // Pair-check: what goes into the slot decodes to what was meant.
-            debug_assert_eq!(Intent::decode(&record).map(|(i, _)| i), Ok(intent));
-            records.extend_from_slice(&record);
+            debug_assert_eq!(
+                Intent::decode(&records[start..]).map(|(i, _)| i),
+                Ok(intent)
+            );
             record_count += 1;
         }
     }
@@ -334,7 +338,10 @@ pub fn encode_slot(
 /// Decodes the records of a live slot whose header is `header`; `records` is at least
 /// `header.records_bytes` long. Every record must decode and belong to the header's
 /// operation and stripe, or nothing is replayed.
-pub fn decode_records(header: &SlotHeader, records: &[u8]) -> Result<Vec<BlockRun>, SlotError> {
+pub fn decode_records<'a>(
+    header: &SlotHeader,
+    records: &'a [u8],
+) -> Result<Vec<BlockRun<'a>>, SlotError> {
     let mut runs = Vec::with_capacity(header.record_count as usize);
     let mut position = 0usize;
     for index in 0..header.record_count {
@@ -352,7 +359,7 @@ pub fn decode_records(header: &SlotHeader, records: &[u8]) -> Result<Vec<BlockRu
         position += INTENT_HEADER_BYTES + payload.len();
         runs.push(BlockRun {
             first_block: intent.first_block,
-            bytes: payload.to_vec(),
+            bytes: Cow::Borrowed(payload),
         });
     }
     if position != header.records_bytes as usize {
@@ -387,15 +394,15 @@ mod tests {
         let runs = [
             BlockRun {
                 first_block: 0,
-                bytes: vec![1; 16 * 4096],
+                bytes: vec![1; 16 * 4096].into(),
             },
             BlockRun {
                 first_block: 16,
-                bytes: vec![2; 16 * 4096],
+                bytes: vec![2; 16 * 4096].into(),
             },
             BlockRun {
                 first_block: 0,
-                bytes: vec![3; 64 * 4096],
+                bytes: vec![3; 64 * 4096].into(),
             },
         ];
         let (_, records) = encode_slot(1, 2, 3, &runs);
@@ -411,7 +418,7 @@ mod tests {
             },
             BlockRun {
                 first_block: 0,
-                bytes: vec![9; 4096],
+                bytes: vec![9; 4096].into(),
             },
         ];
         let (header_bytes, mut records) = encode_slot(42, 7, 1, &runs);
@@ -421,8 +428,11 @@ mod tests {
             (42, 7, 3)
         );
         let decoded = decode_records(&header, &records).unwrap();
-        let joined: Vec<u8> = decoded[..2].iter().flat_map(|r| r.bytes.clone()).collect();
-        assert_eq!(joined, runs[0].bytes);
+        let joined: Vec<u8> = decoded[..2]
+            .iter()
+            .flat_map(|r| r.bytes.iter().copied())
+            .collect();
+        assert_eq!(joined, *runs[0].bytes);
         let blocks_max = (RECORD_PAYLOAD_BYTES_MAX / u64::from(BLOCK_BYTES)) as u32;
         assert_eq!(decoded[1].first_block, 3 + blocks_max);
         assert_eq!(decoded[2], runs[1]);

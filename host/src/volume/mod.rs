@@ -37,6 +37,7 @@ use amf_raid::{ComputeError, Geometry, MemberIo, MemberSet, Role, StripeExtent, 
 use journal::{BlockRun, Layout};
 use locks::{SlotPool, StripeLocks};
 use shared_regs::limits::BLOCK_BYTES;
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -652,7 +653,7 @@ impl Volume {
                 runs.push(BlockRun {
                     first_block: u32::try_from(extent.stripe_offset() / BLOCK)
                         .expect("a stripe holds fewer than 2^32 blocks"),
-                    bytes: data.to_vec(),
+                    bytes: Cow::Borrowed(data),
                 });
                 let op_id = self.next_op_id.fetch_add(1, Ordering::Relaxed);
                 self.commit_slot(*slot, op_id, extent.stripe(), generation, &runs)?;
@@ -697,7 +698,7 @@ impl Volume {
 
     /// Images of the stripe's lost data chunks (whole chunks, as the surviving members and
     /// parity give them now), when some parity survives to be rewritten.
-    fn lost_images(&self, stripe: u64, failed: MemberSet) -> Result<Vec<BlockRun>, Step> {
+    fn lost_images(&self, stripe: u64, failed: MemberSet) -> Result<Vec<BlockRun<'static>>, Step> {
         let geometry = &self.geometry;
         let parity_alive = [Role::P, Role::Q].into_iter().any(|role| {
             geometry
@@ -719,7 +720,10 @@ impl Volume {
             let mut bytes = vec![0u8; chunk as usize];
             self.read_once(&extent, &mut bytes, failed)?;
             let first_block = u32::try_from(u64::from(index) * chunk / BLOCK).expect("small");
-            runs.push(BlockRun { first_block, bytes });
+            runs.push(BlockRun {
+                first_block,
+                bytes: bytes.into(),
+            });
         }
         Ok(runs)
     }

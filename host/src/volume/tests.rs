@@ -111,7 +111,7 @@ fn crash_mid_write(dir: &Path, paths: &[PathBuf], stripe: u64, data: &[u8], corr
         array.superblock.generation,
         &[BlockRun {
             first_block: 1,
-            bytes: data.to_vec(),
+            bytes: data.into(),
         }],
     );
     if corrupt {
@@ -243,11 +243,11 @@ fn degraded_replay_uses_the_lost_chunk_image_not_torn_parity() {
     let runs = [
         BlockRun {
             first_block: (chunk / 4096) as u32,
-            bytes: image.clone(),
+            bytes: image.as_slice().into(),
         },
         BlockRun {
             first_block: 0,
-            bytes: new_block.clone(),
+            bytes: new_block.as_slice().into(),
         },
     ];
     let array = Array::open(&survivors, true).unwrap();
