@@ -112,6 +112,11 @@ impl Device {
         self.group.id()
     }
 
+    /// Its open IOMMU group.
+    pub fn group(&self) -> &Arc<Group> {
+        &self.group
+    }
+
     /// The container its DMA mappings go to.
     pub fn container(&self) -> &Arc<Container> {
         self.group.container()
