@@ -116,8 +116,14 @@ struct StatusArgs {
     /// Print JSON (stable; documented in docs/FORMAT.md).
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    members: MembersArgs,
+    /// Also report a card: "vfio:DDDD:BB:DD.F" (PCI address, IOMMU group, identity and
+    /// versions, read without resetting it), "sim:PATH" or "host".
+    #[arg(long, value_name = "SPEC")]
+    card: Option<String>,
+    /// A directory holding member-NN.img files, or the member files/devices themselves
+    /// (optional with --card).
+    #[arg(required_unless_present = "card", value_name = "DIR|FILE")]
+    members: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -312,13 +318,34 @@ fn open_array(members: &MembersArgs, writable: bool) -> Result<Array, Box<dyn st
 }
 
 fn run_status(args: StatusArgs) -> CliResult {
-    let array = open_array(&args.members, false)?;
-    let report = status::report(&array);
-    if args.json {
-        emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    let card = match args.card.as_deref().map(CardSpec::parse).transpose()? {
+        Some(spec) => Some(status::card_report(&spec)?),
+        None => None,
+    };
+    let array = if args.members.is_empty() {
+        None
     } else {
-        emit(&status::render(&report))?;
+        let members = MembersArgs {
+            members: args.members,
+        };
+        Some(status::report(&open_array(&members, false)?))
+    };
+    if args.json {
+        let mut json = match &array {
+            Some(report) => serde_json::to_value(report)?,
+            None => serde_json::Value::Object(Default::default()),
+        };
+        if let Some(card) = &card {
+            json["card"] = serde_json::to_value(card)?;
+        }
+        emit(&format!("{}\n", serde_json::to_string_pretty(&json)?))?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let mut text = card.as_ref().map(status::render_card).unwrap_or_default();
+    if let Some(report) = &array {
+        text.push_str(&status::render(report));
+    }
+    emit(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
