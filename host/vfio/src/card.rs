@@ -192,6 +192,24 @@ impl VfioCard {
         Ok(mapping)
     }
 
+    /// `offset` if an access of `width_bytes` there stays inside the register map: the
+    /// BAR may be larger than `regs::BAR0_BYTES`, and the trait promises an `Err` past
+    /// the map's end, not an access the card never defined.
+    fn register(&self, offset: u32, width_bytes: u64) -> Result<u64, VfioError> {
+        let offset = u64::from(offset);
+        let map_bytes = u64::from(regs::BAR0_BYTES);
+        if offset + width_bytes > map_bytes {
+            return Err(VfioError::BarOutOfRange {
+                address: self.probe.address,
+                bar: pci::REGISTER_BAR,
+                offset,
+                width_bytes,
+                bar_bytes: map_bytes,
+            });
+        }
+        Ok(offset)
+    }
+
     /// Whether the card drives its interrupt line now (`CONTROL_IRQ_ENABLE` and a
     /// pending enabled cause), read from its registers.
     fn line_asserted(&self) -> Result<bool, VfioError> {
@@ -310,19 +328,19 @@ impl CardBackend for VfioCard {
     }
 
     fn read32(&mut self, offset: u32) -> Result<u32, VfioError> {
-        self.bar0.read32(offset.into())
+        self.bar0.read32(self.register(offset, 4)?)
     }
 
     fn write32(&mut self, offset: u32, value: u32) -> Result<(), VfioError> {
-        self.bar0.write32(offset.into(), value)
+        self.bar0.write32(self.register(offset, 4)?, value)
     }
 
     fn read64(&mut self, offset: u32) -> Result<u64, VfioError> {
-        self.bar0.read64(offset.into())
+        self.bar0.read64(self.register(offset, 8)?)
     }
 
     fn write64(&mut self, offset: u32, value: u64) -> Result<(), VfioError> {
-        self.bar0.write64(offset.into(), value)
+        self.bar0.write64(self.register(offset, 8)?, value)
     }
 
     fn dma_alloc(&mut self, bytes: u64) -> Result<DmaBuffer, VfioError> {
