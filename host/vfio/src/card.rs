@@ -177,37 +177,8 @@ impl VfioCard {
                 address,
                 handle: buffer.handle(),
             })?;
-        let inside = offset
-            .checked_add(length as u64)
-            .is_some_and(|end| end <= buffer.bytes());
-        if !inside {
-            return Err(VfioError::DmaOutOfRange {
-                address,
-                iova: buffer.device_address(),
-                offset,
-                length_bytes: length as u64,
-                buffer_bytes: buffer.bytes(),
-            });
-        }
+        check_dma_range(address, buffer, offset, length)?;
         Ok(mapping)
-    }
-
-    /// `offset` if an access of `width_bytes` there stays inside the register map: the
-    /// BAR may be larger than `regs::BAR0_BYTES`, and the trait promises an `Err` past
-    /// the map's end, not an access the card never defined.
-    fn register(&self, offset: u32, width_bytes: u64) -> Result<u64, VfioError> {
-        let offset = u64::from(offset);
-        let map_bytes = u64::from(regs::BAR0_BYTES);
-        if offset + width_bytes > map_bytes {
-            return Err(VfioError::BarOutOfRange {
-                address: self.probe.address,
-                bar: pci::REGISTER_BAR,
-                offset,
-                width_bytes,
-                bar_bytes: map_bytes,
-            });
-        }
-        Ok(offset)
     }
 
     /// Whether the card drives its interrupt line now (`CONTROL_IRQ_ENABLE` and a
@@ -240,6 +211,47 @@ impl Drop for VfioCard {
         // device performs, which is all a drop can do.
         let _ = self.stop();
     }
+}
+
+/// `offset` if an access of `width_bytes` there stays inside the register map: the BAR
+/// may be larger than `regs::BAR0_BYTES`, and the trait promises an `Err` past the map's
+/// end, not an access the card never defined.
+fn register_offset(address: PciAddress, offset: u32, width_bytes: u64) -> Result<u64, VfioError> {
+    let offset = u64::from(offset);
+    let map_bytes = u64::from(regs::BAR0_BYTES);
+    if offset + width_bytes > map_bytes {
+        return Err(VfioError::BarOutOfRange {
+            address,
+            bar: pci::REGISTER_BAR,
+            offset,
+            width_bytes,
+            bar_bytes: map_bytes,
+        });
+    }
+    Ok(offset)
+}
+
+/// `Err` unless `length` bytes at `offset` lie inside `buffer` as the driver asked for
+/// it (the mapping behind it is rounded up to a page; the rest is not the driver's).
+fn check_dma_range(
+    address: PciAddress,
+    buffer: &DmaBuffer,
+    offset: u64,
+    length: usize,
+) -> Result<(), VfioError> {
+    let inside = offset
+        .checked_add(length as u64)
+        .is_some_and(|end| end <= buffer.bytes());
+    if inside {
+        return Ok(());
+    }
+    Err(VfioError::DmaOutOfRange {
+        address,
+        iova: buffer.device_address(),
+        offset,
+        length_bytes: length as u64,
+        buffer_bytes: buffer.bytes(),
+    })
 }
 
 /// Checks the function's ids in sysfs, opens it, maps BAR0 and checks its size.
@@ -328,19 +340,23 @@ impl CardBackend for VfioCard {
     }
 
     fn read32(&mut self, offset: u32) -> Result<u32, VfioError> {
-        self.bar0.read32(self.register(offset, 4)?)
+        self.bar0
+            .read32(register_offset(self.probe.address, offset, 4)?)
     }
 
     fn write32(&mut self, offset: u32, value: u32) -> Result<(), VfioError> {
-        self.bar0.write32(self.register(offset, 4)?, value)
+        self.bar0
+            .write32(register_offset(self.probe.address, offset, 4)?, value)
     }
 
     fn read64(&mut self, offset: u32) -> Result<u64, VfioError> {
-        self.bar0.read64(self.register(offset, 8)?)
+        self.bar0
+            .read64(register_offset(self.probe.address, offset, 8)?)
     }
 
     fn write64(&mut self, offset: u32, value: u64) -> Result<(), VfioError> {
-        self.bar0.write64(self.register(offset, 8)?, value)
+        self.bar0
+            .write64(register_offset(self.probe.address, offset, 8)?, value)
     }
 
     fn dma_alloc(&mut self, bytes: u64) -> Result<DmaBuffer, VfioError> {
@@ -437,6 +453,48 @@ mod tests {
             text.contains("0000:03:00.0") && text.contains("1234:11e8"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn register_accesses_stay_inside_the_register_map() {
+        let address: PciAddress = "0000:03:00.0".parse().unwrap();
+        let last = regs::BAR0_BYTES - 8;
+        assert_eq!(register_offset(address, last, 8).unwrap(), u64::from(last));
+        assert_eq!(
+            register_offset(address, last + 4, 4).unwrap(),
+            u64::from(last + 4)
+        );
+        for (offset, width) in [(last + 4, 8), (regs::BAR0_BYTES, 4), (u32::MAX, 8)] {
+            let error = register_offset(address, offset, width).unwrap_err();
+            assert!(
+                matches!(error, VfioError::BarOutOfRange { bar_bytes, .. } if bar_bytes == u64::from(regs::BAR0_BYTES)),
+                "{offset:#x}: {error}"
+            );
+            assert!(error.to_string().contains("0000:03:00.0"));
+        }
+    }
+
+    #[test]
+    fn dma_accesses_stay_inside_the_buffer_asked_for() {
+        let address: PciAddress = "0000:03:00.0".parse().unwrap();
+        let buffer = DmaBuffer::new(1, 0x10_0000, 100);
+        check_dma_range(address, &buffer, 0, 100).unwrap();
+        check_dma_range(address, &buffer, 99, 1).unwrap();
+        check_dma_range(address, &buffer, 100, 0).unwrap();
+        for (offset, length) in [(0, 101), (100, 1), (u64::MAX, 2)] {
+            let error = check_dma_range(address, &buffer, offset, length).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    VfioError::DmaOutOfRange {
+                        iova: 0x10_0000,
+                        buffer_bytes: 100,
+                        ..
+                    }
+                ),
+                "{offset}+{length}: {error}"
+            );
+        }
     }
 
     #[test]
