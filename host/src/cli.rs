@@ -55,8 +55,9 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = crate::serve::NBD_ADDRESS_DEFAULT)]
     nbd: String,
     /// Parity engine and intent journal: "sim:PATH" (a sim card whose SRAM is PATH; default
-    /// card.sram beside the members) or "host" (parity on the CPU, intents in
-    /// intent.journal beside the members).
+    /// card.sram beside the members), "vfio:DDDD:BB:DD.F" (a card bound to vfio-pci; see
+    /// docs/VFIO.md) or "host" (parity on the CPU, intents in intent.journal beside the
+    /// members).
     #[arg(long, value_name = "SPEC")]
     card: Option<String>,
     #[command(flatten)]
@@ -131,8 +132,9 @@ struct ScrubArgs {
     /// Rewrite mismatching parity from the data.
     #[arg(long)]
     repair: bool,
-    /// Where parity is computed: "host" (this CPU) or "sim:PATH" (a sim card whose SRAM is
-    /// the file PATH, created with the default SRAM size if missing).
+    /// Where parity is computed: "host" (this CPU), "sim:PATH" (a sim card whose SRAM is
+    /// the file PATH, created with the default SRAM size if missing) or "vfio:DDDD:BB:DD.F"
+    /// (a card bound to vfio-pci).
     #[arg(long, value_name = "SPEC", default_value = "host")]
     card: String,
     /// Print JSON instead of text.

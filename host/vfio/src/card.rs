@@ -95,6 +95,8 @@ pub struct VfioCard {
     next_iova: u64,
     iova_limit: u64,
     probe: CardProbe,
+    /// Set by `close`, so the drop that follows does not reset the card a second time.
+    closed: bool,
 }
 
 impl VfioCard {
@@ -121,6 +123,7 @@ impl VfioCard {
             next_iova: options.iova_base,
             iova_limit: options.iova_limit,
             probe,
+            closed: false,
         })
     }
 
@@ -143,6 +146,7 @@ impl VfioCard {
     /// Stops the card, resets the function, then unmaps every DMA buffer, reporting the
     /// first failure.
     pub fn close(mut self) -> Result<(), VfioError> {
+        self.closed = true;
         let mut result = self.stop();
         if let Some(interrupt) = self.interrupt.take() {
             result = result.and(interrupt.disable());
@@ -209,7 +213,9 @@ impl Drop for VfioCard {
         // The buffers drop after this body: the card must not reach memory that goes back
         // to the allocator. A failed stop leaves that to the function reset closing the
         // device performs, which is all a drop can do.
-        let _ = self.stop();
+        if !self.closed {
+            let _ = self.stop();
+        }
     }
 }
 
