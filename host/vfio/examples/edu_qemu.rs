@@ -1,8 +1,9 @@
 //! The VFIO layer against a real kernel's vfio-pci: run inside the QEMU guest that
 //! `testbench/vfio-qemu/run` boots, on QEMU's `edu` device (1234:11e8).
 //!
-//! Usage: `edu_qemu BOUND OTHER_BOUND UNBOUND` — three edu functions, the first two bound
-//! to vfio-pci (each in its own IOMMU group), the third bound to nothing. Prints one
+//! Usage: `edu_qemu BOUND OTHER_BOUND UNBOUND UNVIABLE` — four edu functions: the first
+//! two bound to vfio-pci, each in its own IOMMU group; the third bound to nothing; the
+//! fourth bound to vfio-pci in a group it shares with a device on a host driver. Prints one
 //! `ok`/`FAIL` line per check and finally `AMF_VFIO_QEMU: PASS` or `AMF_VFIO_QEMU: FAIL`;
 //! exits non-zero on failure.
 //!
@@ -49,7 +50,7 @@ type Check = Result<(), String>;
 
 fn main() -> ExitCode {
     let addresses: Vec<String> = std::env::args().skip(1).collect();
-    let [bound, other, unbound] = match parse_addresses(&addresses) {
+    let [bound, other, unbound, unviable] = match parse_addresses(&addresses) {
         Ok(addresses) => addresses,
         Err(error) => {
             println!("FAIL - arguments: {error}");
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
     report("a malformed address", malformed_address());
     report("a wrong PCI address", missing_device(&paths));
     report("a device not bound to vfio-pci", not_bound(&paths, unbound));
+    report("a group that is not viable", not_viable(&paths, unviable));
     report("the card backend refuses edu", card_refuses_edu(bound));
     if failures == 0 {
         println!("AMF_VFIO_QEMU: PASS");
@@ -83,7 +85,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_addresses(arguments: &[String]) -> Result<[PciAddress; 3], String> {
+fn parse_addresses(arguments: &[String]) -> Result<[PciAddress; 4], String> {
     let parsed = arguments
         .iter()
         .map(|text| {
@@ -93,7 +95,7 @@ fn parse_addresses(arguments: &[String]) -> Result<[PciAddress; 3], String> {
         .collect::<Result<Vec<_>, _>>()?;
     parsed
         .try_into()
-        .map_err(|_| "expected three PCI addresses: BOUND OTHER_BOUND UNBOUND".to_owned())
+        .map_err(|_| "expected four PCI addresses: BOUND OTHER_BOUND UNBOUND UNVIABLE".to_owned())
 }
 
 /// Everything done with the bound edu open.
@@ -350,6 +352,15 @@ fn missing_device(paths: &VfioPaths) -> Check {
 fn not_bound(paths: &VfioPaths, unbound: PciAddress) -> Check {
     expect_error(Device::open(paths, unbound), Some(unbound), |error| {
         matches!(error, VfioError::NotBoundToVfio { driver: None, .. })
+    })
+}
+
+/// The group also holds a serial card bound to its host driver: VFIO must refuse it, and
+/// the error must say which device spoils it.
+fn not_viable(paths: &VfioPaths, unviable: PciAddress) -> Check {
+    expect_error(Device::open(paths, unviable), Some(unviable), |error| {
+        matches!(error, VfioError::GroupNotViable { others, .. }
+            if others.iter().any(|other| other.contains("serial")))
     })
 }
 
