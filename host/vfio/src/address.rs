@@ -147,6 +147,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panic(text in "\\PC{0,20}") {
+            if let Ok(address) = text.parse::<PciAddress>() {
+                proptest::prop_assert_eq!(address.to_string().parse::<PciAddress>(), Ok(address));
+            }
+        }
+
+        #[test]
+        fn every_address_round_trips(domain: u16, bus: u8, device in 0u8..32, function in 0u8..8) {
+            let address = PciAddress::new(domain, bus, device, function).unwrap();
+            proptest::prop_assert_eq!(address.to_string().parse::<PciAddress>(), Ok(address));
+        }
+    }
+
     #[test]
     fn constructor_refuses_fields_out_of_range() {
         assert!(PciAddress::new(0, 0, 31, 7).is_some());
