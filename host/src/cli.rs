@@ -60,8 +60,9 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = crate::serve::NBD_ADDRESS_DEFAULT)]
     nbd: String,
     /// Parity engine and intent journal: "sim:PATH" (a sim card whose SRAM is PATH; default
-    /// card.sram beside the members) or "host" (parity on the CPU, intents in
-    /// intent.journal beside the members).
+    /// card.sram beside the members), "vfio:DDDD:BB:DD.F" (a card bound to vfio-pci; see
+    /// docs/VFIO.md) or "host" (parity on the CPU, intents in intent.journal beside the
+    /// members).
     #[arg(long, value_name = "SPEC")]
     card: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9109).
@@ -81,8 +82,8 @@ struct ControlArgs {
 }
 
 impl ControlArgs {
-    fn socket(&self, members: &MembersArgs) -> PathBuf {
-        crate::serve::control_path(&members.members, self.control.as_ref())
+    fn socket(&self, members: &[PathBuf]) -> PathBuf {
+        crate::serve::control_path(members, self.control.as_ref())
     }
 }
 
@@ -163,10 +164,16 @@ struct StatusArgs {
     /// Print JSON (stable; documented in docs/FORMAT.md).
     #[arg(long)]
     json: bool,
+    /// Also report a card: "vfio:DDDD:BB:DD.F" (PCI address, IOMMU group, identity and
+    /// versions, read without resetting it), "sim:PATH" or "host".
+    #[arg(long, value_name = "SPEC")]
+    card: Option<String>,
     #[command(flatten)]
     control: ControlArgs,
-    #[command(flatten)]
-    members: MembersArgs,
+    /// A directory holding member-NN.img files, or the member files/devices themselves
+    /// (optional with --card).
+    #[arg(required_unless_present = "card", value_name = "DIR|FILE")]
+    members: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -174,9 +181,9 @@ struct ScrubArgs {
     /// Rewrite mismatching parity from the data.
     #[arg(long)]
     repair: bool,
-    /// Offline only: where parity is computed: "host" (this CPU, the default) or
-    /// "sim:PATH" (a sim card whose SRAM is the file PATH, created if missing). Online, the
-    /// running amf serve uses its own card.
+    /// Offline only: where parity is computed: "host" (this CPU, the default), "sim:PATH"
+    /// (a sim card whose SRAM is the file PATH, created if missing) or "vfio:DDDD:BB:DD.F"
+    /// (a card bound to vfio-pci). Online, the running amf serve uses its own card.
     #[arg(long, value_name = "SPEC")]
     card: Option<String>,
     /// Online only: most bytes read from each member per second (e.g. 50M).
@@ -370,24 +377,50 @@ fn open_array(members: &MembersArgs, writable: bool) -> Result<Array, Box<dyn st
 }
 
 fn run_status(args: StatusArgs) -> CliResult {
-    let array = open_array(&args.members, false)?;
-    let socket = args.control.socket(&args.members);
-    let serving = match control::call(&socket, &Request::Status {}) {
-        Ok(status) => Some(status),
-        Err(ControlError::NotServing { .. }) => None,
-        Err(error) => return Err(error.into()),
+    let card = match args.card.as_deref().map(CardSpec::parse).transpose()? {
+        Some(spec) => Some(status::card_report(&spec)?),
+        None => None,
     };
-    let report = status::report(&array, serving);
-    if args.json {
-        emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    let array = if args.members.is_empty() {
+        None
     } else {
-        emit(&status::render(&report))?;
+        let members = MembersArgs {
+            members: args.members,
+        };
+        let array = open_array(&members, false)?;
+        let serving = serving(&args.control.socket(&members.members))?;
+        Some(status::report(&array, serving))
+    };
+    if args.json {
+        let mut json = match &array {
+            Some(report) => serde_json::to_value(report)?,
+            None => serde_json::Value::Object(Default::default()),
+        };
+        if let Some(card) = &card {
+            json["card"] = serde_json::to_value(card)?;
+        }
+        emit(&format!("{}\n", serde_json::to_string_pretty(&json)?))?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let mut text = card.as_ref().map(status::render_card).unwrap_or_default();
+    if let Some(report) = &array {
+        text.push_str(&status::render(report));
+    }
+    emit(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `amf serve` answering on `socket`, if one does.
+fn serving(socket: &std::path::Path) -> Result<Option<control::ServeStatus>, ControlError> {
+    match control::call(socket, &Request::Status {}) {
+        Ok(status) => Ok(Some(status)),
+        Err(ControlError::NotServing { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 fn run_scrub(args: ScrubArgs) -> CliResult {
-    let socket = args.control.socket(&args.members);
+    let socket = args.control.socket(&args.members.members);
     match control::call(&socket, &Request::Status {}) {
         Err(ControlError::NotServing { .. }) => return run_scrub_offline(args),
         Err(error) => return Err(error.into()),
@@ -453,7 +486,7 @@ fn print_scrub(report: &scrub::ScrubReport, json: bool) -> CliResult {
 }
 
 fn run_rebuild(args: RebuildArgs) -> CliResult {
-    let socket = args.control.socket(&args.members);
+    let socket = args.control.socket(&args.members.members);
     let request = Request::Rebuild {
         member: args.member,
         replacement: std::path::absolute(&args.replacement)?,

@@ -68,6 +68,9 @@ pub fn open_volume(config: &ServeConfig) -> Result<(Volume, Recovery), ServeErro
     let paths = member_paths(&config.members)?;
     let card = card_spec(config);
     let engine = Engine::open(&card)?;
+    if let Some(summary) = engine.vfio_summary() {
+        eprintln!("amf serve: {summary}");
+    }
     let intent_file = default_sidecar(&config.members, INTENT_FILE);
     Ok(Volume::open(&paths, engine, &intent_file)?)
 }

@@ -3,6 +3,8 @@
 
 use crate::array::{Array, Health, level_number};
 use crate::control::ServeStatus;
+use crate::volume::CardSpec;
+use amf_vfio::{CardProbe, VfioCard, VfioPaths};
 use serde::Serialize;
 
 /// The whole report.
@@ -152,6 +154,109 @@ fn render_serving(serving: &ServeStatus) -> String {
         ));
     }
     text
+}
+
+/// What `amf status --card SPEC` says about the card (`"card"` in the JSON).
+#[derive(Debug, Serialize)]
+pub struct CardReport {
+    /// "host", "sim" or "vfio".
+    pub kind: &'static str,
+    /// sim: the SRAM file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sram_path: Option<String>,
+    /// sim: the SRAM file's size (null before its first use); vfio: the card's SRAM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sram_bytes: Option<u64>,
+    /// vfio: what the card said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vfio: Option<VfioReport>,
+}
+
+/// A card reached through VFIO, read without resetting or driving it.
+#[derive(Debug, Serialize)]
+pub struct VfioReport {
+    /// `DDDD:BB:DD.F`.
+    pub pci_address: String,
+    /// Its IOMMU group.
+    pub iommu_group: u32,
+    /// `"10ee:a3f1"`.
+    pub pci_ids: String,
+    /// The ID register as text (`"AMFL"`).
+    pub id: String,
+    /// Register map version, `"MAJOR.MINOR"`.
+    pub register_map_version: String,
+    /// The CAPS register.
+    pub caps: u32,
+    /// Whether VFIO can reset the function.
+    pub resettable: bool,
+    /// The interrupt the backend would use: "MSI-X", "MSI", "INTx" or null (polled).
+    pub interrupt: Option<&'static str>,
+}
+
+/// Describes the card `spec` names. A vfio card is opened only long enough to read its
+/// identity registers (no reset): an absent card, another device or a card in use by
+/// `amf serve` is an error naming the PCI address.
+pub fn card_report(spec: &CardSpec) -> Result<CardReport, amf_vfio::VfioError> {
+    let mut report = CardReport {
+        kind: "host",
+        sram_path: None,
+        sram_bytes: None,
+        vfio: None,
+    };
+    match spec {
+        CardSpec::Host => {}
+        CardSpec::Sim(path) => {
+            report.kind = "sim";
+            report.sram_path = Some(path.display().to_string());
+            report.sram_bytes = std::fs::metadata(path).ok().map(|metadata| metadata.len());
+        }
+        CardSpec::Vfio(address) => {
+            let probe = VfioCard::probe(&VfioPaths::default(), *address)?;
+            report.kind = "vfio";
+            report.sram_bytes = Some(probe.identity.sram_bytes);
+            report.vfio = Some(vfio_report(&probe));
+        }
+    }
+    Ok(report)
+}
+
+fn vfio_report(probe: &CardProbe) -> VfioReport {
+    let identity = &probe.identity;
+    VfioReport {
+        pci_address: probe.address.to_string(),
+        iommu_group: probe.iommu_group,
+        pci_ids: format!("{:04x}:{:04x}", probe.vendor, probe.device),
+        id: String::from_utf8_lossy(&identity.id.to_le_bytes()).into_owned(),
+        register_map_version: format!("{}.{}", identity.version_major, identity.version_minor),
+        caps: identity.caps,
+        resettable: probe.resettable,
+        interrupt: probe.interrupt.map(|kind| kind.name()),
+    }
+}
+
+/// Human-readable rendering of the card.
+pub fn render_card(report: &CardReport) -> String {
+    let sram = report.sram_bytes.map_or("-".to_owned(), human_bytes);
+    match (&report.vfio, &report.sram_path) {
+        (Some(vfio), _) => format!(
+            "card vfio {}  IOMMU group {}  ids {}  {} v{}  caps {:#x}  SRAM {}  interrupt {}  reset {}\n",
+            vfio.pci_address,
+            vfio.iommu_group,
+            vfio.pci_ids,
+            vfio.id,
+            vfio.register_map_version,
+            vfio.caps,
+            sram,
+            vfio.interrupt.unwrap_or("none (polled)"),
+            if vfio.resettable {
+                "by VFIO"
+            } else {
+                "by register only"
+            },
+        ),
+        (None, Some(path)) => format!("card sim  SRAM file {path}  SRAM {sram}\n"),
+        (None, None) => "card host  (parity on this CPU, no SRAM)\n".to_owned(),
+    }
 }
 
 /// `bytes` in binary units, e.g. "64 KiB", "1.5 GiB".

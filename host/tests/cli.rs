@@ -636,3 +636,63 @@ fn too_small_names_the_smallest_device() {
         "{stderr}"
     );
 }
+
+/// A PCI address no machine has (the last function of the last bus of domain ffff).
+const ABSENT_CARD: &str = "vfio:ffff:ff:1f.7";
+
+/// `output` failed with exit code 2 and one stderr line holding every one of `words`.
+fn assert_one_line_error(output: &Output, words: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    for word in words {
+        assert!(stderr.contains(word), "{word:?} missing from: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn status_and_serve_on_a_machine_without_the_vfio_card_say_so_in_one_line() {
+    let directory = tempfile::tempdir().unwrap();
+    create(directory.path(), "5", 3, "8M");
+    let members = directory.path().to_str().unwrap();
+    let output = amf(&["status", "--card", ABSENT_CARD]);
+    assert_one_line_error(&output, &["ffff:ff:1f.7", "not present"]);
+    let output = amf(&["status", "--json", "--card", ABSENT_CARD, members]);
+    assert_one_line_error(&output, &["ffff:ff:1f.7", "not present"]);
+    assert!(output.stdout.is_empty(), "no half report");
+    let output = amf(&[
+        "serve",
+        "--nbd",
+        "127.0.0.1:0",
+        "--card",
+        ABSENT_CARD,
+        members,
+    ]);
+    assert_one_line_error(&output, &["--card vfio", "ffff:ff:1f.7", "not present"]);
+}
+
+#[test]
+fn a_malformed_vfio_address_is_refused_naming_the_form() {
+    let output = amf(&["status", "--card", "vfio:0000:03:00"]);
+    assert_one_line_error(&output, &["vfio:0000:03:00", "DDDD:BB:DD.F"]);
+    let output = amf(&["status", "--card", "vfio:0000:03:20.0"]);
+    assert_one_line_error(&output, &["device must be below 0x20"]);
+}
+
+#[test]
+fn status_reports_the_card_beside_the_array() {
+    let directory = tempfile::tempdir().unwrap();
+    create(directory.path(), "5", 3, "8M");
+    let members = directory.path().to_str().unwrap();
+    let sram = directory.path().join("card.sram");
+    std::fs::write(&sram, vec![0u8; 4096]).unwrap();
+    let spec = format!("sim:{}", sram.display());
+    let json: serde_json::Value =
+        serde_json::from_str(&amf_ok(&["status", "--json", "--card", &spec, members])).unwrap();
+    assert_eq!(json["card"]["kind"], "sim");
+    assert_eq!(json["card"]["sram_bytes"], 4096);
+    assert_eq!(json["level"], 5, "the array's fields stay where they were");
+    let text = amf_ok(&["status", "--card", "host"]);
+    assert!(text.starts_with("card host"), "{text}");
+}

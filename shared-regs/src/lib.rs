@@ -3,6 +3,7 @@
 //! Everything that both the hardware (`hdl/`) and the host driver (`host/`) must agree on
 //! lives here and nowhere else:
 //!
+//! * [`pci`]: the vendor and device id the card reports in its PCI configuration space;
 //! * [`regs`]: the BAR0 register map (identity, capabilities, control/status, errors,
 //!   interrupts, ring registers for the parity engine and the fabric port, the SRAM window);
 //! * [`ring`]: the parity engine's submission descriptor and completion entry;
@@ -21,6 +22,7 @@ pub mod checksum;
 pub mod fabric;
 pub mod intent;
 pub mod limits;
+pub mod pci;
 pub mod regs;
 pub mod ring;
 mod wire_enum;

@@ -5,7 +5,8 @@
 //!
 //! * `sim` ([`crate::sim::SimCard`]): the card modelled in software, its SRAM a mapped file;
 //! * `rtl` (later, in `testbench/`): the Verilated RTL, advanced clock cycle by clock cycle;
-//! * `vfio` (later): a real card, BAR0 mapped through VFIO, DMA memory IOMMU-mapped.
+//! * `vfio` (`amf_vfio::VfioCard`, crate `host/vfio`): a real card, BAR0 mapped through
+//!   VFIO, DMA memory IOMMU-mapped.
 //!
 //! # What every backend guarantees
 //!
@@ -56,11 +57,12 @@
 //! card would reject. Which bytes moved before an `Err` is unspecified (the default moved
 //! the accesses before the rejected one; sim moves nothing): the driver treats it as fatal.
 //!
-//! A real card maps the window write-combining, so the vfio backend will override both
-//! with one `memcpy` into (out of) the BAR mapping, after checking the range against the
-//! window itself. Overrides need not be atomic against a peer writing the same SRAM, and
-//! the default's read-modify-write of a shared edge word is not: callers that share SRAM
-//! with peers keep their records 4-byte aligned.
+//! The vfio backend keeps the defaults: a byte-wise `memcpy` into the BAR mapping would
+//! issue accesses narrower than 4 bytes, which the card rejects, so it issues the same
+//! aligned volatile 8- and 4-byte accesses, each one bus transaction. Overrides need not
+//! be atomic against a peer writing the same SRAM, and the default's read-modify-write of
+//! a shared edge word is not: callers that share SRAM with peers keep their records 4-byte
+//! aligned.
 
 use shared_regs::regs;
 use std::error::Error as StdError;
@@ -144,8 +146,8 @@ pub trait CardBackend {
     ///
     /// See [the window rules](self#the-sram-window). The default issues the register
     /// accesses of [`window_accesses`] one by one, so a backend is correct without
-    /// overriding it; sim overrides it with one copy into its mapped SRAM, and vfio will
-    /// override it with a bounds-checked `memcpy` into its write-combining BAR mapping.
+    /// overriding it; sim overrides it with one copy into its mapped SRAM (vfio keeps it:
+    /// see [the window rules](self#the-sram-window)).
     fn window_write(&mut self, within: u32, source: &[u8]) -> Result<(), Self::Error> {
         for access in window_accesses(within, source.len()) {
             let bytes = &source[access.source_range()];

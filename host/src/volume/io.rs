@@ -1,7 +1,7 @@
 //! Journal access: the card's SRAM (through the engine's mutex) or the intent file.
 
 use super::journal::{BlockRun, HEADER_BYTES, encode_slot};
-use super::{Engine, Store, Volume};
+use super::{Store, Volume};
 use crate::block::BlockError;
 use std::os::unix::fs::FileExt;
 
@@ -13,13 +13,10 @@ impl Volume {
             Store::File { file, .. } => file
                 .write_all_at(bytes, offset)
                 .map_err(|error| failed(error.to_string())),
-            Store::Sram => match &mut *self.engine() {
-                Engine::Sim(card) => card
-                    .card_mut()
-                    .sram_write(offset, bytes)
-                    .map_err(|error| failed(super::faults::chain(&error))),
-                Engine::Host(_) => unreachable!("an SRAM journal needs a card"),
-            },
+            Store::Sram => self
+                .engine()
+                .sram_write(offset, bytes)
+                .map_err(|error| failed(super::faults::chain(&error))),
         }
     }
 
@@ -30,13 +27,10 @@ impl Volume {
             Store::File { file, .. } => file
                 .read_exact_at(bytes, offset)
                 .map_err(|error| failed(error.to_string())),
-            Store::Sram => match &mut *self.engine() {
-                Engine::Sim(card) => card
-                    .card_mut()
-                    .sram_read(offset, bytes)
-                    .map_err(|error| failed(super::faults::chain(&error))),
-                Engine::Host(_) => unreachable!("an SRAM journal needs a card"),
-            },
+            Store::Sram => self
+                .engine()
+                .sram_read(offset, bytes)
+                .map_err(|error| failed(super::faults::chain(&error))),
         }
     }
 
@@ -57,15 +51,12 @@ impl Volume {
     pub(super) fn store_flush(&self) -> Result<(), BlockError> {
         match &self.store {
             Store::File { .. } => self.store_sync(),
-            Store::Sram => match &*self.engine() {
-                Engine::Sim(card) => card.card().backend().flush_sram().map_err(|error| {
-                    BlockError::Io(format!(
-                        "card SRAM write-back: {}",
-                        super::faults::chain(&error)
-                    ))
-                }),
-                Engine::Host(_) => unreachable!("an SRAM journal needs a card"),
-            },
+            Store::Sram => self.engine().flush_sram().map_err(|error| {
+                BlockError::Io(format!(
+                    "card SRAM write-back: {}",
+                    super::faults::chain(error.as_ref())
+                ))
+            }),
         }
     }
 

@@ -27,7 +27,7 @@ mod card;
 pub mod journal;
 pub mod locks;
 
-pub use card::{CardSpec, CardSpecError, Engine, SimCardError};
+pub use card::{CardOpenError, CardSpec, CardSpecError, Engine, SimCardError};
 
 use crate::array::{Array, ArrayError, Member, SlotState};
 use crate::block::{BlockDevice, BlockError, check_range};
@@ -306,9 +306,9 @@ impl Volume {
                 let path = intent_file.to_path_buf();
                 (Store::File { file, path }, wanted, journal::FILE_SLOTS)
             }
-            Engine::Sim(card) => (
+            Engine::Sim(_) | Engine::Vfio(_) => (
                 Store::Sram,
-                card.card().identity().sram_bytes,
+                engine.sram_bytes().expect("a card has SRAM"),
                 journal::SLOTS_MAX,
             ),
         };
