@@ -14,6 +14,7 @@
 //! * [`scrub`]: offline parity verification (and repair);
 //! * [`bench`]: throughput of our parity kernels beside ISA-L's;
 //! * [`bench_nbd`]: `amf serve` beside `nbdkit file` under fio;
+//! * [`fabric_cmd`]: `amf fabric`, the software fabric (`amf-fabric`) as a process;
 //! * [`cli`]: the `amf` command line.
 //!
 //! Later issues add the coherency core (sans-IO, driven by `amf serve` and the simulator)
@@ -26,6 +27,7 @@ pub mod bench_nbd;
 pub mod block;
 pub mod cli;
 pub mod create;
+pub mod fabric_cmd;
 pub mod format;
 pub mod nbd;
 pub mod scrub;
