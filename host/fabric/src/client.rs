@@ -146,8 +146,10 @@ impl Write for Stream {
 /// A joined link: what the fabric said, and the two directions.
 #[derive(Debug)]
 pub struct Joined {
-    /// The fabric's `Welcome`.
+    /// The fabric's `Welcome`, decoded.
     pub welcome: WelcomePayload,
+    /// The `Welcome` frame itself (a card hands it to its host as the first frame).
+    pub welcome_frame: OwnedFrame,
     /// Incoming frames.
     pub reader: LinkReader,
     /// Outgoing frames.
@@ -200,6 +202,7 @@ pub fn join(
         .set_read_timeout(Some(Duration::from_millis(reader.silence_ms_max)))?;
     Ok(Joined {
         welcome,
+        welcome_frame: answer,
         reader,
         writer,
     })

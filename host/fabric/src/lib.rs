@@ -19,18 +19,12 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use amf_fabric::{Address, ServerConfig, client, server};
-//! let runtime = tokio::runtime::Runtime::new()?;
-//! let listener = runtime.block_on(server::Listener::bind(&"127.0.0.1:0".parse()?))?;
-//! let address = listener.local_address()?;
-//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! let fabric = runtime.spawn(server::serve(listener, ServerConfig::default(), async {
-//!     let _ = stopped.await;
-//! }));
-//! let joined = client::join(&address, 3, [7; 16], std::time::Duration::from_secs(5))?;
+//! use amf_fabric::{ServerConfig, client, server::BackgroundFabric};
+//! let fabric = BackgroundFabric::start(&"127.0.0.1:0".parse()?, ServerConfig::default())?;
+//! let timeout = std::time::Duration::from_secs(5);
+//! let joined = client::join(fabric.address(), 3, [7; 16], timeout)?;
 //! assert_eq!(joined.welcome.live_ports().collect::<Vec<_>>(), vec![3]);
-//! let _ = stop.send(());
-//! runtime.block_on(fabric)?;
+//! drop(fabric); // stops it: the port is refused with `ShuttingDown`
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -45,4 +39,4 @@ pub use address::{Address, AddressError};
 pub use arbiter::{Arbiter, ArbiterConfig, LinkId, Output};
 pub use client::{ClientError, Joined, LinkReader, LinkWriter};
 pub use codec::{FRAME_BYTES_MAX, FrameDecoder, OwnedFrame};
-pub use server::{Listener, ServerConfig, ServerError};
+pub use server::{BackgroundFabric, Listener, ServerConfig, ServerError};

@@ -346,3 +346,58 @@ async fn write_link(link: LinkId, mut writer: LinkWriter, mut outgoing: mpsc::Re
     }
     let _ = writer.shutdown().await;
 }
+
+/// A fabric served on a thread of its own (with its own runtime), for programs and tests
+/// that have no runtime; dropping it stops the fabric and joins the thread.
+#[derive(Debug)]
+pub struct BackgroundFabric {
+    address: Address,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundFabric {
+    /// Binds `address` and serves it with `config` until dropped.
+    pub fn start(address: &Address, config: ServerConfig) -> Result<Self, ServerError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ServerError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        let listener = runtime.block_on(Listener::bind(address))?;
+        let bound = listener.local_address()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("amf-fabric".into())
+            .spawn(move || {
+                runtime.block_on(serve(listener, config, async {
+                    let _ = stopped.await;
+                }));
+            })
+            .map_err(|source| ServerError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        Ok(Self {
+            address: bound,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Where ports connect.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+}
+
+impl Drop for BackgroundFabric {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

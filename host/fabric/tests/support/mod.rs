@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use amf_fabric::client::{self, Joined};
-use amf_fabric::{Address, ArbiterConfig, ClientError, OwnedFrame, ServerConfig, server};
+use amf_fabric::server::BackgroundFabric;
+use amf_fabric::{Address, ArbiterConfig, ClientError, OwnedFrame, ServerConfig};
 use shared_regs::fabric::{MessageKind, PORT_BROADCAST};
 use std::time::Duration;
 
@@ -12,33 +13,19 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// A running fabric; dropping it stops the server.
 pub struct Fabric {
     pub address: Address,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: BackgroundFabric,
 }
 
 impl Fabric {
     pub fn start(address: &str, arbiter: ArbiterConfig) -> Fabric {
-        let address: Address = address.parse().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime.block_on(server::Listener::bind(&address)).unwrap();
-        let address = listener.local_address().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let config = ServerConfig {
             arbiter,
             ..ServerConfig::default()
         };
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(server::serve(listener, config, async {
-                let _ = stopped.await;
-            }));
-        });
+        let server = BackgroundFabric::start(&address.parse().unwrap(), config).unwrap();
         Fabric {
-            address,
-            stop: Some(stop),
-            thread: Some(thread),
+            address: server.address().clone(),
+            _server: server,
         }
     }
 
@@ -50,15 +37,6 @@ impl Fabric {
     pub fn join(&self, port: u8) -> Port {
         let joined = client::join(&self.address, port, ARRAY, TIMEOUT).unwrap();
         Port::beating(joined)
-    }
-}
-
-impl Drop for Fabric {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
     }
 }
 
