@@ -5,6 +5,7 @@
 //! update, recovery; SIMD kernels), `amf-raid` (the RAID core, sans-IO) and `amf-card` (the
 //! card trait, the driver, the sim card). This crate is the I/O shell and the CLI:
 //!
+//! * [`active`]: the coherency core on a card's fabric port (active-active plumbing);
 //! * [`format`](mod@format): the on-disk member superblock;
 //! * [`create`]: `amf create`, laying superblocks on new or existing members;
 //! * [`status`]: `amf status` reports;
@@ -21,6 +22,7 @@
 //! and the NBD front end.
 #![forbid(unsafe_code)]
 
+pub mod active;
 pub mod array;
 pub mod bench;
 pub mod bench_nbd;
