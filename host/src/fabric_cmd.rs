@@ -26,10 +26,10 @@ pub struct FabricArgs {
     #[arg(long, value_name = "UUID")]
     array: Option<uuid::Uuid>,
     /// How often the fabric beats and expects beats from each port.
-    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "MS", default_value_t = amf_fabric::ArbiterConfig::default().heartbeat_interval_ms, value_parser = clap::value_parser!(u32).range(1..))]
     heartbeat_ms: u32,
     /// Beats a port may miss before it is declared down.
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = amf_fabric::ArbiterConfig::default().heartbeat_misses_max, value_parser = clap::value_parser!(u32).range(1..))]
     heartbeat_misses: u32,
 }
 

@@ -57,7 +57,9 @@ impl Default for ArbiterConfig {
         Self {
             array_uuid: None,
             heartbeat_interval_ms: 200,
-            heartbeat_misses_max: 5,
+            // Two seconds: a dead process closes its socket at once; this only catches a
+            // hung one, and must not catch one starved of CPU on a busy machine.
+            heartbeat_misses_max: 10,
         }
     }
 }

@@ -13,7 +13,8 @@
 //!   unicasts, acks, membership changes) waits in the port's receive queue until the
 //!   model copies it into a buffer the host posted on `FABRIC_RX_SQ`. The `Welcome` is the
 //!   first frame of that queue, so the host learns the join order.
-//! * the **writer** sends what the model took from `FABRIC_TX_SQ`, and the acks;
+//! * the **writer** sends what the model took from `FABRIC_TX_SQ`, and the acks, in one
+//!   queue: what this port sends one peer leaves in the order it was produced;
 //! * the **heartbeat** beats at the interval the fabric asked for.
 //!
 //! When the link fails (the fabric closed it, went silent, or refused the port later),
@@ -164,6 +165,9 @@ pub(super) struct Joined {
 pub(super) struct PendingLink {
     link: client::Joined,
     outgoing: Receiver<Vec<u8>>,
+    /// The reader's way into the same queue, for acks: they leave in order with the
+    /// frames the host sent before them, as from one port.
+    acks: SyncSender<Vec<u8>>,
 }
 
 /// Joins the fabric as `port`.
@@ -172,16 +176,25 @@ pub(super) fn join(fabric: &SimFabric, port: u8) -> Result<Joined, SimError> {
     let link = client::join(&fabric.address, port, fabric.array_uuid, timeout)
         .map_err(SimError::Fabric)?;
     let (sender, outgoing) = sync_channel(OUTGOING_FRAMES_MAX);
+    let acks = sender.clone();
     let port = PortState::new(&link.welcome, &link.welcome_frame, sender);
     Ok(Joined {
         port,
-        link: PendingLink { link, outgoing },
+        link: PendingLink {
+            link,
+            outgoing,
+            acks,
+        },
     })
 }
 
 /// Starts the link's threads once the model holds the port state.
 pub(super) fn start(shared: &Arc<Shared>, pending: PendingLink) -> Result<LinkThreads, SimError> {
-    let PendingLink { link, outgoing } = pending;
+    let PendingLink {
+        link,
+        outgoing,
+        acks,
+    } = pending;
     let interval = Duration::from_millis(u64::from(link.welcome.heartbeat_interval_ms.get()));
     let heartbeat = link
         .writer
@@ -196,8 +209,7 @@ pub(super) fn start(shared: &Arc<Shared>, pending: PendingLink) -> Result<LinkTh
     let reader = spawn("amf-sim-fabric-rx", {
         let shared = Arc::clone(shared);
         let link_reader = link.reader;
-        let link_writer = link.writer;
-        move || run_reader(&shared, link_reader, link_writer)
+        move || run_reader(&shared, link_reader, &acks)
     })?;
     Ok(LinkThreads {
         closer,
@@ -241,7 +253,7 @@ fn run_writer(shared: &Shared, mut link: LinkWriter, outgoing: &Receiver<Vec<u8>
     }
 }
 
-fn run_reader(shared: &Shared, mut link: LinkReader, mut acks: LinkWriter) {
+fn run_reader(shared: &Shared, mut link: LinkReader, acks: &SyncSender<Vec<u8>>) {
     loop {
         let frame = match link.recv() {
             Ok(frame) => frame,
@@ -251,13 +263,11 @@ fn run_reader(shared: &Shared, mut link: LinkReader, mut acks: LinkWriter) {
             }
         };
         if frame.kind() == MessageKind::SramWrite {
+            // A full queue waits for the writer, which always drains into the fabric.
             if let Some(ack) = apply_sram_write(shared, &frame)
-                && let Err(error) = acks.send(&ack)
+                && acks.send(ack.encode()).is_err()
             {
-                lose_link(
-                    shared,
-                    format!("acknowledging an SRAM write failed: {error}"),
-                );
+                // The writer is gone, and has reported why.
                 return;
             }
             continue;
