@@ -237,6 +237,44 @@ fn the_link_going_down_clears_status_and_membership() {
 }
 
 #[test]
+fn frames_the_card_refuses_are_reported() {
+    let server = fabric();
+    let directory = tempfile::tempdir().unwrap();
+    let mut card = card_on_fabric(&directory, 0, Execution::Threaded, server.address());
+    let oversized = vec![0u8; shared_regs::limits::FABRIC_PAYLOAD_BYTES_MAX as usize + 1];
+    assert!(matches!(
+        card.fabric_send(
+            MessageKind::Broadcast,
+            PORT_BROADCAST,
+            0,
+            &oversized,
+            WAIT_MS
+        ),
+        Err(CardError::FabricFrame(_))
+    ));
+    // A broadcast addressed to one port: the card completes it BadFrame.
+    card.fabric_send(MessageKind::Broadcast, 1, 0, b"x", WAIT_MS)
+        .unwrap();
+    let flushed = card.fabric_flush(WAIT_MS);
+    assert!(
+        matches!(
+            flushed,
+            Err(CardError::FabricCompletion {
+                ring: "transmit",
+                status: 6,
+                ..
+            })
+        ),
+        "{flushed:?}"
+    );
+    card.fabric_send(MessageKind::Broadcast, PORT_BROADCAST, 0, b"fine", WAIT_MS)
+        .unwrap();
+    card.fabric_flush(WAIT_MS).unwrap();
+    let frame = recv_kind(&mut card, MessageKind::Broadcast);
+    assert_eq!(frame.payload(), b"fine", "the port carries on");
+}
+
+#[test]
 fn a_card_without_a_fabric_has_no_fabric_api() {
     let (mut card, _directory) = common::card(Execution::Stepped, CardConfig::default());
     assert_eq!(card.identity().caps & regs::CAP_FABRIC, 0);

@@ -17,7 +17,8 @@
 use super::{Card, CardError, Registers, backend_error, expect_register};
 use crate::backend::{CardBackend, DmaBuffer, InterruptWait};
 use amf_fabric::{FRAME_BYTES_MAX, OwnedFrame};
-use shared_regs::fabric::{FabricHeader, MessageKind};
+use shared_regs::fabric::{FabricHeader, FrameError, MessageKind};
+use shared_regs::limits::FABRIC_PAYLOAD_BYTES_MAX;
 use shared_regs::regs::{self, ring_block};
 use shared_regs::ring::{Completion, CompletionStatus, FabricBuffer};
 use std::mem::size_of;
@@ -205,7 +206,9 @@ impl<B: CardBackend> Card<B> {
     /// Sends one frame from this card's port: `kind` (`Broadcast`, `Unicast` or
     /// `SramWrite`) to `target` (`PORT_BROADCAST` for a broadcast), `sram_offset` for an
     /// SRAM write. Returns once the card has the frame; waits (up to `timeout_ms`) only
-    /// when every transmit slot is still in use.
+    /// when every transmit slot is still in use. A payload longer than a frame carries is
+    /// refused here; a kind or target the card refuses comes back as
+    /// [`CardError::FabricCompletion`] from a later send or [`Card::fabric_flush`].
     pub fn fabric_send(
         &mut self,
         kind: MessageKind,
@@ -214,13 +217,16 @@ impl<B: CardBackend> Card<B> {
         payload: &[u8],
         timeout_ms: u32,
     ) -> Result<(), CardError> {
-        self.fabric_rings()?;
+        let entries = self.fabric_rings()?.entries;
+        if payload.len() > FABRIC_PAYLOAD_BYTES_MAX as usize {
+            let bytes = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+            return Err(CardError::FabricFrame(FrameError::PayloadTooLarge(bytes)));
+        }
         if !self.fabric_link_up()? {
             return Err(CardError::FabricLinkDown);
         }
         let port = u8::try_from(self.identity.fabric_port_id).expect("ports fit u8");
         let header = FabricHeader::new(kind, port, target, 0, sram_offset, payload);
-        let entries = self.fabric_rings()?.entries;
         self.wait_transmit_in_flight_at_most(entries - 1, timeout_ms)?;
         let name = self.backend_name;
         let rings = self.fabric.as_mut().expect("checked above");

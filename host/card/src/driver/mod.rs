@@ -159,8 +159,8 @@ pub enum CardError {
         /// The buffer's tag.
         tag: u32,
     },
-    /// A frame the card delivered fails its checks.
-    #[error("the card delivered a malformed fabric frame")]
+    /// A frame the card delivered fails its checks, or one to send is too large.
+    #[error("malformed fabric frame")]
     FabricFrame(#[source] shared_regs::fabric::FrameError),
     /// Every transmit slot stayed busy for the whole timeout.
     #[error("no fabric transmit slot freed within {timeout_ms} ms")]
