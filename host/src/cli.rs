@@ -52,6 +52,9 @@ enum Command {
     Up(UpArgs),
     /// Run the deterministic simulator of several AMFs over seeds (exit 1 on a failure).
     Sim(crate::simulate::SimArgs),
+    /// Run the software fabric that links the AMFs' cards (ordered broadcast, remote SRAM
+    /// writes, membership).
+    Fabric(crate::fabric_cmd::FabricArgs),
 }
 
 #[derive(Debug, Args)]
@@ -289,6 +292,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Serve(args) => run_serve(args),
         Command::Up(args) => run_up(args),
         Command::Sim(args) => Ok(crate::simulate::run(&args)),
+        Command::Fabric(args) => crate::fabric_cmd::run(&args),
     }
 }
 

@@ -5,6 +5,7 @@
 //! update, recovery; SIMD kernels), `amf-raid` (the RAID core, sans-IO) and `amf-card` (the
 //! card trait, the driver, the sim card). This crate is the I/O shell and the CLI:
 //!
+//! * [`active`]: the coherency core on a card's fabric port (active-active plumbing);
 //! * [`format`](mod@format): the on-disk member superblock;
 //! * [`create`]: `amf create`, laying superblocks on new or existing members;
 //! * [`status`]: `amf status` reports;
@@ -14,12 +15,14 @@
 //! * [`scrub`]: offline parity verification (and repair);
 //! * [`bench`]: throughput of our parity kernels beside ISA-L's;
 //! * [`bench_nbd`]: `amf serve` beside `nbdkit file` under fio;
+//! * [`fabric_cmd`]: `amf fabric`, the software fabric (`amf-fabric`) as a process;
 //! * [`cli`]: the `amf` command line.
 //!
 //! Later issues add the coherency core (sans-IO, driven by `amf serve` and the simulator)
 //! and the NBD front end.
 #![forbid(unsafe_code)]
 
+pub mod active;
 pub mod array;
 pub mod bench;
 pub mod bench_nbd;
@@ -27,6 +30,7 @@ pub mod block;
 pub mod cli;
 pub mod control;
 pub mod create;
+pub mod fabric_cmd;
 pub mod format;
 pub mod metrics;
 pub mod nbd;

@@ -225,7 +225,7 @@ async fn start_metrics(
 }
 
 /// Registers SIGTERM and SIGINT now; the future resolves on the first of them.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+pub(crate) fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

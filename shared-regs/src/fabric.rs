@@ -7,12 +7,23 @@
 //! the fabric checks it, stamps `sequence`, and computes it again before delivery, so a
 //! receiver checks exactly the frame it was given.
 //!
-//! Addressing by kind: broadcasts, `MemberDown`, `MemberUp` and `Heartbeat` go to
-//! [`PORT_BROADCAST`]; `Unicast`, `SramWrite` and `SramWriteAck` go to one port.
-//! `sram_offset` is used by `SramWrite` only (8-byte aligned; the receiving card checks it
-//! against its SRAM size, and applies the write whole or not at all) and is zero otherwise.
-//! A `SramWriteAck`'s payload is the acknowledged write's `sequence`, 8 bytes
-//! little-endian; `MemberDown`, `MemberUp` and `Heartbeat` carry no payload.
+//! Sequences: broadcasts, `MemberUp` and `MemberDown` share one counter (from 1), the total
+//! order. Point-to-point frames (`Unicast`, `SramWrite`, `SramWriteAck`) are numbered per
+//! sending port, from 1 at its join, in the order the fabric took them whatever their
+//! target: so what one sender sends one receiver arrives with strictly increasing
+//! sequences, and the sender knows the stamp of each frame it sent (its n-th point-to-point
+//! frame is n), which is how it matches a `SramWriteAck` to its write.
+//!
+//! Addressing by kind: broadcasts, `MemberDown`, `MemberUp` go to [`PORT_BROADCAST`];
+//! `Unicast`, `SramWrite` and `SramWriteAck` go to one port. The link kinds (`Heartbeat`,
+//! `Join`, `Welcome`, `Refused`) never leave the link between one port and the fabric:
+//! their target is [`PORT_BROADCAST`] (the fabric itself) and their source the port of
+//! that link. `sram_offset` is used by `SramWrite` only (8-byte aligned; the receiving card
+//! checks it against its SRAM size, and applies the write whole or not at all) and is zero
+//! otherwise. A `SramWriteAck`'s payload is the acknowledged write's `sequence`, 8 bytes
+//! little-endian; `MemberDown`, `MemberUp` and `Heartbeat` carry no payload; `Join` carries
+//! a [`JoinPayload`], `Welcome` a [`WelcomePayload`], `Refused` a [`RefusalReason`] byte
+//! and up to [`REFUSAL_TEXT_BYTES_MAX`] bytes of UTF-8 explanation.
 
 use crate::checksum::crc32c_with_zeroed_field;
 use crate::limits::{FABRIC_PAYLOAD_BYTES_MAX, FABRIC_PORTS_MAX};
@@ -45,10 +56,129 @@ crate::wire_enum! {
         MemberDown = 5,
         /// `source_port` joined.
         MemberUp = 6,
-        /// Liveness beat between a port and the fabric.
+        /// Liveness beat between a port and the fabric (both ways).
         Heartbeat = 7,
+        /// A port's first frame: the port it claims (`source_port`) and its array.
+        Join = 8,
+        /// The fabric's answer to a `Join`: the port is live.
+        Welcome = 9,
+        /// The fabric refuses or drops this link; it closes right after.
+        Refused = 10,
     }
 }
+
+impl MessageKind {
+    /// Kinds that never leave the link between one port and the fabric.
+    pub const fn is_link(self) -> bool {
+        matches!(
+            self,
+            Self::Heartbeat | Self::Join | Self::Welcome | Self::Refused
+        )
+    }
+
+    /// Kinds a port may send once it joined (the rest only the fabric originates, or,
+    /// for `Join`, only as the first frame).
+    pub const fn sent_by_ports(self) -> bool {
+        matches!(
+            self,
+            Self::Broadcast
+                | Self::Unicast
+                | Self::SramWrite
+                | Self::SramWriteAck
+                | Self::Heartbeat
+        )
+    }
+
+    /// Kinds numbered in the total order of broadcasts.
+    pub const fn is_ordered_broadcast(self) -> bool {
+        matches!(self, Self::Broadcast | Self::MemberUp | Self::MemberDown)
+    }
+}
+
+/// Payload of a [`MessageKind::Join`].
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct JoinPayload {
+    /// uuid of the array the port serves (its members' superblocks'); every port of one
+    /// fabric serves the same array.
+    pub array_uuid: [u8; 16],
+}
+
+/// Payload of a [`MessageKind::Welcome`]: what a joining port needs to start.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct WelcomePayload {
+    /// Sequence of the `MemberUp` announcing this port: every broadcast after it in the
+    /// total order reaches this port, none before it.
+    pub member_up_sequence: U64,
+    /// The fabric sends a `Heartbeat` this often and expects one from the port as often.
+    pub heartbeat_interval_ms: U32,
+    /// Beats a port may miss before the fabric declares it down.
+    pub heartbeat_misses_max: U32,
+    /// Live ports in the order they joined, this one last; unused entries are
+    /// [`PORT_BROADCAST`].
+    pub join_order: [u8; FABRIC_PORTS_MAX as usize],
+}
+
+impl WelcomePayload {
+    /// The live ports, oldest first.
+    pub fn live_ports(&self) -> impl Iterator<Item = u8> + '_ {
+        self.join_order
+            .iter()
+            .copied()
+            .take_while(|&port| port != PORT_BROADCAST)
+    }
+}
+
+crate::wire_enum! {
+    /// Why the fabric refused or dropped a link: the first byte of a `Refused` payload.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum RefusalReason: u8, from_u8 {
+        /// Another live link already holds the port.
+        PortInUse = 1,
+        /// The port serves another array than the fabric's.
+        WrongArray = 2,
+        /// The first frame was not a `Join`, or a second `Join` came.
+        NotJoined = 3,
+        /// A frame failed its checks (`FrameError`).
+        Malformed = 4,
+        /// A kind ports may not send, or a `source_port` other than the link's.
+        Forbidden = 5,
+        /// The port did not take its frames fast enough.
+        Overloaded = 6,
+        /// The port missed too many heartbeats.
+        HeartbeatTimeout = 7,
+        /// The fabric is shutting down.
+        ShuttingDown = 8,
+    }
+}
+
+/// Most bytes of explanation after a `Refused` frame's reason byte.
+pub const REFUSAL_TEXT_BYTES_MAX: u32 = 256;
 
 /// Header of every fabric frame: 32 bytes.
 #[derive(
@@ -243,7 +373,7 @@ pub const SRAM_WRITE_ALIGN_BYTES: u32 = 8;
 /// Target, SRAM offset and payload length as the kind requires (see the module docs).
 fn check_addressing(kind: MessageKind, header: &FabricHeader) -> Result<(), FrameError> {
     use MessageKind::*;
-    let to_all = matches!(kind, Broadcast | MemberDown | MemberUp | Heartbeat);
+    let to_all = kind.is_link() || matches!(kind, Broadcast | MemberDown | MemberUp);
     let target = header.target_port;
     if to_all != (target == PORT_BROADCAST) {
         return Err(FrameError::BadTarget { kind, target });
@@ -260,6 +390,9 @@ fn check_addressing(kind: MessageKind, header: &FabricHeader) -> Result<(), Fram
     let length_valid = match kind {
         SramWriteAck => bytes == 8,
         MemberDown | MemberUp | Heartbeat => bytes == 0,
+        Join => bytes as usize == size_of::<JoinPayload>(),
+        Welcome => bytes as usize == size_of::<WelcomePayload>(),
+        Refused => (1..=1 + REFUSAL_TEXT_BYTES_MAX).contains(&bytes),
         Broadcast | Unicast | SramWrite => true,
     };
     if !length_valid {
@@ -275,6 +408,10 @@ const _: () = {
     assert!(offset_of!(FabricHeader, sram_offset) == 20);
     assert!(offset_of!(FabricHeader, checksum) == 24);
     assert!(FABRIC_PORTS_MAX <= PORT_BROADCAST as u32);
+    assert!(size_of::<JoinPayload>() == 16);
+    assert!(size_of::<WelcomePayload>() == 16 + FABRIC_PORTS_MAX as usize);
+    assert!(offset_of!(WelcomePayload, join_order) == 16);
+    assert!(REFUSAL_TEXT_BYTES_MAX < FABRIC_PAYLOAD_BYTES_MAX);
 };
 
 #[cfg(test)]
@@ -366,6 +503,62 @@ mod tests {
             .to_vec();
         bytes.extend_from_slice(&acked);
         assert_eq!(parse_frame(&bytes).unwrap().0.payload, &acked);
+    }
+
+    fn link_frame(kind: MessageKind, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = FabricHeader::new(kind, 3, PORT_BROADCAST, 0, 0, payload)
+            .as_bytes()
+            .to_vec();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn link_kinds_have_fixed_payloads() {
+        let join = JoinPayload {
+            array_uuid: [7; 16],
+        };
+        let bytes = link_frame(MessageKind::Join, join.as_bytes());
+        let (parsed, _) = parse_frame(&bytes).unwrap();
+        assert_eq!(JoinPayload::read_from_bytes(parsed.payload).unwrap(), join);
+        assert!(matches!(
+            parse_frame(&link_frame(MessageKind::Join, &[7; 15])),
+            Err(FrameError::BadPayloadLength { .. })
+        ));
+        let mut welcome = WelcomePayload {
+            join_order: [PORT_BROADCAST; FABRIC_PORTS_MAX as usize],
+            ..Default::default()
+        };
+        welcome.join_order[..2].copy_from_slice(&[5, 3]);
+        let bytes = link_frame(MessageKind::Welcome, welcome.as_bytes());
+        let (parsed, _) = parse_frame(&bytes).unwrap();
+        let decoded = WelcomePayload::read_from_bytes(parsed.payload).unwrap();
+        assert_eq!(decoded.live_ports().collect::<Vec<_>>(), vec![5, 3]);
+        assert!(parse_frame(&link_frame(MessageKind::Refused, &[1])).is_ok());
+        assert!(matches!(
+            parse_frame(&link_frame(MessageKind::Refused, &[])),
+            Err(FrameError::BadPayloadLength { .. })
+        ));
+        let mut to_one = FabricHeader::new(MessageKind::Welcome, 3, 3, 0, 0, welcome.as_bytes())
+            .as_bytes()
+            .to_vec();
+        to_one.extend_from_slice(welcome.as_bytes());
+        assert!(matches!(
+            parse_frame(&to_one),
+            Err(FrameError::BadTarget { .. })
+        ));
+    }
+
+    #[test]
+    fn kind_classes_are_consistent() {
+        for &kind in MessageKind::ALL {
+            assert!(!(kind.is_link() && kind.is_ordered_broadcast()), "{kind:?}");
+            if kind.sent_by_ports() {
+                assert!(!kind.is_ordered_broadcast() || kind == MessageKind::Broadcast);
+            }
+        }
+        assert_eq!(RefusalReason::from_u8(1), Some(RefusalReason::PortInUse));
+        assert_eq!(RefusalReason::from_u8(0), None);
     }
 
     proptest! {

@@ -21,7 +21,7 @@ pub const ID_VALUE: u32 = u32::from_le_bytes(*b"AMFL");
 /// Major version a driver must match exactly.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor version: additions a driver may ignore.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Register-map version this crate describes: major in bits 31..16, minor in 15..0.
 pub const VERSION_VALUE: u32 = ((VERSION_MAJOR as u32) << 16) | VERSION_MINOR as u32;
 
@@ -141,8 +141,12 @@ pub const IRQ_FABRIC_TX_CQ: u32 = 1 << 1;
 pub const IRQ_FABRIC_RX_CQ: u32 = 1 << 2;
 /// Interrupt cause: an error was latched.
 pub const IRQ_ERROR: u32 = 1 << 3;
+/// Interrupt cause: the fabric link went down (`STATUS_FABRIC_LINK_UP` cleared), so a
+/// driver waiting for fabric traffic learns it will not come (minor version 1).
+pub const IRQ_FABRIC_LINK: u32 = 1 << 4;
 /// Every interrupt cause.
-pub const IRQ_ALL: u32 = IRQ_PARITY_CQ | IRQ_FABRIC_TX_CQ | IRQ_FABRIC_RX_CQ | IRQ_ERROR;
+pub const IRQ_ALL: u32 =
+    IRQ_PARITY_CQ | IRQ_FABRIC_TX_CQ | IRQ_FABRIC_RX_CQ | IRQ_ERROR | IRQ_FABRIC_LINK;
 
 crate::wire_enum! {
     /// Errors the card latches in [`ERROR_CODE`] (register-level faults; per-descriptor faults

@@ -32,7 +32,7 @@ pub mod sim;
 pub use backend::{CardBackend, DMA_ALIGN_BYTES, DmaBuffer, InterruptWait};
 pub use driver::{Card, CardConfig, CardError, Identity, ParityCompletion};
 pub use engine::{CardParity, CardParityError};
-pub use sim::{Execution, SimCard, SimConfig, SimError};
+pub use sim::{Execution, SimCard, SimConfig, SimError, SimFabric};
 
 use std::path::Path;
 

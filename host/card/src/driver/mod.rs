@@ -5,10 +5,14 @@
 //! by waiting for the interrupt, reads and writes SRAM through the paged window
 //! ([`sram`]), and turns the card's error register into [`CardError::Device`].
 //!
+//! On a card with a fabric port (`CAP_FABRIC`) it also runs the fabric rings: sending
+//! and receiving frames ([`fabric`]).
+//!
 //! The driver never assumes work is done when it is submitted: completions are found by
 //! reading the completion ring's `TAIL`, and between looks the driver either sleeps in
 //! [`CardBackend::wait_interrupt`] or lets time pass with [`CardBackend::advance`].
 
+pub mod fabric;
 pub mod sram;
 
 use crate::backend::{CardBackend, DmaBuffer, InterruptWait};
@@ -22,6 +26,8 @@ use zerocopy::{FromBytes, IntoBytes};
 
 const DESCRIPTOR_BYTES: u64 = size_of::<ParityDescriptor>() as u64;
 const COMPLETION_BYTES: u64 = size_of::<Completion>() as u64;
+/// `IRQ_MASK` outside fabric waits: parity completions and errors.
+const PARITY_IRQ_MASK: u32 = regs::IRQ_PARITY_CQ | regs::IRQ_ERROR;
 
 /// Errors of the driver.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +78,10 @@ pub enum CardError {
         timeout_ms: u32,
     },
     /// The requested ring size is not one the card takes.
-    #[error("parity ring of {entries} entries: must be a power of two from {min} to {max}")]
+    #[error("{ring} ring of {entries} entries: must be a power of two from {min} to {max}")]
     BadRingEntries {
+        /// "parity" or "fabric".
+        ring: &'static str,
         /// Requested.
         entries: u32,
         /// Smallest ring.
@@ -138,6 +146,28 @@ pub enum CardError {
         /// What was read.
         found: u64,
     },
+    /// The card's fabric link is down (the fabric closed it, went silent, or is gone).
+    #[error("the card's fabric link is down")]
+    FabricLinkDown,
+    /// A fabric completion reported a failure.
+    #[error("fabric {ring} completion with status {status} (tag {tag})")]
+    FabricCompletion {
+        /// "transmit" or "receive".
+        ring: &'static str,
+        /// The raw `CompletionStatus`.
+        status: u16,
+        /// The buffer's tag.
+        tag: u32,
+    },
+    /// A frame the card delivered fails its checks, or one to send is too large.
+    #[error("malformed fabric frame")]
+    FabricFrame(#[source] shared_regs::fabric::FrameError),
+    /// Every transmit slot stayed busy for the whole timeout.
+    #[error("no fabric transmit slot freed within {timeout_ms} ms")]
+    FabricTimeout {
+        /// The timeout.
+        timeout_ms: u32,
+    },
     /// An SRAM access reaches past the end of the SRAM.
     #[error(
         "SRAM access of {length_bytes} bytes at offset {offset} is beyond the {sram_bytes}-byte SRAM"
@@ -163,6 +193,9 @@ pub struct CardConfig {
     pub ring_index_start: u32,
     /// How long `open` waits for the card to leave reset.
     pub ready_timeout_ms: u32,
+    /// Entries of each fabric ring (a card with a fabric port only); each entry also
+    /// takes one largest-frame DMA buffer per direction.
+    pub fabric_ring_entries: u32,
 }
 
 impl Default for CardConfig {
@@ -171,6 +204,7 @@ impl Default for CardConfig {
             parity_ring_entries: 64,
             ring_index_start: 0,
             ready_timeout_ms: 5_000,
+            fabric_ring_entries: 16,
         }
     }
 }
@@ -227,6 +261,7 @@ pub struct Card<B: CardBackend> {
     identity: Identity,
     interrupts: bool,
     rings: ParityRings,
+    fabric: Option<fabric::FabricRings>,
 }
 
 /// Wraps a backend error with what the driver was doing.
@@ -323,14 +358,23 @@ impl<B: CardBackend> Card<B> {
             fabric_port_id: registers.read32(regs::FABRIC_PORT_ID, "reading FABRIC_PORT_ID")?,
         };
         let rings = setup_parity_rings(&mut backend, name, &identity, config)?;
+        let fabric = if caps & regs::CAP_FABRIC != 0 {
+            let entries = checked_ring_entries("fabric", config.fabric_ring_entries, &identity)?;
+            let start = config.ring_index_start;
+            Some(fabric::setup(&mut backend, name, entries, start)?)
+        } else {
+            None
+        };
         let mut card = Self {
             backend,
             backend_name: name,
             identity,
             interrupts: caps & regs::CAP_INTERRUPTS != 0,
             rings,
+            fabric,
         };
         card.enable()?;
+        card.post_receive_buffers()?;
         Ok(card)
     }
 
@@ -344,11 +388,7 @@ impl<B: CardBackend> Card<B> {
     fn enable(&mut self) -> Result<(), CardError> {
         let interrupts = self.interrupts;
         let mut registers = self.registers();
-        registers.write32(
-            regs::IRQ_MASK,
-            regs::IRQ_PARITY_CQ | regs::IRQ_ERROR,
-            "writing IRQ_MASK",
-        )?;
+        registers.write32(regs::IRQ_MASK, PARITY_IRQ_MASK, "writing IRQ_MASK")?;
         let mut control = regs::CONTROL_ENABLE;
         if interrupts {
             control |= regs::CONTROL_IRQ_ENABLE;
@@ -550,6 +590,12 @@ impl<B: CardBackend> Card<B> {
         self.backend
             .dma_free(rings.completions)
             .map_err(backend_error(name, "freeing the completion ring"))?;
+        let fabric_buffers = self.fabric.take().map(fabric::FabricRings::into_buffers);
+        for buffer in fabric_buffers.into_iter().flatten() {
+            self.backend
+                .dma_free(buffer)
+                .map_err(backend_error(name, "freeing a fabric ring"))?;
+        }
         Ok(self.backend)
     }
 }
@@ -621,23 +667,33 @@ fn reset<B: CardBackend>(
     }
 }
 
+/// `entries` if the card takes rings of that size.
+fn checked_ring_entries(
+    ring: &'static str,
+    entries: u32,
+    identity: &Identity,
+) -> Result<u32, CardError> {
+    let log2_max =
+        u32::from(identity.limits.ring_entries_log2_max).min(RING_ENTRIES_MAX.trailing_zeros());
+    let entries_max = 1u32 << log2_max;
+    if !regs::ring_entries_valid(entries) || entries > entries_max {
+        return Err(CardError::BadRingEntries {
+            ring,
+            entries,
+            min: shared_regs::limits::RING_ENTRIES_MIN,
+            max: entries_max,
+        });
+    }
+    Ok(entries)
+}
+
 fn setup_parity_rings<B: CardBackend>(
     backend: &mut B,
     name: &'static str,
     identity: &Identity,
     config: CardConfig,
 ) -> Result<ParityRings, CardError> {
-    let entries = config.parity_ring_entries;
-    let log2_max =
-        u32::from(identity.limits.ring_entries_log2_max).min(RING_ENTRIES_MAX.trailing_zeros());
-    let entries_max = 1u32 << log2_max;
-    if !regs::ring_entries_valid(entries) || entries > entries_max {
-        return Err(CardError::BadRingEntries {
-            entries,
-            min: shared_regs::limits::RING_ENTRIES_MIN,
-            max: entries_max,
-        });
-    }
+    let entries = checked_ring_entries("parity", config.parity_ring_entries, identity)?;
     let submissions = backend
         .dma_alloc(u64::from(entries) * DESCRIPTOR_BYTES)
         .map_err(backend_error(name, "allocating the submission ring"))?;

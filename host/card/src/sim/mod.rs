@@ -18,6 +18,13 @@
 //!   is idle), on the caller's thread. Deterministic, like the rtl backend's cycle stepping,
 //!   for tests and seeded simulation.
 //!
+//! # The fabric port
+//!
+//! [`SimCard::open`] makes a card without one (`CAP_FABRIC` clear, fabric rings inert).
+//! [`SimCard::open_with_fabric`] joins a fabric first ([`fabric`]); in stepped mode,
+//! [`CardBackend::wait_interrupt`] on an idle card then also waits, in wall time, for
+//! frames from the link.
+//!
 //! # Errors
 //!
 //! A register access the card rejects is latched in `ERROR_CODE`/`ERROR_INFO` *and*
@@ -25,12 +32,14 @@
 //! on vfio must rely on) and the immediate error are testable.
 
 pub mod dma;
+pub mod fabric;
 pub mod model;
 pub mod parity;
 pub mod sram;
 
 use crate::backend::{CardBackend, DmaBuffer, InterruptWait};
 use dma::{DmaError, DmaSpace};
+pub use fabric::SimFabric;
 use model::{Fault, Model, WindowFault};
 use shared_regs::limits::FABRIC_PORTS_MAX;
 use shared_regs::regs::ErrorCode;
@@ -127,6 +136,9 @@ pub enum SimError {
     /// The worker thread could not be started.
     #[error("could not start the sim card's worker thread")]
     Spawn(#[source] std::io::Error),
+    /// The fabric port could not join (refused, unreachable, or out of protocol).
+    #[error("the sim card's fabric port could not join the fabric")]
+    Fabric(#[source] amf_fabric::ClientError),
     /// A thread panicked while holding the card's state; the card is unusable.
     #[error("the sim card's state was poisoned by a panic")]
     Poisoned,
@@ -149,21 +161,53 @@ pub struct SimCard {
     shared: Arc<Shared>,
     execution: Execution,
     worker: Option<JoinHandle<()>>,
+    link: Option<fabric::LinkThreads>,
 }
 
 impl SimCard {
     /// Opens (or creates) the SRAM file at `sram_path` and powers the card on. The card
     /// comes out of reset on its first step: drivers wait for `STATUS_READY`.
     pub fn open(sram_path: &Path, config: SimConfig) -> Result<Self, SimError> {
+        Self::check_port(config)?;
+        let sram = SramFile::open(sram_path, config.sram_bytes)?;
+        Self::start(sram, config, None)
+    }
+
+    /// As [`SimCard::open`], with a fabric port: the card joins `fabric` as port
+    /// `config.fabric_port_id` (a refusal is the error) and keeps the link until dropped.
+    pub fn open_with_fabric(
+        sram_path: &Path,
+        config: SimConfig,
+        fabric: &SimFabric,
+    ) -> Result<Self, SimError> {
+        Self::check_port(config)?;
+        // The SRAM first: a card whose SRAM is locked elsewhere must not join.
+        let sram = SramFile::open(sram_path, config.sram_bytes)?;
+        let joined = fabric::join(fabric, config.fabric_port_id)?;
+        Self::start(sram, config, Some(joined))
+    }
+
+    fn check_port(config: SimConfig) -> Result<(), SimError> {
         if u32::from(config.fabric_port_id) >= FABRIC_PORTS_MAX {
             return Err(SimError::BadConfig {
                 field: "fabric_port_id",
                 value: u64::from(config.fabric_port_id),
             });
         }
-        let sram = SramFile::open(sram_path, config.sram_bytes)?;
+        Ok(())
+    }
+
+    fn start(
+        sram: SramFile,
+        config: SimConfig,
+        joined: Option<fabric::Joined>,
+    ) -> Result<Self, SimError> {
         let dma = DmaSpace::new(config.dma_bytes_max);
-        let model = Model::new(sram, dma, u32::from(config.fabric_port_id));
+        let mut model = Model::new(sram, dma, u32::from(config.fabric_port_id));
+        let pending = joined.map(|joined| {
+            model.attach_fabric(joined.port);
+            joined.link
+        });
         let shared = Arc::new(Shared {
             model: Mutex::new(model),
             work: Condvar::new(),
@@ -181,11 +225,33 @@ impl SimCard {
                 Some(handle)
             }
         };
-        Ok(Self {
+        let mut card = Self {
             shared,
             execution: config.execution,
             worker,
-        })
+            link: None,
+        };
+        if let Some(pending) = pending {
+            card.link = Some(fabric::start(&card.shared, pending)?);
+        }
+        Ok(card)
+    }
+
+    /// Why the fabric link went down, once it did (`None` while it is up, or without a
+    /// fabric port).
+    pub fn fabric_link_error(&self) -> Result<Option<String>, SimError> {
+        let model = self.lock()?;
+        Ok(model
+            .fabric()
+            .and_then(|port| port.link_error().map(str::to_string)))
+    }
+
+    /// Remote SRAM writes this card refused (their range left the SRAM).
+    pub fn fabric_sram_writes_refused(&self) -> Result<u64, SimError> {
+        let model = self.lock()?;
+        Ok(model
+            .fabric()
+            .map_or(0, fabric::PortState::sram_writes_refused))
     }
 
     /// Where this card's work runs.
@@ -232,6 +298,10 @@ impl Drop for SimCard {
         self.shared
             .shutdown
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(link) = self.link.take() {
+            fabric::detach(&self.shared);
+            drop(link);
+        }
         // Take the lock so the worker is either before its shutdown check or waiting.
         drop(self.shared.model.lock());
         self.shared.work.notify_all();
@@ -377,14 +447,28 @@ impl CardBackend for SimCard {
     fn wait_interrupt(&mut self, timeout_ms: u32) -> Result<InterruptWait, SimError> {
         let mut model = self.lock()?;
         match self.execution {
-            Execution::Stepped => loop {
-                if model.interrupt_line() {
-                    return Ok(InterruptWait::Raised);
+            Execution::Stepped => {
+                let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+                loop {
+                    if model.interrupt_line() {
+                        return Ok(InterruptWait::Raised);
+                    }
+                    if model.step() {
+                        continue;
+                    }
+                    // Idle: only the fabric can bring work now, in wall time.
+                    let now = Instant::now();
+                    if model.fabric().is_none() || now >= deadline {
+                        return Ok(InterruptWait::TimedOut);
+                    }
+                    model = self
+                        .shared
+                        .progress
+                        .wait_timeout(model, deadline - now)
+                        .map_err(|_| SimError::Poisoned)?
+                        .0;
                 }
-                if !model.step() {
-                    return Ok(InterruptWait::TimedOut);
-                }
-            },
+            }
             Execution::Threaded => {
                 let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
                 loop {

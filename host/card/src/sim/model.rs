@@ -28,15 +28,28 @@
 //!   rather than drop a completion). A completion for a descriptor that failed is always
 //!   followed by [`regs::IRQ_PARITY_CQ`], so a waiting driver wakes up; a successful one only
 //!   when the descriptor asked with [`PARITY_FLAG_INTERRUPT`].
-//! * Fabric rings are registers only: they can be configured and rung, but with no link
-//!   (`STATUS_FABRIC_LINK_UP` clear, `CAP_FABRIC` not advertised) nothing is consumed.
+//! * A card without a fabric port (`CAP_FABRIC` not advertised) has fabric rings that are
+//!   registers only: they can be configured and rung, but nothing is consumed. With a port
+//!   ([`super::fabric`]), while the link is up (`STATUS_FABRIC_LINK_UP`), each step may
+//!   take one `FABRIC_TX_SQ` buffer (a whole frame from this port: `Broadcast`, `Unicast`
+//!   or `SramWrite`; anything else completes `BadFrame`, an unreachable buffer
+//!   `DmaFault`) and hand it to the link, and may copy one received frame into the next
+//!   `FABRIC_RX_SQ` buffer (too small a buffer completes `BadFrame` with the frame's
+//!   length, and the frame is lost). Every fabric completion carries the buffer's tag and
+//!   raises `IRQ_FABRIC_TX_CQ` / `IRQ_FABRIC_RX_CQ`; a ring stalls, as the parity ring
+//!   does, while its completion ring is full.
 
 use super::dma::DmaSpace;
+use super::fabric::PortState;
 use super::parity;
 use super::sram::SramFile;
+use amf_fabric::{FRAME_BYTES_MAX, OwnedFrame};
+use shared_regs::fabric::MessageKind;
 use shared_regs::limits::{PARITY_SOURCES_MAX, RING_ENTRIES_MAX, SRAM_WINDOW_BYTES};
 use shared_regs::regs::{self, Access, ErrorCode, Limits, Location, Register, Width, ring_block};
-use shared_regs::ring::{Completion, CompletionStatus, PARITY_FLAG_INTERRUPT, ParityDescriptor};
+use shared_regs::ring::{
+    Completion, CompletionStatus, FabricBuffer, PARITY_FLAG_INTERRUPT, ParityDescriptor,
+};
 use std::mem::size_of;
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, IntoBytes};
@@ -114,6 +127,7 @@ pub struct Model {
     scratch: u32,
     window_select: u32,
     rings: [RingState; regs::RINGS.len()],
+    fabric: Option<PortState>,
 }
 
 impl Model {
@@ -136,7 +150,44 @@ impl Model {
             scratch: 0,
             window_select: 0,
             rings: [RingState::default(); regs::RINGS.len()],
+            fabric: None,
         }
+    }
+
+    /// Gives the card its fabric port (before it runs).
+    pub fn attach_fabric(&mut self, port: PortState) {
+        assert!(self.fabric.is_none(), "one fabric port per card");
+        self.fabric = Some(port);
+    }
+
+    /// The fabric port, if the card has one.
+    pub fn fabric(&self) -> Option<&PortState> {
+        self.fabric.as_ref()
+    }
+
+    /// The fabric port, for the link's threads.
+    pub fn fabric_mut(&mut self) -> Option<&mut PortState> {
+        self.fabric.as_mut()
+    }
+
+    /// The fabric link is gone: link and membership clear, `IRQ_FABRIC_LINK` rises.
+    pub fn fabric_link_lost(&mut self, reason: String) {
+        if let Some(port) = self.fabric.as_mut() {
+            port.link_lost(reason);
+            self.irq_status |= regs::IRQ_FABRIC_LINK;
+        }
+    }
+
+    /// A peer's write into this card's SRAM through the fabric: applied whole when
+    /// `start + bytes.len()` lies within the SRAM, else not at all (false).
+    pub fn sram_apply_remote(&mut self, start: u64, bytes: &[u8]) -> bool {
+        let end = start.checked_add(bytes.len() as u64);
+        let Some(end) = end.filter(|&end| end <= self.sram.len_bytes()) else {
+            return false;
+        };
+        // Below the SRAM's length, which is a mapped slice's length.
+        self.sram.bytes_mut()[start as usize..end as usize].copy_from_slice(bytes);
+        true
     }
 
     /// The host's DMA memory.
@@ -243,6 +294,9 @@ impl Model {
         if self.rings[ring_slot(regs::PARITY_SQ)].occupancy() != 0 {
             status |= regs::STATUS_PARITY_BUSY;
         }
+        if self.fabric.as_ref().is_some_and(PortState::link_up) {
+            status |= regs::STATUS_FABRIC_LINK_UP;
+        }
         status
     }
 
@@ -250,7 +304,9 @@ impl Model {
         match register.offset {
             regs::ID => u64::from(regs::ID_VALUE),
             regs::VERSION => u64::from(regs::VERSION_VALUE),
-            regs::CAPS => u64::from(SIM_CAPS),
+            regs::CAPS => {
+                u64::from(SIM_CAPS | self.fabric.as_ref().map_or(0, |_| regs::CAP_FABRIC))
+            }
             regs::LIMITS => u64::from(Self::limits().to_register()),
             regs::SRAM_BYTES => self.sram.len_bytes(),
             regs::CONTROL => u64::from(self.control),
@@ -261,8 +317,10 @@ impl Model {
             regs::IRQ_MASK => u64::from(self.irq_mask),
             regs::SCRATCH => u64::from(self.scratch),
             regs::FABRIC_PORT_ID => u64::from(self.fabric_port_id),
-            // No link yet: no live port, not even this one.
-            regs::FABRIC_MEMBERSHIP => 0,
+            // Without a link, no live port, not even this one.
+            regs::FABRIC_MEMBERSHIP => {
+                u64::from(self.fabric.as_ref().map_or(0, PortState::membership))
+            }
             regs::SRAM_WINDOW_SELECT => u64::from(self.window_select),
             other => unreachable!("register {other:#x} is in REGISTERS but not modelled"),
         }
@@ -504,14 +562,127 @@ impl Model {
         })
     }
 
-    /// One unit of card progress: finish a reset, or run one parity descriptor. Returns
-    /// whether anything happened (false: the card is idle until the host acts).
+    /// One unit of card progress: finish a reset, or run one parity descriptor, send one
+    /// fabric frame and deliver one. Returns whether anything happened (false: the card
+    /// is idle until the host, or the fabric, acts).
     pub fn step(&mut self) -> bool {
         if !self.ready {
             self.ready = true;
             return true;
         }
-        self.parity_step()
+        let parity = self.parity_step();
+        let sent = self.fabric_tx_step();
+        let received = self.fabric_rx_step();
+        parity || sent || received
+    }
+
+    /// The submission ring `sq` and its completion ring `cq` when the card may take an
+    /// entry: enabled, something posted, a completion slot free.
+    fn ready_rings(&self, sq: u32, cq: u32) -> Option<(RingState, RingState)> {
+        let (sq, cq) = (self.rings[ring_slot(sq)], self.rings[ring_slot(cq)]);
+        let runnable = self.control & regs::CONTROL_ENABLE != 0 && sq.enabled && cq.enabled;
+        let ready = runnable && sq.occupancy() != 0 && cq.occupancy() < cq.active_entries;
+        ready.then_some((sq, cq))
+    }
+
+    fn fetch_fabric_buffer(&self, sq: &RingState) -> Option<FabricBuffer> {
+        let bytes = size_of::<FabricBuffer>() as u64;
+        let raw = self
+            .dma
+            .device_bytes(sq.slot_address(sq.head, bytes), bytes, bytes)?;
+        FabricBuffer::read_from_bytes(raw).ok()
+    }
+
+    /// Takes one frame from `FABRIC_TX_SQ` for the link.
+    fn fabric_tx_step(&mut self) -> bool {
+        if !self.fabric.as_ref().is_some_and(PortState::link_up) {
+            return false;
+        }
+        let Some((sq, _)) = self.ready_rings(regs::FABRIC_TX_SQ, regs::FABRIC_TX_CQ) else {
+            return false;
+        };
+        let buffer = self.fetch_fabric_buffer(&sq);
+        let status = match buffer.map(|buffer| self.outgoing_frame(&buffer)) {
+            None | Some(Err(CompletionStatus::DmaFault)) => CompletionStatus::DmaFault,
+            Some(Err(status)) => status,
+            Some(Ok(bytes)) => {
+                let port = self.fabric.as_mut().expect("checked above");
+                if port.try_send(bytes).is_err() {
+                    // The writer is behind: leave the entry for a later step.
+                    return false;
+                }
+                CompletionStatus::Ok
+            }
+        };
+        let tag = buffer.map_or(0, |buffer| buffer.tag.get());
+        self.rings[ring_slot(regs::FABRIC_TX_SQ)].head = sq.head.wrapping_add(1);
+        let completion = completion(tag, status, sq.head, 0);
+        self.post_completion(regs::FABRIC_TX_CQ, &completion, regs::IRQ_FABRIC_TX_CQ);
+        true
+    }
+
+    /// The frame a transmit buffer holds, checked as the port checks it.
+    fn outgoing_frame(&self, buffer: &FabricBuffer) -> Result<Vec<u8>, CompletionStatus> {
+        let length = u64::from(buffer.length_bytes.get());
+        if length > FRAME_BYTES_MAX as u64 {
+            return Err(CompletionStatus::BadFrame);
+        }
+        let bytes = self
+            .dma
+            .device_bytes(buffer.addr.get(), length, 1)
+            .ok_or(CompletionStatus::DmaFault)?;
+        let frame = OwnedFrame::parse(bytes).map_err(|_| CompletionStatus::BadFrame)?;
+        let own = u32::from(frame.source_port()) == self.fabric_port_id;
+        let host_kind = matches!(
+            frame.kind(),
+            MessageKind::Broadcast | MessageKind::Unicast | MessageKind::SramWrite
+        );
+        if !own || !host_kind {
+            return Err(CompletionStatus::BadFrame);
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Copies one received frame into the next `FABRIC_RX_SQ` buffer.
+    fn fabric_rx_step(&mut self) -> bool {
+        if self
+            .fabric
+            .as_ref()
+            .is_none_or(|port| port.incoming_len() == 0)
+        {
+            return false;
+        }
+        let Some((sq, _)) = self.ready_rings(regs::FABRIC_RX_SQ, regs::FABRIC_RX_CQ) else {
+            return false;
+        };
+        let frame = self
+            .fabric
+            .as_mut()
+            .and_then(PortState::pop_incoming)
+            .expect("checked above");
+        let buffer = self.fetch_fabric_buffer(&sq);
+        let status = match buffer {
+            None => CompletionStatus::DmaFault,
+            Some(buffer) if frame.len() > buffer.length_bytes.get() as usize => {
+                CompletionStatus::BadFrame
+            }
+            Some(buffer) => {
+                let length = frame.len() as u64;
+                match self.dma.device_bytes_mut(buffer.addr.get(), length, 1) {
+                    Some(target) => {
+                        target.copy_from_slice(&frame);
+                        CompletionStatus::Ok
+                    }
+                    None => CompletionStatus::DmaFault,
+                }
+            }
+        };
+        let tag = buffer.map_or(0, |buffer| buffer.tag.get());
+        self.rings[ring_slot(regs::FABRIC_RX_SQ)].head = sq.head.wrapping_add(1);
+        let length = u32::try_from(frame.len()).expect("frames fit u32");
+        let completion = completion(tag, status, sq.head, length);
+        self.post_completion(regs::FABRIC_RX_CQ, &completion, regs::IRQ_FABRIC_RX_CQ);
+        true
     }
 
     fn parity_step(&mut self) -> bool {
@@ -530,15 +701,11 @@ impl Model {
             ),
             None => (0, true, CompletionStatus::DmaFault),
         };
-        let completion = Completion {
-            tag: U32::new(tag),
-            status: U16::new(status as u16),
-            reserved0: U16::new(0),
-            submission_index: U32::new(sq.head),
-            length_bytes: U32::new(0),
-        };
+        let completion = completion(tag, status, sq.head, 0);
         self.rings[ring_slot(regs::PARITY_SQ)].head = sq.head.wrapping_add(1);
-        self.post_parity_completion(&completion, interrupt || status != CompletionStatus::Ok);
+        let interrupt = interrupt || status != CompletionStatus::Ok;
+        let irq = if interrupt { regs::IRQ_PARITY_CQ } else { 0 };
+        self.post_completion(regs::PARITY_CQ, &completion, irq);
         true
     }
 
@@ -548,8 +715,9 @@ impl Model {
         ParityDescriptor::read_from_bytes(raw).ok()
     }
 
-    fn post_parity_completion(&mut self, completion: &Completion, interrupt: bool) {
-        let slot = ring_slot(regs::PARITY_CQ);
+    /// Posts `completion` on the completion ring `ring` and raises `irq` (zero: none).
+    fn post_completion(&mut self, ring: u32, completion: &Completion, irq: u32) {
+        let slot = ring_slot(ring);
         let cq = self.rings[slot];
         let bytes = size_of::<Completion>() as u64;
         let address = cq.slot_address(cq.tail, bytes);
@@ -557,16 +725,29 @@ impl Model {
             Some(target) => {
                 target.copy_from_slice(completion.as_bytes());
                 self.rings[slot].tail = cq.tail.wrapping_add(1);
-                if interrupt {
-                    self.irq_status |= regs::IRQ_PARITY_CQ;
-                }
+                self.irq_status |= irq;
             }
             None => {
                 // The completion ring's memory is gone: the card cannot report through it.
                 self.rings[slot].enabled = false;
-                self.latch(Fault::at(ErrorCode::BadRingConfig, regs::PARITY_CQ));
+                self.latch(Fault::at(ErrorCode::BadRingConfig, ring));
             }
         }
+    }
+}
+
+fn completion(
+    tag: u32,
+    status: CompletionStatus,
+    submission_index: u32,
+    length: u32,
+) -> Completion {
+    Completion {
+        tag: U32::new(tag),
+        status: U16::new(status as u16),
+        reserved0: U16::new(0),
+        submission_index: U32::new(submission_index),
+        length_bytes: U32::new(length),
     }
 }
 

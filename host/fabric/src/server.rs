@@ -1,0 +1,403 @@
+//! The tokio shell around the [`Arbiter`]: listening, one reader and one writer task per
+//! link, the heartbeat tick, shutdown.
+//!
+//! Every reader sends what it decodes to the one task that owns the arbiter, over one
+//! bounded channel, so the arbiter sees each link's frames in the order they were sent
+//! and a link's end after its last frame; a full channel stops the readers (back-pressure
+//! into the sockets) rather than buffering without bound. Each link's outgoing frames
+//! wait in a queue of at most [`ServerConfig::link_queue_frames_max`]; a link whose queue
+//! overflows is too slow for the fabric and is dropped (its port goes down), so one stuck
+//! port never holds the others back.
+
+use crate::address::Address;
+use crate::arbiter::{Arbiter, ArbiterConfig, LinkId, Output};
+use crate::codec::{FrameDecoder, OwnedFrame};
+use shared_regs::fabric::FrameError;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Bytes one read of a link's socket takes at most.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Events from readers waiting for the arbiter at most.
+const EVENTS_MAX: usize = 1024;
+/// Links (joined or not) open at once at most; more are closed at accept.
+pub const LINKS_MAX: usize = 64;
+/// How long shutdown waits for links to take their last frames.
+const DRAIN_TIMEOUT_MS: u64 = 2_000;
+
+/// How the server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The arbiter's rules.
+    pub arbiter: ArbiterConfig,
+    /// Frames queued for one link at most before it is dropped as too slow.
+    pub link_queue_frames_max: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            arbiter: ArbiterConfig::default(),
+            link_queue_frames_max: 4096,
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the address failed.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: Address,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the bound address back failed.
+    #[error("cannot read the bound address")]
+    LocalAddress(#[source] std::io::Error),
+}
+
+/// A bound listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix socket, removed again when the listener is dropped.
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `address` (a stale Unix socket file at the path is replaced). Needs a tokio
+    /// runtime.
+    pub async fn bind(address: &Address) -> Result<Self, ServerError> {
+        let bind_error = |source| ServerError::Bind {
+            address: address.clone(),
+            source,
+        };
+        match address {
+            Address::Tcp(host_port) => Ok(Self::Tcp(
+                TcpListener::bind(host_port.as_str())
+                    .await
+                    .map_err(bind_error)?,
+            )),
+            Address::Unix(path) => {
+                remove_stale_socket(path);
+                let listener = UnixListener::bind(path).map_err(bind_error)?;
+                Ok(Self::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    /// The address ports connect to (a TCP port 0 resolved).
+    pub fn local_address(&self) -> Result<Address, ServerError> {
+        match self {
+            Self::Tcp(listener) => {
+                let bound = listener.local_addr().map_err(ServerError::LocalAddress)?;
+                Ok(Address::Tcp(bound.to_string()))
+            }
+            Self::Unix(_, path) => Ok(Address::Unix(path.clone())),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(LinkReader, LinkWriter)> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, _) = listener.accept().await?;
+                // Frames are small and latency matters more than segment count.
+                stream.set_nodelay(true)?;
+                let (reader, writer) = stream.into_split();
+                Ok((Box::new(reader), Box::new(writer)))
+            }
+            Self::Unix(listener, _) => {
+                let (stream, _) = listener.accept().await?;
+                let (reader, writer) = stream.into_split();
+                Ok((Box::new(reader), Box::new(writer)))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Self::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Removes a socket file left by a fabric that died; anything else is left for bind to
+/// refuse.
+fn remove_stale_socket(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+type LinkReader = Box<dyn AsyncRead + Unpin + Send>;
+type LinkWriter = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// What a reader tells the arbiter.
+#[derive(Debug)]
+enum Event {
+    Frame(LinkId, OwnedFrame),
+    Malformed(LinkId, FrameError),
+    Closed(LinkId),
+}
+
+/// The server's side of one link.
+#[derive(Debug)]
+struct LinkTasks {
+    queue: mpsc::Sender<Arc<[u8]>>,
+    reader: JoinHandle<()>,
+}
+
+/// Runs the fabric on `listener` until `shutdown` resolves; then refuses every link
+/// (`ShuttingDown`) and waits briefly for them to take their last frames.
+pub async fn serve(listener: Listener, config: ServerConfig, shutdown: impl Future<Output = ()>) {
+    let mut shell = Shell::new(config);
+    let started = Instant::now();
+    let now_ms = || started.elapsed().as_millis() as u64;
+    let interval = Duration::from_millis(u64::from(config.arbiter.heartbeat_interval_ms));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = shell.take_events();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((reader, writer)) => shell.accept(now_ms(), reader, writer),
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(interval).await;
+                }
+            },
+            Some(event) = events.recv() => shell.apply(now_ms(), event),
+            _ = tick.tick() => shell.arbiter.handle_tick(now_ms()),
+        }
+        shell.run_outputs(now_ms());
+    }
+    shell.arbiter.shutdown();
+    shell.run_outputs(now_ms());
+    shell.drain().await;
+}
+
+/// The arbiter and the links' tasks.
+#[derive(Debug)]
+struct Shell {
+    config: ServerConfig,
+    arbiter: Arbiter,
+    links: BTreeMap<LinkId, LinkTasks>,
+    writers: Vec<JoinHandle<()>>,
+    next_link: LinkId,
+    events_sender: mpsc::Sender<Event>,
+    events: Option<mpsc::Receiver<Event>>,
+}
+
+impl Shell {
+    fn new(config: ServerConfig) -> Self {
+        let (events_sender, events) = mpsc::channel(EVENTS_MAX);
+        Self {
+            config,
+            arbiter: Arbiter::new(config.arbiter),
+            links: BTreeMap::new(),
+            writers: Vec::new(),
+            next_link: 1,
+            events_sender,
+            events: Some(events),
+        }
+    }
+
+    fn take_events(&mut self) -> mpsc::Receiver<Event> {
+        self.events.take().expect("taken once")
+    }
+
+    fn accept(&mut self, now_ms: u64, reader: LinkReader, writer: LinkWriter) {
+        self.writers.retain(|writer| !writer.is_finished());
+        if self.links.len() >= LINKS_MAX {
+            tracing::warn!(
+                links = self.links.len(),
+                "too many links: connection closed"
+            );
+            return;
+        }
+        let link = self.next_link;
+        self.next_link += 1;
+        let (queue, outgoing) = mpsc::channel(self.config.link_queue_frames_max);
+        self.writers
+            .push(tokio::spawn(write_link(link, writer, outgoing)));
+        let reader = tokio::spawn(read_link(link, reader, self.events_sender.clone()));
+        self.links.insert(link, LinkTasks { queue, reader });
+        self.arbiter.handle_connect(now_ms, link);
+        tracing::debug!(link, "link accepted");
+    }
+
+    fn apply(&mut self, now_ms: u64, event: Event) {
+        match event {
+            Event::Frame(link, frame) => self.arbiter.handle_frame(now_ms, link, frame),
+            Event::Malformed(link, error) => self.arbiter.handle_malformed(now_ms, link, error),
+            Event::Closed(link) => {
+                self.links.remove(&link);
+                self.arbiter.handle_closed(now_ms, link);
+            }
+        }
+    }
+
+    fn run_outputs(&mut self, now_ms: u64) {
+        while let Some(output) = self.arbiter.poll_output() {
+            match output {
+                Output::Send { link, bytes } => self.send(now_ms, link, bytes),
+                Output::Close {
+                    link,
+                    reason,
+                    detail,
+                } => {
+                    tracing::warn!(link, ?reason, %detail, "link closed");
+                    if let Some(tasks) = self.links.remove(&link) {
+                        // Dropping the queue lets the writer send what is queued, then
+                        // close; the reader stops at once.
+                        tasks.reader.abort();
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, now_ms: u64, link: LinkId, bytes: Arc<[u8]>) {
+        let Some(tasks) = self.links.get(&link) else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = tasks.queue.try_send(bytes) {
+            self.arbiter.handle_overloaded(now_ms, link);
+        }
+        // A closed queue: the writer met an error; the reader reports the end.
+    }
+
+    async fn drain(mut self) {
+        for (_, tasks) in std::mem::take(&mut self.links) {
+            tasks.reader.abort();
+        }
+        let writers = std::mem::take(&mut self.writers);
+        let all = async {
+            for writer in writers {
+                let _ = writer.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), all).await;
+    }
+}
+
+async fn read_link(link: LinkId, mut reader: LinkReader, events: mpsc::Sender<Event>) {
+    let mut decoder = FrameDecoder::new();
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        let read = match reader.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) => {
+                tracing::debug!(link, %error, "link read failed");
+                break;
+            }
+        };
+        decoder.push(&chunk[..read]);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    if events.send(Event::Frame(link, frame)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = events.send(Event::Malformed(link, error)).await;
+                    return;
+                }
+            }
+        }
+    }
+    if !decoder.is_at_boundary() {
+        tracing::debug!(
+            link,
+            bytes = decoder.buffered_bytes(),
+            "link ended inside a frame"
+        );
+    }
+    let _ = events.send(Event::Closed(link)).await;
+}
+
+async fn write_link(link: LinkId, mut writer: LinkWriter, mut outgoing: mpsc::Receiver<Arc<[u8]>>) {
+    while let Some(bytes) = outgoing.recv().await {
+        if let Err(error) = writer.write_all(&bytes).await {
+            tracing::debug!(link, %error, "link write failed");
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// A fabric served on a thread of its own (with its own runtime), for programs and tests
+/// that have no runtime; dropping it stops the fabric and joins the thread.
+#[derive(Debug)]
+pub struct BackgroundFabric {
+    address: Address,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundFabric {
+    /// Binds `address` and serves it with `config` until dropped.
+    pub fn start(address: &Address, config: ServerConfig) -> Result<Self, ServerError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ServerError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        let listener = runtime.block_on(Listener::bind(address))?;
+        let bound = listener.local_address()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("amf-fabric".into())
+            .spawn(move || {
+                runtime.block_on(serve(listener, config, async {
+                    let _ = stopped.await;
+                }));
+            })
+            .map_err(|source| ServerError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        Ok(Self {
+            address: bound,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Where ports connect.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+}
+
+impl Drop for BackgroundFabric {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

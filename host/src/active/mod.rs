@@ -1,0 +1,25 @@
+//! Active-active plumbing: the coherency core (`amf-coherency`) on a card's fabric port.
+//!
+//! The core is sans-IO; this module is the thin layer between it and the card:
+//!
+//! * [`link`]: the translation, without I/O: the core's transmits become fabric frames
+//!   (broadcasts, unicasts, SRAM writes of intent records), received frames become the
+//!   core's inputs, and each `SramWriteAck` is matched to its write by the fabric's
+//!   per-sender numbering;
+//! * [`port`]: the card as the core needs it: [`FabricPort`] to send (implemented by
+//!   [`amf_card::Card`]) and [`CardSram`], the card's SRAM behind the core's `Sram`;
+//! * [`node`]: [`ActiveNode`], which starts the core at the fabric's welcome (its join
+//!   order is the core's `live_ports`) and then delivers frames and drains transmits.
+//!
+//! Not yet wired into `amf serve`; see the report of the fabric issue for what that needs.
+
+pub mod link;
+pub mod node;
+pub mod port;
+
+pub use link::{Delivery, FabricLink, LinkError, OutFrame};
+pub use node::{ActiveError, ActiveNode};
+pub use port::{CardSram, FabricPort, SEND_TIMEOUT_MS};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! `amf fabric`: the software fabric, playing the cards' arbiter for AMFs whose cards have
+//! no fabric between them (`amf_fabric`, `docs/PROTOCOL.md` "Software fabric").
+//!
+//! It prints `amf fabric: listening on ADDR` (the address ports connect to, a TCP port 0
+//! resolved) once it takes connections, and runs until SIGTERM or Ctrl-C, when it refuses
+//! every link (`ShuttingDown`) and exits 0. Refused and dropped links are logged at
+//! `warn` (set `AMF_LOG=info` to see ports join and leave too).
+
+use amf_fabric::{Address, ArbiterConfig, ServerConfig, server};
+use clap::Args;
+use std::process::ExitCode;
+
+/// Default listening address.
+pub const FABRIC_ADDRESS_DEFAULT: &str = "127.0.0.1:10900";
+
+/// `amf fabric`'s arguments.
+#[derive(Debug, Args)]
+pub struct FabricArgs {
+    /// Where ports connect: tcp:HOST:PORT, HOST:PORT (port 0: any free port, printed) or
+    /// unix:PATH.
+    #[arg(long, value_name = "ADDR", default_value = FABRIC_ADDRESS_DEFAULT)]
+    listen: String,
+    /// The array every port must serve (its uuid, as `amf status` prints it); by default
+    /// the first port to join decides.
+    #[arg(long, value_name = "UUID")]
+    array: Option<uuid::Uuid>,
+    /// How often the fabric beats and expects beats from each port.
+    #[arg(long, value_name = "MS", default_value_t = amf_fabric::ArbiterConfig::default().heartbeat_interval_ms, value_parser = clap::value_parser!(u32).range(1..))]
+    heartbeat_ms: u32,
+    /// Beats a port may miss before it is declared down.
+    #[arg(long, value_name = "N", default_value_t = amf_fabric::ArbiterConfig::default().heartbeat_misses_max, value_parser = clap::value_parser!(u32).range(1..))]
+    heartbeat_misses: u32,
+}
+
+/// Runs `amf fabric` until a signal.
+pub fn run(args: &FabricArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let address: Address = args
+        .listen
+        .parse()
+        .map_err(|error| format!("--listen: {error}"))?;
+    let config = ServerConfig {
+        arbiter: ArbiterConfig {
+            array_uuid: args.array.map(|uuid| *uuid.as_bytes()),
+            heartbeat_interval_ms: args.heartbeat_ms,
+            heartbeat_misses_max: args.heartbeat_misses,
+        },
+        ..ServerConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = server::Listener::bind(&address).await?;
+        // Watch the signals before printing the address: a SIGTERM right after start-up
+        // is then a clean stop, not a kill.
+        let shutdown = crate::serve::shutdown_signal()?;
+        let bound = listener.local_address()?;
+        tracing::info!(%bound, "fabric listening");
+        crate::cli::emit(&format!("amf fabric: listening on {bound}\n"))?;
+        server::serve(listener, config, shutdown).await;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
