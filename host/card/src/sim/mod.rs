@@ -9,14 +9,15 @@
 //! Nothing the host submits completes inside the register write that submits it. Where the
 //! card's progress happens is chosen with [`Execution`]:
 //!
-//! * [`Execution::Threaded`] (the default, what `amf serve` uses): a worker thread owned by
+//! * [`Execution::Threaded`] (the default of [`SimConfig::new`]): a worker thread owned by
 //!   the card runs the model whenever it has work, as the card's own logic would. The host
 //!   sees completions appear asynchronously and may sleep in
 //!   [`CardBackend::wait_interrupt`].
 //! * [`Execution::Stepped`]: the model runs only inside [`CardBackend::advance`] (one step)
 //!   and [`CardBackend::wait_interrupt`] (steps until the interrupt line rises or the card
 //!   is idle), on the caller's thread. Deterministic, like the rtl backend's cycle stepping,
-//!   for tests and seeded simulation.
+//!   for tests and seeded simulation; and what `amf serve` uses ([`crate::open_sim`]), as
+//!   its volume waits for every completion anyway.
 //!
 //! # The fabric port
 //!
