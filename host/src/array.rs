@@ -133,7 +133,7 @@ pub fn member_files_in(directory: &Path) -> Result<Vec<PathBuf>, ArrayError> {
 }
 
 /// True for `member-NN.img` with NN decimal digits.
-fn is_member_file_name(name: &str) -> bool {
+pub fn is_member_file_name(name: &str) -> bool {
     name.strip_prefix(MEMBER_FILE_PREFIX)
         .and_then(|rest| rest.strip_suffix(MEMBER_FILE_SUFFIX))
         .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))

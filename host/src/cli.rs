@@ -491,6 +491,7 @@ fn print_scrub(report: &scrub::ScrubReport, json: bool) -> CliResult {
 
 fn run_rebuild(args: RebuildArgs) -> CliResult {
     let socket = args.control.socket(&args.members.members);
+    warn_if_not_found_at_restart(&args.members.members, &args.replacement);
     let request = Request::Rebuild {
         member: args.member,
         replacement: std::path::absolute(&args.replacement)?,
@@ -514,6 +515,31 @@ fn run_rebuild(args: RebuildArgs) -> CliResult {
         TaskState::Done => ExitCode::SUCCESS,
         _ => ExitCode::from(2),
     })
+}
+
+/// A replacement outside the DIR arguments' `member-NN.img` files is not found again when
+/// `amf serve DIR` restarts: say so before it matters.
+fn warn_if_not_found_at_restart(arguments: &[PathBuf], replacement: &std::path::Path) {
+    let named_directly = arguments.iter().any(|argument| argument == replacement);
+    let found_in_directory = arguments.iter().any(|argument| {
+        argument.is_dir()
+            && replacement.parent() == Some(argument.as_path())
+            && replacement
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(crate::array::is_member_file_name)
+    });
+    if !named_directly && !found_in_directory {
+        eprintln!(
+            "amf rebuild: note: {} is not one of the member files amf serve finds in {}; name it on amf serve's command line after a restart",
+            replacement.display(),
+            arguments
+                .iter()
+                .map(|argument| argument.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
 }
 
 fn run_bench_parity(json: bool, memory_bytes: u64) -> CliResult {

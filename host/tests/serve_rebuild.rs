@@ -100,6 +100,7 @@ fn raid6_rebuilds_two_members_online_while_qemu_io_writes() {
         for member in [1, 4] {
             let output = rebuild(&dir, member, &["--json", "--max-rate", "40M"]);
             assert!(output.status.success(), "amf rebuild: {}", text(&output));
+            assert!(output.stderr.is_empty(), "amf rebuild: {}", text(&output));
             let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
             assert_eq!(report["state"], "done", "{report}");
             assert_eq!(report["stripes_done"], report["stripes_total"]);
@@ -226,6 +227,11 @@ fn control_socket_refuses_bad_requests_and_a_second_server() {
         assert_eq!(output.status.code(), Some(2), "{}", text(&output));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{stderr}");
+        // spare.img lies outside the array's directory: a restart would not find it.
+        assert!(
+            stderr.contains("is not one of the member files"),
+            "{stderr}"
+        );
     }
     // Garbage on the socket gets an error line; the server goes on.
     let socket = dir.join("amf.control");
