@@ -1,0 +1,234 @@
+//! One 64-bit lane of the parity engine: P by XOR and Q by Horner's rule in GF(2^8).
+//!
+//! Beats arrive column by column: for one 64-bit offset of the stripe, the data chunks in
+//! *descending* index order (`first` on the highest index, `last` on chunk 0). Horner's rule
+//! then needs no multiplier table: `Q <- 2*Q ^ D` per beat gives `sum of 2^i * D_i` after
+//! the last one, and `P <- P ^ D` gives the XOR. Each column's P and Q leave through the
+//! output port, one result per column.
+//!
+//! Every control flip-flop sits in the lane, so a wide engine built from lanes fans each
+//! control net out to 64-bit slices only (the engine's wide control nets were what limited
+//! its clock). Timing of the pipeline:
+//!
+//! * stage A registers the accepted beat (data loads every cycle, no enable);
+//! * stage B folds it into the accumulators and, on `last`, files the column's result in a
+//!   two-entry output queue (`out` and `spare`);
+//! * `in_ready` is a register computed from the results owed to the consumer, so there is
+//!   no combinational path from `out_ready` to `in_ready`, and the engine accepts one beat
+//!   every cycle while the consumer keeps up.
+use rust_hdl::prelude::*;
+
+/// Bits of one lane.
+pub const LANE_BITS: usize = 64;
+
+/// Results the output queue holds (`out` and `spare`).
+const QUEUE_SLOTS: u64 = 2;
+
+/// One 64-bit P+Q lane with valid/ready on both sides.
+#[derive(Debug, LogicBlock)]
+pub struct ParityLane {
+    /// Clock of every register.
+    pub clock: Signal<In, Clock>,
+    /// Synchronous reset: drops every beat and result in flight.
+    pub reset: Signal<In, Bit>,
+    /// A beat is offered.
+    pub in_valid: Signal<In, Bit>,
+    /// The lane takes the offered beat this cycle.
+    pub in_ready: Signal<Out, Bit>,
+    /// The beat starts a column (highest data index).
+    pub in_first: Signal<In, Bit>,
+    /// The beat ends a column (data index 0).
+    pub in_last: Signal<In, Bit>,
+    /// Compute Q too (RAID-6); when clear Q reads zero (RAID-5, P only).
+    pub in_pq: Signal<In, Bit>,
+    /// Beat data.
+    pub in_data: Signal<In, Bits<LANE_BITS>>,
+    /// A column's result is offered.
+    pub out_valid: Signal<Out, Bit>,
+    /// The consumer takes the offered result this cycle.
+    pub out_ready: Signal<In, Bit>,
+    /// P of the column.
+    pub out_p: Signal<Out, Bits<LANE_BITS>>,
+    /// Q of the column (zero in P-only mode).
+    pub out_q: Signal<Out, Bits<LANE_BITS>>,
+    stage_valid: DFF<Bit>,
+    stage_first: DFF<Bit>,
+    stage_last: DFF<Bit>,
+    stage_pq: DFF<Bit>,
+    stage_data: DFF<Bits<LANE_BITS>>,
+    acc_p: DFF<Bits<LANE_BITS>>,
+    acc_q: DFF<Bits<LANE_BITS>>,
+    out_valid_reg: DFF<Bit>,
+    out_p_reg: DFF<Bits<LANE_BITS>>,
+    out_q_reg: DFF<Bits<LANE_BITS>>,
+    spare_valid: DFF<Bit>,
+    spare_p: DFF<Bits<LANE_BITS>>,
+    spare_q: DFF<Bits<LANE_BITS>>,
+    owed: DFF<Bits<2>>,
+    ready_reg: DFF<Bit>,
+    accept: Signal<Local, Bit>,
+    pop: Signal<Local, Bit>,
+    finish: Signal<Local, Bit>,
+    owed_next: Signal<Local, Bits<2>>,
+    q_doubled: Signal<Local, Bits<LANE_BITS>>,
+    q_high: Signal<Local, Bits<LANE_BITS>>,
+    p_next: Signal<Local, Bits<LANE_BITS>>,
+    q_next: Signal<Local, Bits<LANE_BITS>>,
+    low_bits_mask: Constant<Bits<LANE_BITS>>,
+    high_bits_mask: Constant<Bits<LANE_BITS>>,
+    zero: Constant<Bits<LANE_BITS>>,
+    queue_slots: Constant<Bits<2>>,
+}
+
+impl Default for ParityLane {
+    fn default() -> Self {
+        Self {
+            clock: Default::default(),
+            reset: Default::default(),
+            in_valid: Default::default(),
+            in_ready: Default::default(),
+            in_first: Default::default(),
+            in_last: Default::default(),
+            in_pq: Default::default(),
+            in_data: Default::default(),
+            out_valid: Default::default(),
+            out_ready: Default::default(),
+            out_p: Default::default(),
+            out_q: Default::default(),
+            stage_valid: Default::default(),
+            stage_first: Default::default(),
+            stage_last: Default::default(),
+            stage_pq: Default::default(),
+            stage_data: Default::default(),
+            acc_p: Default::default(),
+            acc_q: Default::default(),
+            out_valid_reg: Default::default(),
+            out_p_reg: Default::default(),
+            out_q_reg: Default::default(),
+            spare_valid: Default::default(),
+            spare_p: Default::default(),
+            spare_q: Default::default(),
+            owed: Default::default(),
+            ready_reg: Default::default(),
+            accept: Default::default(),
+            pop: Default::default(),
+            finish: Default::default(),
+            owed_next: Default::default(),
+            q_doubled: Default::default(),
+            q_high: Default::default(),
+            p_next: Default::default(),
+            q_next: Default::default(),
+            // Multiplying a byte by 2 shifts it left one bit: the bit shifted in from the
+            // byte below must be dropped, and each byte's old top bit selects the reduction.
+            low_bits_mask: Constant::new(0xFEFE_FEFE_FEFE_FEFE_u64.into()),
+            high_bits_mask: Constant::new(0x0101_0101_0101_0101_u64.into()),
+            zero: Constant::new(0_u64.into()),
+            queue_slots: Constant::new(QUEUE_SLOTS.into()),
+        }
+    }
+}
+
+impl Logic for ParityLane {
+    #[hdl_gen]
+    fn update(&mut self) {
+        dff_setup!(
+            self,
+            clock,
+            stage_valid,
+            stage_first,
+            stage_last,
+            stage_pq,
+            stage_data,
+            acc_p,
+            acc_q,
+            out_valid_reg,
+            out_p_reg,
+            out_q_reg,
+            spare_valid,
+            spare_p,
+            spare_q,
+            owed,
+            ready_reg
+        );
+        // Stage A: data loads every cycle; only its valid bit says whether it counts.
+        self.accept.next = self.in_valid.val() & self.ready_reg.q.val();
+        self.stage_valid.d.next = self.accept.val();
+        self.stage_first.d.next = self.in_first.val();
+        self.stage_last.d.next = self.in_last.val();
+        self.stage_pq.d.next = self.in_pq.val();
+        self.stage_data.d.next = self.in_data.val();
+
+        // Stage B: Horner's rule. 2*Q per byte is (Q << 1) with 0x1d folded in where the
+        // byte's top bit fell out (0x11d less the x^8 term: bits 0, 2, 3 and 4).
+        self.q_doubled.next = (self.acc_q.q.val() << 1) & self.low_bits_mask.val();
+        self.q_high.next = (self.acc_q.q.val() >> 7) & self.high_bits_mask.val();
+        self.p_next.next = self.acc_p.q.val() ^ self.stage_data.q.val();
+        self.q_next.next = self.q_doubled.val()
+            ^ self.q_high.val()
+            ^ (self.q_high.val() << 2)
+            ^ (self.q_high.val() << 3)
+            ^ (self.q_high.val() << 4)
+            ^ self.stage_data.q.val();
+        if self.stage_first.q.val() {
+            self.p_next.next = self.stage_data.q.val();
+            self.q_next.next = self.stage_data.q.val();
+        }
+        if !self.stage_pq.q.val() {
+            self.q_next.next = self.zero.val();
+        }
+        if self.stage_valid.q.val() {
+            self.acc_p.d.next = self.p_next.val();
+            self.acc_q.d.next = self.q_next.val();
+        }
+        self.finish.next = self.stage_valid.q.val() & self.stage_last.q.val();
+
+        // Output queue: `out` is the older result, `spare` the newer.
+        self.pop.next = self.out_valid_reg.q.val() & self.out_ready.val();
+        if self.pop.val() {
+            self.out_valid_reg.d.next = self.spare_valid.q.val() | self.finish.val();
+            self.spare_valid.d.next = self.spare_valid.q.val() & self.finish.val();
+            if self.spare_valid.q.val() {
+                self.out_p_reg.d.next = self.spare_p.q.val();
+                self.out_q_reg.d.next = self.spare_q.q.val();
+                self.spare_p.d.next = self.p_next.val();
+                self.spare_q.d.next = self.q_next.val();
+            } else {
+                self.out_p_reg.d.next = self.p_next.val();
+                self.out_q_reg.d.next = self.q_next.val();
+            }
+        } else if self.finish.val() {
+            if self.out_valid_reg.q.val() {
+                self.spare_valid.d.next = true;
+                self.spare_p.d.next = self.p_next.val();
+                self.spare_q.d.next = self.q_next.val();
+            } else {
+                self.out_valid_reg.d.next = true;
+                self.out_p_reg.d.next = self.p_next.val();
+                self.out_q_reg.d.next = self.q_next.val();
+            }
+        }
+
+        // Credit: a `last` beat is taken only while a queue slot is free for its result.
+        self.owed_next.next = self.owed.q.val();
+        if self.accept.val() & self.in_last.val() {
+            self.owed_next.next = self.owed_next.val() + 1;
+        }
+        if self.pop.val() {
+            self.owed_next.next = self.owed_next.val() - 1;
+        }
+        self.owed.d.next = self.owed_next.val();
+        self.ready_reg.d.next = self.owed_next.val() < self.queue_slots.val();
+
+        if self.reset.val() {
+            self.stage_valid.d.next = false;
+            self.out_valid_reg.d.next = false;
+            self.spare_valid.d.next = false;
+            self.owed.d.next = 0.into();
+            self.ready_reg.d.next = false;
+        }
+        self.in_ready.next = self.ready_reg.q.val();
+        self.out_valid.next = self.out_valid_reg.q.val();
+        self.out_p.next = self.out_p_reg.q.val();
+        self.out_q.next = self.out_q_reg.q.val();
+    }
+}
