@@ -3,7 +3,7 @@
 //! The stream protocol is the lane's (see [`crate::parity_lane`]): beats column by column,
 //! data chunks in descending index order, `first` on the highest index and `last` on chunk
 //! 0; one P (and Q) result per column. Every lane gets the same control inputs, so all
-//! lanes accept and emit together and lane 0's handshake speaks for the engine. `W` is a
+//! lanes accept and emit together; the engine's handshake is the AND of the lanes'. `W` is a
 //! multiple of 64: 64 bytes per beat (512 bits) is the card's
 //! [`shared_regs::limits::PARITY_BEAT_BYTES`].
 use crate::parity_lane::{LANE_BITS, ParityLane};
@@ -87,6 +87,8 @@ impl<const W: usize> Logic for ParityEngine<W> {
         // lane and puts the next lane on top, so lane 0 ends in the low bits.
         self.out_p.next = self.zero.val();
         self.out_q.next = self.zero.val();
+        self.in_ready.next = true;
+        self.out_valid.next = true;
         for i in 0..Self::LANES {
             self.lanes[i].clock.next = self.clock.val();
             self.lanes[i].reset.next = self.reset.val();
@@ -103,9 +105,9 @@ impl<const W: usize> Logic for ParityEngine<W> {
                 | (bit_cast::<W, LANE_BITS>(self.lane_p.val()) << self.top_lane_shift.val());
             self.out_q.next = (self.out_q.val() >> 64)
                 | (bit_cast::<W, LANE_BITS>(self.lane_q.val()) << self.top_lane_shift.val());
+            self.in_ready.next = self.in_ready.val() & self.lanes[i].in_ready.val();
+            self.out_valid.next = self.out_valid.val() & self.lanes[i].out_valid.val();
         }
-        self.in_ready.next = self.lanes[0].in_ready.val();
-        self.out_valid.next = self.lanes[0].out_valid.val();
     }
 }
 

@@ -78,6 +78,8 @@ pub struct ParityLane {
     high_bits_mask: Constant<Bits<LANE_BITS>>,
     zero: Constant<Bits<LANE_BITS>>,
     queue_slots: Constant<Bits<2>>,
+    one_result: Constant<Bits<2>>,
+    no_results: Constant<Bits<2>>,
 }
 
 impl Default for ParityLane {
@@ -124,6 +126,9 @@ impl Default for ParityLane {
             high_bits_mask: Constant::new(0x0101_0101_0101_0101_u64.into()),
             zero: Constant::new(0_u64.into()),
             queue_slots: Constant::new(QUEUE_SLOTS.into()),
+            // Constants rather than literals: rust-hdl writes literals 32 bits wide.
+            one_result: Constant::new(1_u64.into()),
+            no_results: Constant::new(0_u64.into()),
         }
     }
 }
@@ -211,10 +216,10 @@ impl Logic for ParityLane {
         // Credit: a `last` beat is taken only while a queue slot is free for its result.
         self.owed_next.next = self.owed.q.val();
         if self.accept.val() & self.in_last.val() {
-            self.owed_next.next = self.owed_next.val() + 1;
+            self.owed_next.next = self.owed_next.val() + self.one_result.val();
         }
         if self.pop.val() {
-            self.owed_next.next = self.owed_next.val() - 1;
+            self.owed_next.next = self.owed_next.val() - self.one_result.val();
         }
         self.owed.d.next = self.owed_next.val();
         self.ready_reg.d.next = self.owed_next.val() < self.queue_slots.val();
@@ -223,7 +228,7 @@ impl Logic for ParityLane {
             self.stage_valid.d.next = false;
             self.out_valid_reg.d.next = false;
             self.spare_valid.d.next = false;
-            self.owed.d.next = 0.into();
+            self.owed.d.next = self.no_results.val();
             self.ready_reg.d.next = false;
         }
         self.in_ready.next = self.ready_reg.q.val();
