@@ -77,7 +77,7 @@ pub struct BroadcastFabric<const N: usize> {
     /// The ports.
     pub ports: [FabricPort; N],
     /// Bit `p` set while port `p` is a member (for `FABRIC_MEMBERSHIP`).
-    pub membership: Signal<Out, Bits<8>>,
+    pub membership: Signal<Out, Bits<32>>,
     member: [DFF<Bit>; N],
     down_pending: [DFF<Bit>; N],
     ack_pending: [DFF<Bit>; N],
@@ -118,7 +118,7 @@ pub struct BroadcastFabric<const N: usize> {
     is_broadcast: Signal<Local, Bit>,
     offset_in_range: Signal<Local, Bit>,
     port_index: [Constant<Bits<8>>; N],
-    port_bit: [Constant<Bits<8>>; N],
+    port_bit: [Constant<Bits<32>>; N],
     is_last_port: [Constant<Bit>; N],
     kind_broadcast: Constant<Bits<8>>,
     kind_unicast: Constant<Bits<8>>,
@@ -132,6 +132,7 @@ pub struct BroadcastFabric<const N: usize> {
     zero_payload: Constant<Bits<64>>,
     zero_offset: Constant<Bits<32>>,
     no_ports: Constant<Bits<8>>,
+    no_members: Constant<Bits<32>>,
 }
 
 fn kind(kind: MessageKind) -> Constant<Bits<8>> {
@@ -203,6 +204,7 @@ impl<const N: usize> BroadcastFabric<N> {
             zero_payload: Constant::new(0_u64.into()),
             zero_offset: Constant::new(0_u64.into()),
             no_ports: Constant::new(0_u64.into()),
+            no_members: Constant::new(0_u64.into()),
         }
     }
 }
@@ -214,7 +216,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         // acknowledgement it owes, then its own message.
         self.all_free.next = true;
         self.any_ack_pending.next = false;
-        self.membership.next = self.no_ports.val();
+        self.membership.next = self.no_members.val();
         for i in 0..N {
             // Every per-port register holds its value unless told otherwise.
             self.member[i].clock.next = self.clock.val();
@@ -675,7 +677,7 @@ mod tests {
             assert_eq!(heard, broadcasts_from_2, "port {port} missed a broadcast port 2 sent");
         }
         assert!(accepted_from_2 > 0, "the drop came before port 2 sent anything");
-        assert_eq!(bench.uut.membership.val().to_u8(), 0b1011);
+        assert_eq!(bench.uut.membership.val().to_u32(), 0b1011);
     }
 
     #[test]

@@ -11,18 +11,22 @@
 //! its clock). Timing of the pipeline:
 //!
 //! * stage A registers the accepted beat (data loads every cycle, no enable);
-//! * stage B folds it into the accumulators and, on `last`, files the column's result in a
-//!   two-entry output queue (`out` and `spare`);
-//! * `in_ready` is a register computed from the results owed to the consumer, so there is
-//!   no combinational path from `out_ready` to `in_ready`, and the engine accepts one beat
-//!   every cycle while the consumer keeps up.
+//! * stage B folds it into the accumulators and, on `last`, files the column's result in
+//!   one of two result slots, used in turn;
+//! * the consumer reads the slot `read_slot` points at.
+//!
+//! Every wide register is steered by one flip-flop and no logic: the accumulators by
+//! `stage_valid` (and `stage_first` as a data input), each result slot by its own load
+//! strobe, registered when the `last` beat is accepted. `in_ready` is a register computed
+//! from the results owed to the consumer, so no combinational path runs from `out_ready` to
+//! `in_ready`, and the lane accepts one beat every cycle while the consumer keeps up.
 use rust_hdl::prelude::*;
 
 /// Bits of one lane.
 pub const LANE_BITS: usize = 64;
 
-/// Results the output queue holds (`out` and `spare`).
-const QUEUE_SLOTS: u64 = 2;
+/// Result slots: a column's result waits in one while the next column accumulates.
+const RESULT_SLOTS: u64 = 2;
 
 /// One 64-bit P+Q lane with valid/ready on both sides.
 #[derive(Debug, LogicBlock)]
@@ -53,22 +57,24 @@ pub struct ParityLane {
     pub out_q: Signal<Out, Bits<LANE_BITS>>,
     stage_valid: DFF<Bit>,
     stage_first: DFF<Bit>,
-    stage_last: DFF<Bit>,
     stage_pq: DFF<Bit>,
     stage_data: DFF<Bits<LANE_BITS>>,
     acc_p: DFF<Bits<LANE_BITS>>,
     acc_q: DFF<Bits<LANE_BITS>>,
-    out_valid_reg: DFF<Bit>,
-    out_p_reg: DFF<Bits<LANE_BITS>>,
-    out_q_reg: DFF<Bits<LANE_BITS>>,
-    spare_valid: DFF<Bit>,
-    spare_p: DFF<Bits<LANE_BITS>>,
-    spare_q: DFF<Bits<LANE_BITS>>,
+    load_slot0: DFF<Bit>,
+    load_slot1: DFF<Bit>,
+    filled_slot0: DFF<Bit>,
+    filled_slot1: DFF<Bit>,
+    slot0_p: DFF<Bits<LANE_BITS>>,
+    slot0_q: DFF<Bits<LANE_BITS>>,
+    slot1_p: DFF<Bits<LANE_BITS>>,
+    slot1_q: DFF<Bits<LANE_BITS>>,
+    write_slot: DFF<Bit>,
+    read_slot: DFF<Bit>,
     owed: DFF<Bits<2>>,
     ready_reg: DFF<Bit>,
-    accept: Signal<Local, Bit>,
+    accept_last: Signal<Local, Bit>,
     pop: Signal<Local, Bit>,
-    finish: Signal<Local, Bit>,
     owed_next: Signal<Local, Bits<2>>,
     q_doubled: Signal<Local, Bits<LANE_BITS>>,
     q_high: Signal<Local, Bits<LANE_BITS>>,
@@ -77,7 +83,7 @@ pub struct ParityLane {
     low_bits_mask: Constant<Bits<LANE_BITS>>,
     high_bits_mask: Constant<Bits<LANE_BITS>>,
     zero: Constant<Bits<LANE_BITS>>,
-    queue_slots: Constant<Bits<2>>,
+    result_slots: Constant<Bits<2>>,
     one_result: Constant<Bits<2>>,
     no_results: Constant<Bits<2>>,
 }
@@ -99,22 +105,24 @@ impl Default for ParityLane {
             out_q: Default::default(),
             stage_valid: Default::default(),
             stage_first: Default::default(),
-            stage_last: Default::default(),
             stage_pq: Default::default(),
             stage_data: Default::default(),
             acc_p: Default::default(),
             acc_q: Default::default(),
-            out_valid_reg: Default::default(),
-            out_p_reg: Default::default(),
-            out_q_reg: Default::default(),
-            spare_valid: Default::default(),
-            spare_p: Default::default(),
-            spare_q: Default::default(),
+            load_slot0: Default::default(),
+            load_slot1: Default::default(),
+            filled_slot0: Default::default(),
+            filled_slot1: Default::default(),
+            slot0_p: Default::default(),
+            slot0_q: Default::default(),
+            slot1_p: Default::default(),
+            slot1_q: Default::default(),
+            write_slot: Default::default(),
+            read_slot: Default::default(),
             owed: Default::default(),
             ready_reg: Default::default(),
-            accept: Default::default(),
+            accept_last: Default::default(),
             pop: Default::default(),
-            finish: Default::default(),
             owed_next: Default::default(),
             q_doubled: Default::default(),
             q_high: Default::default(),
@@ -125,7 +133,7 @@ impl Default for ParityLane {
             low_bits_mask: Constant::new(0xFEFE_FEFE_FEFE_FEFE_u64.into()),
             high_bits_mask: Constant::new(0x0101_0101_0101_0101_u64.into()),
             zero: Constant::new(0_u64.into()),
-            queue_slots: Constant::new(QUEUE_SLOTS.into()),
+            result_slots: Constant::new(RESULT_SLOTS.into()),
             // Constants rather than literals: rust-hdl writes literals 32 bits wide.
             one_result: Constant::new(1_u64.into()),
             no_results: Constant::new(0_u64.into()),
@@ -141,27 +149,33 @@ impl Logic for ParityLane {
             clock,
             stage_valid,
             stage_first,
-            stage_last,
             stage_pq,
             stage_data,
             acc_p,
             acc_q,
-            out_valid_reg,
-            out_p_reg,
-            out_q_reg,
-            spare_valid,
-            spare_p,
-            spare_q,
+            load_slot0,
+            load_slot1,
+            filled_slot0,
+            filled_slot1,
+            slot0_p,
+            slot0_q,
+            slot1_p,
+            slot1_q,
+            write_slot,
+            read_slot,
             owed,
             ready_reg
         );
-        // Stage A: data loads every cycle; only its valid bit says whether it counts.
-        self.accept.next = self.in_valid.val() & self.ready_reg.q.val();
-        self.stage_valid.d.next = self.accept.val();
+        // Stage A: data loads every cycle; only its valid bit says whether it counts. A
+        // `last` beat also picks the slot its result will go to.
+        self.stage_valid.d.next = self.in_valid.val() & self.ready_reg.q.val();
         self.stage_first.d.next = self.in_first.val();
-        self.stage_last.d.next = self.in_last.val();
         self.stage_pq.d.next = self.in_pq.val();
         self.stage_data.d.next = self.in_data.val();
+        self.accept_last.next = self.in_valid.val() & self.ready_reg.q.val() & self.in_last.val();
+        self.load_slot0.d.next = self.accept_last.val() & !self.write_slot.q.val();
+        self.load_slot1.d.next = self.accept_last.val() & self.write_slot.q.val();
+        self.write_slot.d.next = self.write_slot.q.val() ^ self.accept_last.val();
 
         // Stage B: Horner's rule. 2*Q per byte is (Q << 1) with 0x1d folded in where the
         // byte's top bit fell out (0x11d less the x^8 term: bits 0, 2, 3 and 4).
@@ -178,62 +192,64 @@ impl Logic for ParityLane {
             self.p_next.next = self.stage_data.q.val();
             self.q_next.next = self.stage_data.q.val();
         }
-        if !self.stage_pq.q.val() {
-            self.q_next.next = self.zero.val();
-        }
         if self.stage_valid.q.val() {
             self.acc_p.d.next = self.p_next.val();
             self.acc_q.d.next = self.q_next.val();
         }
-        self.finish.next = self.stage_valid.q.val() & self.stage_last.q.val();
-
-        // Output queue: `out` is the older result, `spare` the newer.
-        self.pop.next = self.out_valid_reg.q.val() & self.out_ready.val();
-        if self.pop.val() {
-            self.out_valid_reg.d.next = self.spare_valid.q.val() | self.finish.val();
-            self.spare_valid.d.next = self.spare_valid.q.val() & self.finish.val();
-            if self.spare_valid.q.val() {
-                self.out_p_reg.d.next = self.spare_p.q.val();
-                self.out_q_reg.d.next = self.spare_q.q.val();
-                self.spare_p.d.next = self.p_next.val();
-                self.spare_q.d.next = self.q_next.val();
-            } else {
-                self.out_p_reg.d.next = self.p_next.val();
-                self.out_q_reg.d.next = self.q_next.val();
-            }
-        } else if self.finish.val() {
-            if self.out_valid_reg.q.val() {
-                self.spare_valid.d.next = true;
-                self.spare_p.d.next = self.p_next.val();
-                self.spare_q.d.next = self.q_next.val();
-            } else {
-                self.out_valid_reg.d.next = true;
-                self.out_p_reg.d.next = self.p_next.val();
-                self.out_q_reg.d.next = self.q_next.val();
-            }
+        if !self.stage_pq.q.val() {
+            self.q_next.next = self.zero.val();
+        }
+        if self.load_slot0.q.val() {
+            self.slot0_p.d.next = self.p_next.val();
+            self.slot0_q.d.next = self.q_next.val();
+            self.filled_slot0.d.next = true;
+        }
+        if self.load_slot1.q.val() {
+            self.slot1_p.d.next = self.p_next.val();
+            self.slot1_q.d.next = self.q_next.val();
+            self.filled_slot1.d.next = true;
         }
 
-        // Credit: a `last` beat is taken only while a queue slot is free for its result.
+        // The consumer reads the slots in turn.
+        self.out_valid.next = self.filled_slot0.q.val();
+        self.out_p.next = self.slot0_p.q.val();
+        self.out_q.next = self.slot0_q.q.val();
+        if self.read_slot.q.val() {
+            self.out_valid.next = self.filled_slot1.q.val();
+            self.out_p.next = self.slot1_p.q.val();
+            self.out_q.next = self.slot1_q.q.val();
+        }
+        self.pop.next = self.out_valid.val() & self.out_ready.val();
+        if self.pop.val() & !self.read_slot.q.val() {
+            self.filled_slot0.d.next = false;
+        }
+        if self.pop.val() & self.read_slot.q.val() {
+            self.filled_slot1.d.next = false;
+        }
+        self.read_slot.d.next = self.read_slot.q.val() ^ self.pop.val();
+
+        // Credit: a `last` beat is taken only while a slot is free for its result.
         self.owed_next.next = self.owed.q.val();
-        if self.accept.val() & self.in_last.val() {
+        if self.accept_last.val() {
             self.owed_next.next = self.owed_next.val() + self.one_result.val();
         }
         if self.pop.val() {
             self.owed_next.next = self.owed_next.val() - self.one_result.val();
         }
         self.owed.d.next = self.owed_next.val();
-        self.ready_reg.d.next = self.owed_next.val() < self.queue_slots.val();
+        self.ready_reg.d.next = self.owed_next.val() < self.result_slots.val();
 
         if self.reset.val() {
             self.stage_valid.d.next = false;
-            self.out_valid_reg.d.next = false;
-            self.spare_valid.d.next = false;
+            self.load_slot0.d.next = false;
+            self.load_slot1.d.next = false;
+            self.filled_slot0.d.next = false;
+            self.filled_slot1.d.next = false;
+            self.write_slot.d.next = false;
+            self.read_slot.d.next = false;
             self.owed.d.next = self.no_results.val();
             self.ready_reg.d.next = false;
         }
         self.in_ready.next = self.ready_reg.q.val();
-        self.out_valid.next = self.out_valid_reg.q.val();
-        self.out_p.next = self.out_p_reg.q.val();
-        self.out_q.next = self.out_q_reg.q.val();
     }
 }
