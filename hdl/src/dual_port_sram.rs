@@ -1,5 +1,6 @@
-//! The card SRAM: 64-bit words, one port for the host (through the BAR0 window) and one for
-//! the fabric (peers' remote writes), each with a registered read.
+//! The card SRAM: 64-bit words, one read/write port for the host (through the BAR0 window,
+//! registered read) and one write port for the fabric (peers' remote writes; the fabric
+//! protocol has no remote read).
 //!
 //! The host writes 32-bit halves (BAR0 accesses are 32 bits wide), so each half has its own
 //! write enable; the fabric writes whole words. A read returns the word as it was before a
@@ -22,8 +23,8 @@ pub struct DualPortSram<const A: usize> {
     pub host_write_low: Signal<In, Bit>,
     /// Host port: write the high 32 bits.
     pub host_write_high: Signal<In, Bit>,
-    /// Host port: data to write.
-    pub host_write_data: Signal<In, Bits<WORD_BITS>>,
+    /// Host port: the 32-bit half to write, into whichever half is enabled.
+    pub host_write_data: Signal<In, Bits<32>>,
     /// Host port: the word at last cycle's address.
     pub host_read_data: Signal<Out, Bits<WORD_BITS>>,
     /// Fabric port: word address.
@@ -32,8 +33,6 @@ pub struct DualPortSram<const A: usize> {
     pub fabric_write: Signal<In, Bit>,
     /// Fabric port: data to write.
     pub fabric_write_data: Signal<In, Bits<WORD_BITS>>,
-    /// Fabric port: the word at last cycle's address.
-    pub fabric_read_data: Signal<Out, Bits<WORD_BITS>>,
     _words: Vec<u64>,
 }
 
@@ -54,7 +53,6 @@ impl<const A: usize> DualPortSram<A> {
             fabric_address: Default::default(),
             fabric_write: Default::default(),
             fabric_write_data: Default::default(),
-            fabric_read_data: Default::default(),
             _words: vec![0; 1 << A],
         }
     }
@@ -77,13 +75,12 @@ impl<const A: usize> Logic for DualPortSram<A> {
         let host = self.host_address.val().index();
         let fabric = self.fabric_address.val().index();
         self.host_read_data.next = self._words[host].into();
-        self.fabric_read_data.next = self._words[fabric].into();
-        let host_data = self.host_write_data.val().to_u64();
+        let half = self.host_write_data.val().to_u64();
         if self.host_write_low.val() {
-            self._words[host] = (self._words[host] & HIGH_HALF) | (host_data & LOW_HALF);
+            self._words[host] = (self._words[host] & HIGH_HALF) | half;
         }
         if self.host_write_high.val() {
-            self._words[host] = (self._words[host] & LOW_HALF) | (host_data & HIGH_HALF);
+            self._words[host] = (self._words[host] & LOW_HALF) | (half << 32);
         }
         if self.fabric_write.val() {
             self._words[fabric] = self.fabric_write_data.val().to_u64();
@@ -92,7 +89,6 @@ impl<const A: usize> Logic for DualPortSram<A> {
 
     fn connect(&mut self) {
         self.host_read_data.connect();
-        self.fabric_read_data.connect();
     }
 
     fn hdl(&self) -> Verilog {
@@ -103,11 +99,10 @@ reg [31:0] high_words[0:{last}];
 
 always @(posedge clock) begin
     host_read_data <= {{high_words[host_address], low_words[host_address]}};
-    fabric_read_data <= {{high_words[fabric_address], low_words[fabric_address]}};
     if (host_write_low & ~(fabric_write & (fabric_address == host_address)))
-        low_words[host_address] <= host_write_data[31:0];
+        low_words[host_address] <= host_write_data;
     if (host_write_high & ~(fabric_write & (fabric_address == host_address)))
-        high_words[host_address] <= host_write_data[63:32];
+        high_words[host_address] <= host_write_data;
     if (fabric_write) begin
         low_words[fabric_address] <= fabric_write_data[31:0];
         high_words[fabric_address] <= fabric_write_data[63:32];
@@ -144,7 +139,7 @@ mod tests {
     fn host_halves_and_fabric_words_land_where_addressed() {
         let mut uut = sram();
         uut.host_address.next = 3_u64.into();
-        uut.host_write_data.next = 0x1111_2222_3333_4444_u64.into();
+        uut.host_write_data.next = 0x3333_4444_u64.into();
         uut.host_write_low.next = true;
         uut.fabric_address.next = 9_u64.into();
         uut.fabric_write.next = true;

@@ -4,7 +4,54 @@
 //! with `$` separating the path's parts in signal names too. Legal Verilog, but every file
 //! would define `top`, and `$` in names is escaped differently by every tool. The rename
 //! gives each top its own name and turns every `$` inside an identifier into `_`.
+use crate::broadcast_fabric::BroadcastFabric;
+use crate::card_top::CardTop;
+use crate::dual_port_sram::DualPortSram;
+use crate::parity_engine::ParityEngine;
+use crate::register_file::RegisterFile;
 use rust_hdl::prelude::*;
+
+/// log2 of the 64-bit words of SRAM on the generated card: 128 KiB, two window pages
+/// (block RAM on the FPGAs the reports cover; the sim card's 64 MiB is a host-side size).
+pub const CARD_SRAM_WORDS_LOG2: usize = 14;
+/// Fabric ports of the generated card and fabric.
+pub const CARD_FABRIC_PORTS: usize = 4;
+/// Parity datapath of the generated card: one `PARITY_BEAT_BYTES` beat per cycle.
+pub const CARD_PARITY_BITS: usize = shared_regs::limits::PARITY_BEAT_BYTES as usize * 8;
+
+/// One generated Verilog file: its top module's name (the file is `NAME.v`) and text.
+#[derive(Debug)]
+pub struct GeneratedModule {
+    /// Name of the top module.
+    pub name: String,
+    /// The Verilog.
+    pub verilog: String,
+}
+
+fn module<B: Block>(mut uut: B, name: &str) -> GeneratedModule {
+    uut.connect_all();
+    GeneratedModule { name: name.to_owned(), verilog: generate(&uut, name) }
+}
+
+/// Every module the card is built from, as testbench/ and bitstreams/ use them: the parity
+/// engine at 64, 256 and 512 bits, the fabric at 2, 4 and 8 ports, the SRAM, the register
+/// file, and the card top.
+pub fn card_modules() -> Vec<GeneratedModule> {
+    let sram_bytes = DualPortSram::<CARD_SRAM_WORDS_LOG2>::BYTES;
+    let fabric_sram_bytes = u32::try_from(sram_bytes).expect("the card SRAM fits a fabric offset");
+    let ports = u8::try_from(CARD_FABRIC_PORTS).expect("ports fit u8");
+    vec![
+        module(ParityEngine::<64>::new(), "parity_engine_64"),
+        module(ParityEngine::<256>::new(), "parity_engine_256"),
+        module(ParityEngine::<512>::new(), "parity_engine_512"),
+        module(BroadcastFabric::<2>::new(fabric_sram_bytes), "broadcast_fabric_2"),
+        module(BroadcastFabric::<4>::new(fabric_sram_bytes), "broadcast_fabric_4"),
+        module(BroadcastFabric::<8>::new(fabric_sram_bytes), "broadcast_fabric_8"),
+        module(DualPortSram::<CARD_SRAM_WORDS_LOG2>::new(), "dual_port_sram"),
+        module(RegisterFile::new(sram_bytes, ports), "register_file"),
+        module(CardTop::<CARD_PARITY_BITS, CARD_SRAM_WORDS_LOG2>::new(ports), "card_top"),
+    ]
+}
 
 /// The rust-hdl name of every generated top module.
 const RUST_HDL_TOP: &str = "top";
@@ -78,6 +125,15 @@ mod tests {
             rename(verilog, "card"),
             "top_lane_shift = 16'h40; $display(x_1); stop_2 = 4'hf;"
         );
+    }
+
+    #[test]
+    fn every_card_module_generates_under_its_own_name() {
+        for module in card_modules() {
+            let declaration = format!("module {}(", module.name);
+            assert!(module.verilog.contains(&declaration), "{} lacks its top", module.name);
+            assert!(!module.verilog.contains("module top"), "{} kept rust-hdl's name", module.name);
+        }
     }
 
     #[test]

@@ -1,13 +1,29 @@
-use hdl::broadcast_fabric::BroadcastFabric;
-use hdl::parity_engine::ParityEngine;
-use rust_hdl::prelude::*;
-fn main() {
-    let dir = std::env::args().nth(1).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut uut = ParityEngine::<512>::new();
-    uut.connect_all();
-    std::fs::write(format!("{dir}/parity_engine_512.v"), hdl::verilog::generate(&uut, "parity_engine_512")).unwrap();
-    let mut uut = BroadcastFabric::<4>::new(4096);
-    uut.connect_all();
-    std::fs::write(format!("{dir}/broadcast_fabric_4.v"), hdl::verilog::generate(&uut, "broadcast_fabric_4")).unwrap();
+//! Writes the Verilog of every card module into a directory, one `NAME.v` per module.
+//!
+//! usage: gen-verilog OUTDIR
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut arguments = std::env::args_os().skip(1);
+    let (Some(directory), None) = (arguments.next(), arguments.next()) else {
+        eprintln!("usage: gen-verilog OUTDIR");
+        return ExitCode::from(2);
+    };
+    let directory = PathBuf::from(directory);
+    if let Err(error) = std::fs::create_dir_all(&directory) {
+        eprintln!("gen-verilog: cannot create {}: {error}", directory.display());
+        return ExitCode::FAILURE;
+    }
+    for module in hdl::verilog::card_modules() {
+        let path = directory.join(format!("{}.v", module.name));
+        if let Err(error) = std::fs::write(&path, module.verilog) {
+            eprintln!("gen-verilog: cannot write {}: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("{}", path.display());
+    }
+    ExitCode::SUCCESS
 }
