@@ -13,7 +13,8 @@
 //! * stage A registers the accepted beat (data loads every cycle, no enable);
 //! * stage B folds it into the accumulators and, on `last`, files the column's result in
 //!   one of two result slots, used in turn;
-//! * the consumer reads the slot `read_slot` points at.
+//! * the consumer reads the slot `read_slot` points at; `out_valid` and `in_ready` are
+//!   flip-flops.
 //!
 //! Every wide register is steered by one flip-flop and no logic: the accumulators by
 //! `stage_valid` (and `stage_first` as a data input), each result slot by its own load
@@ -71,10 +72,14 @@ pub struct ParityLane {
     slot1_q: DFF<Bits<LANE_BITS>>,
     write_slot: DFF<Bit>,
     read_slot: DFF<Bit>,
+    valid_reg: DFF<Bit>,
     owed: DFF<Bits<2>>,
     ready_reg: DFF<Bit>,
     accept_last: Signal<Local, Bit>,
     pop: Signal<Local, Bit>,
+    filled0_next: Signal<Local, Bit>,
+    filled1_next: Signal<Local, Bit>,
+    read_next: Signal<Local, Bit>,
     owed_next: Signal<Local, Bits<2>>,
     q_doubled: Signal<Local, Bits<LANE_BITS>>,
     q_high: Signal<Local, Bits<LANE_BITS>>,
@@ -119,10 +124,14 @@ impl Default for ParityLane {
             slot1_q: Default::default(),
             write_slot: Default::default(),
             read_slot: Default::default(),
+            valid_reg: Default::default(),
             owed: Default::default(),
             ready_reg: Default::default(),
             accept_last: Default::default(),
             pop: Default::default(),
+            filled0_next: Default::default(),
+            filled1_next: Default::default(),
+            read_next: Default::default(),
             owed_next: Default::default(),
             q_doubled: Default::default(),
             q_high: Default::default(),
@@ -163,6 +172,7 @@ impl Logic for ParityLane {
             slot1_q,
             write_slot,
             read_slot,
+            valid_reg,
             owed,
             ready_reg
         );
@@ -199,34 +209,37 @@ impl Logic for ParityLane {
         if !self.stage_pq.q.val() {
             self.q_next.next = self.zero.val();
         }
+        // Result slots, used in turn by the producer (`write_slot`) and the consumer
+        // (`read_slot`). `valid_reg` is next cycle's `out_valid`, worked out a cycle early
+        // so the handshake leaves the lane straight from a flip-flop.
+        self.pop.next = self.valid_reg.q.val() & self.out_ready.val();
+        self.filled0_next.next = self.filled_slot0.q.val() & !(self.pop.val() & !self.read_slot.q.val());
+        self.filled1_next.next = self.filled_slot1.q.val() & !(self.pop.val() & self.read_slot.q.val());
         if self.load_slot0.q.val() {
             self.slot0_p.d.next = self.p_next.val();
             self.slot0_q.d.next = self.q_next.val();
-            self.filled_slot0.d.next = true;
+            self.filled0_next.next = true;
         }
         if self.load_slot1.q.val() {
             self.slot1_p.d.next = self.p_next.val();
             self.slot1_q.d.next = self.q_next.val();
-            self.filled_slot1.d.next = true;
+            self.filled1_next.next = true;
         }
-
-        // The consumer reads the slots in turn.
-        self.out_valid.next = self.filled_slot0.q.val();
+        self.read_next.next = self.read_slot.q.val() ^ self.pop.val();
+        self.filled_slot0.d.next = self.filled0_next.val();
+        self.filled_slot1.d.next = self.filled1_next.val();
+        self.read_slot.d.next = self.read_next.val();
+        self.valid_reg.d.next = self.filled0_next.val();
+        if self.read_next.val() {
+            self.valid_reg.d.next = self.filled1_next.val();
+        }
+        self.out_valid.next = self.valid_reg.q.val();
         self.out_p.next = self.slot0_p.q.val();
         self.out_q.next = self.slot0_q.q.val();
         if self.read_slot.q.val() {
-            self.out_valid.next = self.filled_slot1.q.val();
             self.out_p.next = self.slot1_p.q.val();
             self.out_q.next = self.slot1_q.q.val();
         }
-        self.pop.next = self.out_valid.val() & self.out_ready.val();
-        if self.pop.val() & !self.read_slot.q.val() {
-            self.filled_slot0.d.next = false;
-        }
-        if self.pop.val() & self.read_slot.q.val() {
-            self.filled_slot1.d.next = false;
-        }
-        self.read_slot.d.next = self.read_slot.q.val() ^ self.pop.val();
 
         // Credit: a `last` beat is taken only while a slot is free for its result.
         self.owed_next.next = self.owed.q.val();
@@ -247,6 +260,7 @@ impl Logic for ParityLane {
             self.filled_slot1.d.next = false;
             self.write_slot.d.next = false;
             self.read_slot.d.next = false;
+            self.valid_reg.d.next = false;
             self.owed.d.next = self.no_results.val();
             self.ready_reg.d.next = false;
         }
