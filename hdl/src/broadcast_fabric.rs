@@ -429,7 +429,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{rising_edge, settle};
+    use crate::sim::{rising_edge, settle};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use std::collections::{HashMap, VecDeque};

@@ -213,7 +213,7 @@ impl<const W: usize, const A: usize> Logic for CardTop<W, A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{rising_edge, settle};
+    use crate::sim::{rising_edge, settle};
 
     type Card = CardTop<64, 14>;
 

@@ -117,7 +117,7 @@ end
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{rising_edge, settle};
+    use crate::sim::{rising_edge, settle};
 
     fn sram() -> DualPortSram<4> {
         let mut uut = DualPortSram::<4>::new();

@@ -13,7 +13,8 @@
 //!   `shared_regs::regs`;
 //! * [`card_top`]: one card: register file, SRAM window, parity engine stream and fabric
 //!   port behind the host-facing register/DMA interface;
-//! * [`verilog`]: the generated Verilog, one module per file, renamed for humans.
+//! * [`verilog`]: the generated Verilog, one module per file, renamed for humans;
+//! * [`sim`]: clocking a block in rust-hdl's simulator without its testbench threads.
 //!
 //! The `gen-verilog` binary writes the Verilog that `testbench/` runs in Verilator and
 //! `bitstreams/` synthesises.
@@ -25,10 +26,9 @@ pub mod dual_port_sram;
 pub mod parity_engine;
 pub mod parity_lane;
 pub mod register_file;
+pub mod sim;
 pub mod verilog;
 
-#[cfg(test)]
-mod test_support;
 
 /// The register-map version this hardware implements.
 pub const REGISTER_MAP_VERSION: u32 = shared_regs::regs::VERSION_VALUE;

@@ -114,7 +114,7 @@ impl<const W: usize> Logic for ParityEngine<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{bits_from_bytes, bytes_from_bits, rising_edge, settle};
+    use crate::sim::{bits_from_bytes, bytes_from_bits, rising_edge, settle};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use std::collections::VecDeque;

@@ -383,7 +383,7 @@ impl Logic for RegisterFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{rising_edge, settle};
+    use crate::sim::{rising_edge, settle};
     use shared_regs::limits::SRAM_WINDOW_BYTES;
     use shared_regs::regs::{Access, REGISTERS};
 

@@ -1,5 +1,6 @@
-//! Helpers of the simulation tests: clocking a block without the threaded `Simulation`
-//! (an order of magnitude faster), and moving bytes in and out of wide `Bits`.
+//! Clocking a block in rust-hdl's simulator without the threaded `Simulation` (an order of
+//! magnitude faster), and moving bytes in and out of wide `Bits`: what the simulation
+//! tests here and the speed reference in `testbench` use.
 use rust_hdl::prelude::*;
 
 /// Settle-loop bound: more passes than any of our blocks needs to settle.
