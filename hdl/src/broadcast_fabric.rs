@@ -4,20 +4,29 @@
 //! so the grant order *is* the fabric's order, and the guarantees of DESIGN.md follow from
 //! it:
 //!
-//! * **one total order of broadcasts**: a granted broadcast is latched into every live
-//!   port's receive register in the same cycle, and nothing is granted until every live
-//!   receive register is free, so all ports see broadcasts in grant order;
+//! * **one total order of broadcasts**: a granted message goes on the fabric's bus, and
+//!   from the bus into the receive queue of every destination in the same cycle; nothing is
+//!   granted unless every member's queue has room for it, so every port sees broadcasts
+//!   in grant order;
 //! * **FIFO per sender-receiver pair**: a port's messages are granted in the order it
 //!   offers them;
 //! * **fairness**: the arbiter starts its search after the last port it granted;
 //! * **remote SRAM writes**: a granted `SramWrite` goes out on the target's SRAM write
-//!   port instead of its receive register, and the target then owes the sender a
+//!   port instead of its receive queue, and the target then owes the sender a
 //!   `SramWriteAck` (payload: the write's sequence) that the arbiter grants only after the
 //!   write was presented to the SRAM; a write beyond the SRAM is dropped without an ack;
 //! * **port down after its last message**: when a member's link drops, the fabric stops
-//!   taking that port's messages and grants a `MemberDown` broadcast from it, so it is
-//!   ordered after everything the port sent; a link that comes up is announced by
-//!   `MemberUp` the same way.
+//!   taking that port's messages, grants the one it already took, then a `MemberDown`
+//!   broadcast from it, so the departure is ordered after everything the port sent; a link
+//!   that comes up is announced by `MemberUp` the same way.
+//!
+//! Pipeline, so that every stage starts from flip-flops (the arbiter's clock was limited
+//! by one combinational path from a port's offer through the arbiter into every receive
+//! register): a port's offer is taken into its holding register (`tx_ready` is that
+//! register being empty); the arbiter grants among holding registers and the fabric's
+//! own announcements into the bus register; the bus register is written into the receive
+//! queues (two entries per port) or onto an SRAM port. A port sends at most every other
+//! cycle; the fabric grants one message a cycle.
 //!
 //! Messages are single beats (kind, source, target, sequence, one 64-bit payload word, SRAM
 //! offset): the frame format of `shared_regs::fabric` reduced to what the arbiter orders;
@@ -78,20 +87,39 @@ pub struct BroadcastFabric<const N: usize> {
     pub ports: [FabricPort; N],
     /// Bit `p` set while port `p` is a member (for `FABRIC_MEMBERSHIP`).
     pub membership: Signal<Out, Bits<32>>,
+    held_valid: [DFF<Bit>; N],
+    held_kind: [DFF<Bits<8>>; N],
+    held_target: [DFF<Bits<8>>; N],
+    held_payload: [DFF<Bits<64>>; N],
+    held_offset: [DFF<Bits<32>>; N],
     member: [DFF<Bit>; N],
     down_pending: [DFF<Bit>; N],
     ack_pending: [DFF<Bit>; N],
     ack_target: [DFF<Bits<8>>; N],
     ack_sequence: [DFF<Bits<64>>; N],
-    rx_valid: [DFF<Bit>; N],
-    rx_kind: [DFF<Bits<8>>; N],
-    rx_source: [DFF<Bits<8>>; N],
-    rx_sequence: [DFF<Bits<64>>; N],
-    rx_payload: [DFF<Bits<64>>; N],
-    sram_write: [DFF<Bit>; N],
-    sram_offset: [DFF<Bits<32>>; N],
-    sram_data: [DFF<Bits<64>>; N],
+    rx_filled0: [DFF<Bit>; N],
+    rx_filled1: [DFF<Bit>; N],
+    rx_write_slot: [DFF<Bit>; N],
+    rx_read_slot: [DFF<Bit>; N],
+    rx_valid_reg: [DFF<Bit>; N],
+    rx0_kind: [DFF<Bits<8>>; N],
+    rx0_source: [DFF<Bits<8>>; N],
+    rx0_sequence: [DFF<Bits<64>>; N],
+    rx0_payload: [DFF<Bits<64>>; N],
+    rx1_kind: [DFF<Bits<8>>; N],
+    rx1_source: [DFF<Bits<8>>; N],
+    rx1_sequence: [DFF<Bits<64>>; N],
+    rx1_payload: [DFF<Bits<64>>; N],
+    bus_deliver: [DFF<Bit>; N],
+    bus_write_to: [DFF<Bit>; N],
     last_granted: [DFF<Bit>; N],
+    bus_valid: DFF<Bit>,
+    bus_kind: DFF<Bits<8>>,
+    bus_source: DFF<Bits<8>>,
+    bus_payload: DFF<Bits<64>>,
+    bus_offset: DFF<Bits<32>>,
+    bus_sequence: DFF<Bits<64>>,
+    bus_is_write: DFF<Bit>,
     next_sequence: DFF<Bits<64>>,
     request: [Signal<Local, Bit>; N],
     from_tx: [Signal<Local, Bit>; N],
@@ -99,9 +127,15 @@ pub struct BroadcastFabric<const N: usize> {
     candidate_kind: [Signal<Local, Bits<8>>; N],
     candidate_target: [Signal<Local, Bits<8>>; N],
     candidate_payload: [Signal<Local, Bits<64>>; N],
-    deliver: [Signal<Local, Bit>; N],
-    all_free: Signal<Local, Bit>,
+    candidate_offset: [Signal<Local, Bits<32>>; N],
+    space: [Signal<Local, Bit>; N],
+    pop: [Signal<Local, Bit>; N],
+    filled0_next: [Signal<Local, Bit>; N],
+    filled1_next: [Signal<Local, Bit>; N],
+    read_next: [Signal<Local, Bit>; N],
+    all_space: Signal<Local, Bit>,
     any_ack_pending: Signal<Local, Bit>,
+    write_in_flight: Signal<Local, Bit>,
     found_after_last: Signal<Local, Bit>,
     passed_last: Signal<Local, Bit>,
     found_any: Signal<Local, Bit>,
@@ -150,30 +184,55 @@ impl<const N: usize> BroadcastFabric<N> {
             reset: Default::default(),
             ports: std::array::from_fn(|_| FabricPort::default()),
             membership: Default::default(),
+            held_valid: std::array::from_fn(|_| Default::default()),
+            held_kind: std::array::from_fn(|_| Default::default()),
+            held_target: std::array::from_fn(|_| Default::default()),
+            held_payload: std::array::from_fn(|_| Default::default()),
+            held_offset: std::array::from_fn(|_| Default::default()),
             member: std::array::from_fn(|_| Default::default()),
             down_pending: std::array::from_fn(|_| Default::default()),
             ack_pending: std::array::from_fn(|_| Default::default()),
             ack_target: std::array::from_fn(|_| Default::default()),
             ack_sequence: std::array::from_fn(|_| Default::default()),
-            rx_valid: std::array::from_fn(|_| Default::default()),
-            rx_kind: std::array::from_fn(|_| Default::default()),
-            rx_source: std::array::from_fn(|_| Default::default()),
-            rx_sequence: std::array::from_fn(|_| Default::default()),
-            rx_payload: std::array::from_fn(|_| Default::default()),
-            sram_write: std::array::from_fn(|_| Default::default()),
-            sram_offset: std::array::from_fn(|_| Default::default()),
-            sram_data: std::array::from_fn(|_| Default::default()),
+            rx_filled0: std::array::from_fn(|_| Default::default()),
+            rx_filled1: std::array::from_fn(|_| Default::default()),
+            rx_write_slot: std::array::from_fn(|_| Default::default()),
+            rx_read_slot: std::array::from_fn(|_| Default::default()),
+            rx_valid_reg: std::array::from_fn(|_| Default::default()),
+            rx0_kind: std::array::from_fn(|_| Default::default()),
+            rx0_source: std::array::from_fn(|_| Default::default()),
+            rx0_sequence: std::array::from_fn(|_| Default::default()),
+            rx0_payload: std::array::from_fn(|_| Default::default()),
+            rx1_kind: std::array::from_fn(|_| Default::default()),
+            rx1_source: std::array::from_fn(|_| Default::default()),
+            rx1_sequence: std::array::from_fn(|_| Default::default()),
+            rx1_payload: std::array::from_fn(|_| Default::default()),
+            bus_deliver: std::array::from_fn(|_| Default::default()),
+            bus_write_to: std::array::from_fn(|_| Default::default()),
             last_granted: std::array::from_fn(|_| Default::default()),
-            next_sequence: Default::default(),
             request: std::array::from_fn(|_| Default::default()),
             from_tx: std::array::from_fn(|_| Default::default()),
             grant: std::array::from_fn(|_| Default::default()),
             candidate_kind: std::array::from_fn(|_| Default::default()),
             candidate_target: std::array::from_fn(|_| Default::default()),
             candidate_payload: std::array::from_fn(|_| Default::default()),
-            deliver: std::array::from_fn(|_| Default::default()),
-            all_free: Default::default(),
+            candidate_offset: std::array::from_fn(|_| Default::default()),
+            space: std::array::from_fn(|_| Default::default()),
+            pop: std::array::from_fn(|_| Default::default()),
+            filled0_next: std::array::from_fn(|_| Default::default()),
+            filled1_next: std::array::from_fn(|_| Default::default()),
+            read_next: std::array::from_fn(|_| Default::default()),
+            bus_valid: Default::default(),
+            bus_kind: Default::default(),
+            bus_source: Default::default(),
+            bus_payload: Default::default(),
+            bus_offset: Default::default(),
+            bus_sequence: Default::default(),
+            bus_is_write: Default::default(),
+            next_sequence: Default::default(),
+            all_space: Default::default(),
             any_ack_pending: Default::default(),
+            write_in_flight: Default::default(),
             found_after_last: Default::default(),
             passed_last: Default::default(),
             found_any: Default::default(),
@@ -212,13 +271,24 @@ impl<const N: usize> BroadcastFabric<N> {
 impl<const N: usize> Logic for BroadcastFabric<N> {
     #[hdl_gen]
     fn update(&mut self) {
-        // What each port would send: its departure first, then its arrival, then an
-        // acknowledgement it owes, then its own message.
-        self.all_free.next = true;
+        dff_setup!(self, clock, bus_valid, bus_kind, bus_source, bus_payload, bus_offset, bus_sequence, bus_is_write, next_sequence);
+        // Every per-port register holds its value unless told otherwise; the arbiter may
+        // grant only if every member's receive queue, after what its port takes this
+        // cycle, has room for what the bus brings it now and what the grant brings next.
+        self.all_space.next = true;
         self.any_ack_pending.next = false;
         self.membership.next = self.no_members.val();
         for i in 0..N {
-            // Every per-port register holds its value unless told otherwise.
+            self.held_valid[i].clock.next = self.clock.val();
+            self.held_valid[i].d.next = self.held_valid[i].q.val();
+            self.held_kind[i].clock.next = self.clock.val();
+            self.held_kind[i].d.next = self.held_kind[i].q.val();
+            self.held_target[i].clock.next = self.clock.val();
+            self.held_target[i].d.next = self.held_target[i].q.val();
+            self.held_payload[i].clock.next = self.clock.val();
+            self.held_payload[i].d.next = self.held_payload[i].q.val();
+            self.held_offset[i].clock.next = self.clock.val();
+            self.held_offset[i].d.next = self.held_offset[i].q.val();
             self.member[i].clock.next = self.clock.val();
             self.member[i].d.next = self.member[i].q.val();
             self.down_pending[i].clock.next = self.clock.val();
@@ -229,57 +299,78 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.ack_target[i].d.next = self.ack_target[i].q.val();
             self.ack_sequence[i].clock.next = self.clock.val();
             self.ack_sequence[i].d.next = self.ack_sequence[i].q.val();
-            self.rx_valid[i].clock.next = self.clock.val();
-            self.rx_valid[i].d.next = self.rx_valid[i].q.val();
-            self.rx_kind[i].clock.next = self.clock.val();
-            self.rx_kind[i].d.next = self.rx_kind[i].q.val();
-            self.rx_source[i].clock.next = self.clock.val();
-            self.rx_source[i].d.next = self.rx_source[i].q.val();
-            self.rx_sequence[i].clock.next = self.clock.val();
-            self.rx_sequence[i].d.next = self.rx_sequence[i].q.val();
-            self.rx_payload[i].clock.next = self.clock.val();
-            self.rx_payload[i].d.next = self.rx_payload[i].q.val();
-            self.sram_write[i].clock.next = self.clock.val();
-            self.sram_write[i].d.next = self.sram_write[i].q.val();
-            self.sram_offset[i].clock.next = self.clock.val();
-            self.sram_offset[i].d.next = self.sram_offset[i].q.val();
-            self.sram_data[i].clock.next = self.clock.val();
-            self.sram_data[i].d.next = self.sram_data[i].q.val();
-            self.all_free.next = self.all_free.val()
-                & (!self.rx_valid[i].q.val()
-                    | self.ports[i].rx_ready.val()
-                    | !self.member[i].q.val());
-            self.any_ack_pending.next =
-                self.any_ack_pending.val() | self.ack_pending[i].q.val();
+            self.rx_filled0[i].clock.next = self.clock.val();
+            self.rx_filled0[i].d.next = self.rx_filled0[i].q.val();
+            self.rx_filled1[i].clock.next = self.clock.val();
+            self.rx_filled1[i].d.next = self.rx_filled1[i].q.val();
+            self.rx_write_slot[i].clock.next = self.clock.val();
+            self.rx_write_slot[i].d.next = self.rx_write_slot[i].q.val();
+            self.rx_read_slot[i].clock.next = self.clock.val();
+            self.rx_read_slot[i].d.next = self.rx_read_slot[i].q.val();
+            self.rx_valid_reg[i].clock.next = self.clock.val();
+            self.rx_valid_reg[i].d.next = self.rx_valid_reg[i].q.val();
+            self.rx0_kind[i].clock.next = self.clock.val();
+            self.rx0_kind[i].d.next = self.rx0_kind[i].q.val();
+            self.rx0_source[i].clock.next = self.clock.val();
+            self.rx0_source[i].d.next = self.rx0_source[i].q.val();
+            self.rx0_sequence[i].clock.next = self.clock.val();
+            self.rx0_sequence[i].d.next = self.rx0_sequence[i].q.val();
+            self.rx0_payload[i].clock.next = self.clock.val();
+            self.rx0_payload[i].d.next = self.rx0_payload[i].q.val();
+            self.rx1_kind[i].clock.next = self.clock.val();
+            self.rx1_kind[i].d.next = self.rx1_kind[i].q.val();
+            self.rx1_source[i].clock.next = self.clock.val();
+            self.rx1_source[i].d.next = self.rx1_source[i].q.val();
+            self.rx1_sequence[i].clock.next = self.clock.val();
+            self.rx1_sequence[i].d.next = self.rx1_sequence[i].q.val();
+            self.rx1_payload[i].clock.next = self.clock.val();
+            self.rx1_payload[i].d.next = self.rx1_payload[i].q.val();
+            self.bus_deliver[i].clock.next = self.clock.val();
+            self.bus_deliver[i].d.next = self.bus_deliver[i].q.val();
+            self.bus_write_to[i].clock.next = self.clock.val();
+            self.bus_write_to[i].d.next = self.bus_write_to[i].q.val();
+            self.last_granted[i].clock.next = self.clock.val();
+            self.last_granted[i].d.next = self.last_granted[i].q.val();
+            self.pop[i].next = self.rx_valid_reg[i].q.val() & self.ports[i].rx_ready.val();
+            self.filled0_next[i].next = self.rx_filled0[i].q.val() & !(self.pop[i].val() & !self.rx_read_slot[i].q.val());
+            self.filled1_next[i].next = self.rx_filled1[i].q.val() & !(self.pop[i].val() & self.rx_read_slot[i].q.val());
+            self.space[i].next = !(self.filled0_next[i].val() & self.filled1_next[i].val())
+                & !(self.bus_deliver[i].q.val() & (self.filled0_next[i].val() | self.filled1_next[i].val()));
+            self.all_space.next = self.all_space.val() & (self.space[i].val() | !self.member[i].q.val());
+            self.any_ack_pending.next = self.any_ack_pending.val() | self.ack_pending[i].q.val();
             if self.member[i].q.val() {
                 self.membership.next = self.membership.val() | self.port_bit[i].val();
             }
         }
+        self.write_in_flight.next = self.bus_valid.q.val() & self.bus_is_write.q.val();
+
+        // What each port would send: an acknowledgement it owes, then the message it holds,
+        // then its departure, then its arrival.
         for i in 0..N {
             self.from_tx[i].next = false;
             self.request[i].next = true;
             self.candidate_target[i].next = self.port_broadcast.val();
             self.candidate_payload[i].next = self.zero_payload.val();
-            if self.down_pending[i].q.val() {
-                self.candidate_kind[i].next = self.kind_member_down.val();
-            } else if self.ports[i].link_up.val() & !self.member[i].q.val() {
-                self.candidate_kind[i].next = self.kind_member_up.val();
-            } else if self.ack_pending[i].q.val() {
+            self.candidate_offset[i].next = self.zero_offset.val();
+            if self.ack_pending[i].q.val() {
                 self.candidate_kind[i].next = self.kind_sram_write_ack.val();
                 self.candidate_target[i].next = self.ack_target[i].q.val();
                 self.candidate_payload[i].next = self.ack_sequence[i].q.val();
-            } else {
+            } else if self.held_valid[i].q.val() & self.member[i].q.val() {
                 self.from_tx[i].next = true;
-                self.candidate_kind[i].next = self.ports[i].tx_kind.val();
-                self.candidate_target[i].next = self.ports[i].tx_target.val();
-                self.candidate_payload[i].next = self.ports[i].tx_payload.val();
-                // An SRAM write waits while any acknowledgement is owed, so one target never
-                // owes two.
-                self.request[i].next = self.ports[i].tx_valid.val()
-                    & self.member[i].q.val()
-                    & self.ports[i].link_up.val()
-                    & !((self.ports[i].tx_kind.val() == self.kind_sram_write.val())
-                        & self.any_ack_pending.val());
+                self.candidate_kind[i].next = self.held_kind[i].q.val();
+                self.candidate_target[i].next = self.held_target[i].q.val();
+                self.candidate_payload[i].next = self.held_payload[i].q.val();
+                self.candidate_offset[i].next = self.held_offset[i].q.val();
+                // An SRAM write waits while any acknowledgement is owed or about to be, so
+                // one target never owes two.
+                self.request[i].next = !((self.held_kind[i].q.val() == self.kind_sram_write.val())
+                    & (self.any_ack_pending.val() | self.write_in_flight.val()));
+            } else if self.down_pending[i].q.val() {
+                self.candidate_kind[i].next = self.kind_member_down.val();
+            } else {
+                self.candidate_kind[i].next = self.kind_member_up.val();
+                self.request[i].next = self.ports[i].link_up.val() & !self.member[i].q.val();
             }
         }
 
@@ -304,7 +395,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         if self.found_after_last.val() {
             self.winner.next = self.winner_after_last.val();
         }
-        self.granting.next = self.found_any.val() & self.all_free.val() & !self.reset.val();
+        self.granting.next = self.found_any.val() & self.all_space.val() & !self.reset.val();
 
         // The granted message.
         self.chosen_kind.next = self.no_ports.val();
@@ -314,12 +405,11 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         self.chosen_from_tx.next = false;
         for i in 0..N {
             self.grant[i].next = self.granting.val() & (self.winner.val() == self.port_index[i].val());
-            self.ports[i].tx_ready.next = self.grant[i].val() & self.from_tx[i].val();
             if self.grant[i].val() {
                 self.chosen_kind.next = self.candidate_kind[i].val();
                 self.chosen_target.next = self.candidate_target[i].val();
                 self.chosen_payload.next = self.candidate_payload[i].val();
-                self.chosen_offset.next = self.ports[i].tx_sram_offset.val();
+                self.chosen_offset.next = self.candidate_offset[i].val();
                 self.chosen_from_tx.next = self.from_tx[i].val();
             }
         }
@@ -334,94 +424,135 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             | (self.chosen_kind.val() == self.kind_member_up.val());
         self.offset_in_range.next = self.chosen_offset.val() < self.sram_bytes.val();
 
-        dff_setup!(self, clock, next_sequence);
-        for i in 0..N {
-            self.last_granted[i].clock.next = self.clock.val();
-            self.last_granted[i].d.next = self.last_granted[i].q.val();
-            if self.granting.val() {
-                self.last_granted[i].d.next = self.grant[i].val();
-            }
-        }
+        // Grant: onto the bus, with where it goes.
+        self.bus_valid.d.next = self.granting.val() & !self.chosen_forged.val();
+        self.bus_kind.d.next = self.chosen_kind.val();
+        self.bus_source.d.next = self.winner.val();
+        self.bus_payload.d.next = self.chosen_payload.val();
+        self.bus_offset.d.next = self.chosen_offset.val();
+        self.bus_sequence.d.next = self.next_sequence.q.val();
+        self.bus_is_write.d.next = self.chosen_kind.val() == self.kind_sram_write.val();
         if self.granting.val() {
             self.next_sequence.d.next = self.next_sequence.q.val() + self.sequence_step.val();
         }
         for i in 0..N {
-            // Receive register: freed when taken, refilled by a delivery.
-            if self.ports[i].rx_ready.val() | !self.member[i].q.val() {
-                self.rx_valid[i].d.next = false;
-            }
             // A joining port hears its own arrival: that is where its view of the order
             // starts.
-            self.deliver[i].next = self.granting.val()
+            self.bus_deliver[i].d.next = self.granting.val()
                 & !self.chosen_forged.val()
                 & (self.member[i].q.val() | (self.grant[i].val() & !self.from_tx[i].val()))
-                & self.ports[i].link_up.val()
                 & (self.is_broadcast.val()
                     | ((self.chosen_target.val() == self.port_index[i].val())
                         & (self.chosen_kind.val() != self.kind_sram_write.val())));
-            if self.deliver[i].val() {
-                self.rx_valid[i].d.next = true;
-                self.rx_kind[i].d.next = self.chosen_kind.val();
-                self.rx_source[i].d.next = self.winner.val();
-                self.rx_sequence[i].d.next = self.next_sequence.q.val();
-                self.rx_payload[i].d.next = self.chosen_payload.val();
-            }
-            // Remote SRAM write: presented for one cycle, then the acknowledgement is owed.
-            self.sram_write[i].d.next = false;
-            if self.granting.val()
+            self.bus_write_to[i].d.next = self.granting.val()
+                & !self.chosen_forged.val()
                 & (self.chosen_kind.val() == self.kind_sram_write.val())
                 & (self.chosen_target.val() == self.port_index[i].val())
                 & self.member[i].q.val()
-                & self.offset_in_range.val()
-            {
-                self.sram_write[i].d.next = true;
-                self.sram_offset[i].d.next = self.chosen_offset.val();
-                self.sram_data[i].d.next = self.chosen_payload.val();
-                self.ack_pending[i].d.next = true;
-                self.ack_target[i].d.next = self.winner.val();
-                self.ack_sequence[i].d.next = self.next_sequence.q.val();
+                & self.offset_in_range.val();
+            if self.granting.val() {
+                self.last_granted[i].d.next = self.grant[i].val();
             }
-            // A member whose link dropped departs (until its
-            // departure is granted, below); an acknowledgement it owed is void.
+            // A member whose link dropped departs (until its departure is granted, below);
+            // an acknowledgement it owed is void.
             if self.member[i].q.val() & !self.ports[i].link_up.val() {
                 self.down_pending[i].d.next = true;
                 self.ack_pending[i].d.next = false;
             }
-            // The port's own announcements and acknowledgements, once granted.
-            if self.grant[i].val() & !self.from_tx[i].val() {
-                if self.chosen_kind.val() == self.kind_member_down.val() {
+            if self.grant[i].val() {
+                if self.from_tx[i].val() {
+                    self.held_valid[i].d.next = false;
+                } else if self.chosen_kind.val() == self.kind_member_down.val() {
                     self.down_pending[i].d.next = false;
                     self.member[i].d.next = false;
-                }
-                if self.chosen_kind.val() == self.kind_member_up.val() {
+                } else if self.chosen_kind.val() == self.kind_member_up.val() {
                     self.member[i].d.next = true;
-                }
-                if self.chosen_kind.val() == self.kind_sram_write_ack.val() {
+                } else {
                     self.ack_pending[i].d.next = false;
                 }
             }
+            // Taking a port's offer: into its empty holding register, while its link is up.
+            self.ports[i].tx_ready.next = !self.held_valid[i].q.val() & self.ports[i].link_up.val();
+            if self.ports[i].tx_valid.val() & self.ports[i].tx_ready.val() {
+                self.held_valid[i].d.next = true;
+                self.held_kind[i].d.next = self.ports[i].tx_kind.val();
+                self.held_target[i].d.next = self.ports[i].tx_target.val();
+                self.held_payload[i].d.next = self.ports[i].tx_payload.val();
+                self.held_offset[i].d.next = self.ports[i].tx_sram_offset.val();
+            }
         }
+
+        // The bus: into receive queues and onto SRAM ports.
+        for i in 0..N {
+            self.ports[i].sram_write.next = self.bus_valid.q.val() & self.bus_write_to[i].q.val();
+            self.ports[i].sram_offset.next = self.bus_offset.q.val();
+            self.ports[i].sram_data.next = self.bus_payload.q.val();
+            if self.bus_valid.q.val() & self.bus_write_to[i].q.val() {
+                self.ack_pending[i].d.next = true;
+                self.ack_target[i].d.next = self.bus_source.q.val();
+                self.ack_sequence[i].d.next = self.bus_sequence.q.val();
+            }
+            if self.bus_valid.q.val() & self.bus_deliver[i].q.val() & self.ports[i].link_up.val() {
+                self.rx_write_slot[i].d.next = !self.rx_write_slot[i].q.val();
+                if self.rx_write_slot[i].q.val() {
+                    self.filled1_next[i].next = true;
+                    self.rx1_kind[i].d.next = self.bus_kind.q.val();
+                    self.rx1_source[i].d.next = self.bus_source.q.val();
+                    self.rx1_sequence[i].d.next = self.bus_sequence.q.val();
+                    self.rx1_payload[i].d.next = self.bus_payload.q.val();
+                } else {
+                    self.filled0_next[i].next = true;
+                    self.rx0_kind[i].d.next = self.bus_kind.q.val();
+                    self.rx0_source[i].d.next = self.bus_source.q.val();
+                    self.rx0_sequence[i].d.next = self.bus_sequence.q.val();
+                    self.rx0_payload[i].d.next = self.bus_payload.q.val();
+                }
+            }
+            self.read_next[i].next = self.rx_read_slot[i].q.val() ^ self.pop[i].val();
+            // A port that is not a member holds nothing it could still take.
+            if !self.member[i].q.val() & !self.bus_deliver[i].q.val() {
+                self.filled0_next[i].next = false;
+                self.filled1_next[i].next = false;
+                self.read_next[i].next = self.rx_write_slot[i].q.val();
+            }
+            self.rx_filled0[i].d.next = self.filled0_next[i].val();
+            self.rx_filled1[i].d.next = self.filled1_next[i].val();
+            self.rx_read_slot[i].d.next = self.read_next[i].val();
+            self.rx_valid_reg[i].d.next = self.filled0_next[i].val();
+            if self.read_next[i].val() {
+                self.rx_valid_reg[i].d.next = self.filled1_next[i].val();
+            }
+            self.ports[i].rx_valid.next = self.rx_valid_reg[i].q.val();
+            self.ports[i].rx_kind.next = self.rx0_kind[i].q.val();
+            self.ports[i].rx_source.next = self.rx0_source[i].q.val();
+            self.ports[i].rx_sequence.next = self.rx0_sequence[i].q.val();
+            self.ports[i].rx_payload.next = self.rx0_payload[i].q.val();
+            if self.rx_read_slot[i].q.val() {
+                self.ports[i].rx_kind.next = self.rx1_kind[i].q.val();
+                self.ports[i].rx_source.next = self.rx1_source[i].q.val();
+                self.ports[i].rx_sequence.next = self.rx1_sequence[i].q.val();
+                self.ports[i].rx_payload.next = self.rx1_payload[i].q.val();
+            }
+        }
+
         if self.reset.val() {
             self.next_sequence.d.next = self.zero_payload.val();
+            self.bus_valid.d.next = false;
             for i in 0..N {
                 // As if the last port had just been served: port 0 goes first.
                 self.last_granted[i].d.next = self.is_last_port[i].val();
                 self.member[i].d.next = false;
                 self.down_pending[i].d.next = false;
                 self.ack_pending[i].d.next = false;
-                self.rx_valid[i].d.next = false;
-                self.sram_write[i].d.next = false;
+                self.held_valid[i].d.next = false;
+                self.rx_filled0[i].d.next = false;
+                self.rx_filled1[i].d.next = false;
+                self.rx_write_slot[i].d.next = false;
+                self.rx_read_slot[i].d.next = false;
+                self.rx_valid_reg[i].d.next = false;
+                self.bus_deliver[i].d.next = false;
+                self.bus_write_to[i].d.next = false;
             }
-        }
-        for i in 0..N {
-            self.ports[i].rx_valid.next = self.rx_valid[i].q.val();
-            self.ports[i].rx_kind.next = self.rx_kind[i].q.val();
-            self.ports[i].rx_source.next = self.rx_source[i].q.val();
-            self.ports[i].rx_sequence.next = self.rx_sequence[i].q.val();
-            self.ports[i].rx_payload.next = self.rx_payload[i].q.val();
-            self.ports[i].sram_write.next = self.sram_write[i].q.val();
-            self.ports[i].sram_offset.next = self.sram_offset[i].q.val();
-            self.ports[i].sram_data.next = self.sram_data[i].q.val();
         }
     }
 }
@@ -681,41 +812,41 @@ mod tests {
     }
 
     #[test]
-    fn round_robin_serves_every_port_while_all_offer() {
+    fn round_robin_serves_every_port_in_turn_at_one_message_a_cycle() {
         let mut bench = Bench::<4>::new(10);
         bench.run_until_quiet(100);
+        let joined = bench.inbox[0].len();
         for port in 0..4 {
-            for message in 0..50 {
-                bench.outbox[port].push_back(Sent {
-                    kind: MessageKind::Broadcast,
-                    target: PORT_BROADCAST,
-                    payload: message,
-                    offset: 0,
-                });
-            }
+            bench.uut.ports[port].tx_kind.next = u64::from(MessageKind::Broadcast as u8).into();
+            bench.uut.ports[port].rx_ready.next = true;
+            bench.uut.ports[port].link_up.next = true;
         }
-        let mut grants = Vec::new();
-        for _ in 0..400 {
+        for outbox in &mut bench.outbox {
+            outbox.extend((0..50).map(|payload| Sent {
+                kind: MessageKind::Broadcast,
+                target: PORT_BROADCAST,
+                payload,
+                offset: 0,
+            }));
+        }
+        let mut cycles = 0;
+        while bench.inbox[0].len() < joined + 200 {
+            cycles += 1;
+            assert!(cycles < 1_000, "fabric stopped");
             for port in 0..4 {
                 bench.uut.ports[port].tx_valid.next = !bench.outbox[port].is_empty();
-                bench.uut.ports[port].tx_kind.next = u64::from(MessageKind::Broadcast as u8).into();
-                bench.uut.ports[port].rx_ready.next = true;
-                bench.uut.ports[port].link_up.next = true;
             }
             settle(&mut bench.uut);
-            for port in 0..4 {
-                if bench.uut.ports[port].tx_ready.val() {
-                    bench.outbox[port].pop_front();
-                    grants.push(port);
-                }
-            }
+            bench.observe_outputs();
             rising_edge(&mut bench.uut, |u| &mut u.clock);
         }
-        assert_eq!(grants.len(), 200, "one grant a cycle while receivers keep up");
-        for window in grants.chunks(4) {
-            let mut ports = window.to_vec();
+        // Four pipeline stages between a first offer and its delivery, then one a cycle.
+        assert!(cycles <= 200 + 4, "{cycles} cycles for 200 messages");
+        let sources: Vec<u8> = bench.inbox[0][joined..].iter().map(|r| r.source).collect();
+        for round in sources.chunks(4) {
+            let mut ports = round.to_vec();
             ports.sort_unstable();
-            assert_eq!(ports, [0, 1, 2, 3], "a round gave some port two turns: {window:?}");
+            assert_eq!(ports, [0, 1, 2, 3], "a round gave some port two turns: {round:?}");
         }
     }
 
