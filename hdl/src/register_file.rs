@@ -41,8 +41,26 @@ fn word(value: u32) -> Constant<Bits<32>> {
     Constant::new(u64::from(value).into())
 }
 
-fn offset(value: u32) -> Constant<Bits<ADDRESS_BITS>> {
-    Constant::new(u64::from(value).into())
+/// Bits of a register's word index: every register lies below `REGISTER_PAGE_BYTES`.
+const WORD_BITS: usize = 7;
+/// The registers' page: decoding compares a 7-bit word index, and checks once that the
+/// rest of the offset is zero (a parallel decode; a chain of 32-bit compares held the
+/// register file to 67 MHz on an HX8K).
+const REGISTER_PAGE_BYTES: u32 = 4 << WORD_BITS;
+
+const _: () = {
+    let mut index = 0;
+    while index < regs::REGISTERS.len() {
+        let offset = regs::REGISTERS[index].offset;
+        assert!(offset + 8 <= REGISTER_PAGE_BYTES && offset.is_multiple_of(4));
+        index += 1;
+    }
+};
+
+/// The word index of a register offset.
+fn offset(value: u32) -> Constant<Bits<WORD_BITS>> {
+    assert!(value < REGISTER_PAGE_BYTES && value.is_multiple_of(4), "offset {value:#x}");
+    Constant::new(u64::from(value / 4).into())
 }
 
 /// The register file.
@@ -94,28 +112,30 @@ pub struct RegisterFile {
     read_data: DFF<Bits<32>>,
     reset_pulse: DFF<Bit>,
     read_value: Signal<Local, Bits<32>>,
+    word: Signal<Local, Bits<WORD_BITS>>,
+    in_page: Signal<Local, Bit>,
     mapped: Signal<Local, Bit>,
     writable: Signal<Local, Bit>,
     fault: Signal<Local, Bits<32>>,
     status: Signal<Local, Bits<32>>,
     irq_cleared: Signal<Local, Bits<32>>,
     irq_next: Signal<Local, Bits<32>>,
-    at_id: Constant<Bits<ADDRESS_BITS>>,
-    at_version: Constant<Bits<ADDRESS_BITS>>,
-    at_caps: Constant<Bits<ADDRESS_BITS>>,
-    at_limits: Constant<Bits<ADDRESS_BITS>>,
-    at_sram_bytes_low: Constant<Bits<ADDRESS_BITS>>,
-    at_sram_bytes_high: Constant<Bits<ADDRESS_BITS>>,
-    at_control: Constant<Bits<ADDRESS_BITS>>,
-    at_status: Constant<Bits<ADDRESS_BITS>>,
-    at_error_code: Constant<Bits<ADDRESS_BITS>>,
-    at_error_info: Constant<Bits<ADDRESS_BITS>>,
-    at_irq_status: Constant<Bits<ADDRESS_BITS>>,
-    at_irq_mask: Constant<Bits<ADDRESS_BITS>>,
-    at_scratch: Constant<Bits<ADDRESS_BITS>>,
-    at_fabric_port_id: Constant<Bits<ADDRESS_BITS>>,
-    at_fabric_membership: Constant<Bits<ADDRESS_BITS>>,
-    at_window_select: Constant<Bits<ADDRESS_BITS>>,
+    at_id: Constant<Bits<WORD_BITS>>,
+    at_version: Constant<Bits<WORD_BITS>>,
+    at_caps: Constant<Bits<WORD_BITS>>,
+    at_limits: Constant<Bits<WORD_BITS>>,
+    at_sram_bytes_low: Constant<Bits<WORD_BITS>>,
+    at_sram_bytes_high: Constant<Bits<WORD_BITS>>,
+    at_control: Constant<Bits<WORD_BITS>>,
+    at_status: Constant<Bits<WORD_BITS>>,
+    at_error_code: Constant<Bits<WORD_BITS>>,
+    at_error_info: Constant<Bits<WORD_BITS>>,
+    at_irq_status: Constant<Bits<WORD_BITS>>,
+    at_irq_mask: Constant<Bits<WORD_BITS>>,
+    at_scratch: Constant<Bits<WORD_BITS>>,
+    at_fabric_port_id: Constant<Bits<WORD_BITS>>,
+    at_fabric_membership: Constant<Bits<WORD_BITS>>,
+    at_window_select: Constant<Bits<WORD_BITS>>,
     id_value: Constant<Bits<32>>,
     version_value: Constant<Bits<32>>,
     caps_value: Constant<Bits<32>>,
@@ -139,6 +159,7 @@ pub struct RegisterFile {
     error_read_only: Constant<Bits<32>>,
     error_bad_window: Constant<Bits<32>>,
     zero: Constant<Bits<32>>,
+    outside_word_bits: Constant<Bits<32>>,
 }
 
 impl RegisterFile {
@@ -182,6 +203,8 @@ impl RegisterFile {
             read_data: Default::default(),
             reset_pulse: Default::default(),
             read_value: Default::default(),
+            word: Default::default(),
+            in_page: Default::default(),
             mapped: Default::default(),
             writable: Default::default(),
             fault: Default::default(),
@@ -227,6 +250,7 @@ impl RegisterFile {
             error_read_only: word(ErrorCode::ReadOnly as u32),
             error_bad_window: word(ErrorCode::BadWindow as u32),
             zero: word(0),
+            outside_word_bits: word(!(REGISTER_PAGE_BYTES - 4)),
         }
     }
 }
@@ -263,50 +287,87 @@ impl Logic for RegisterFile {
             self.status.next = self.status.val() | self.status_link_up.val();
         }
 
-        // Decode: what a read returns, and whether a write is allowed.
-        self.mapped.next = true;
+        // Decode: what a read returns, and whether a write is allowed. Every register's
+        // compare is independent (offsets are distinct), so reads are an AND-OR.
+        self.word.next = self.bus_address.val().get_bits::<WORD_BITS>(2);
+        self.in_page.next = (self.bus_address.val() & self.outside_word_bits.val()) == self.zero.val();
+        self.mapped.next = false;
         self.writable.next = false;
         self.read_value.next = self.zero.val();
-        if self.bus_address.val() == self.at_id.val() {
-            self.read_value.next = self.id_value.val();
-        } else if self.bus_address.val() == self.at_version.val() {
-            self.read_value.next = self.version_value.val();
-        } else if self.bus_address.val() == self.at_caps.val() {
-            self.read_value.next = self.caps_value.val();
-        } else if self.bus_address.val() == self.at_limits.val() {
-            self.read_value.next = self.limits.val();
-        } else if self.bus_address.val() == self.at_sram_bytes_low.val() {
-            self.read_value.next = self.sram_bytes_low.val();
-        } else if self.bus_address.val() == self.at_sram_bytes_high.val() {
-            self.read_value.next = self.sram_bytes_high.val();
-        } else if self.bus_address.val() == self.at_control.val() {
-            self.read_value.next = self.control.q.val();
+        if self.word.val() == self.at_id.val() {
+            self.read_value.next = self.read_value.val() | self.id_value.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_version.val() {
+            self.read_value.next = self.read_value.val() | self.version_value.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_caps.val() {
+            self.read_value.next = self.read_value.val() | self.caps_value.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_limits.val() {
+            self.read_value.next = self.read_value.val() | self.limits.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_sram_bytes_low.val() {
+            self.read_value.next = self.read_value.val() | self.sram_bytes_low.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_sram_bytes_high.val() {
+            self.read_value.next = self.read_value.val() | self.sram_bytes_high.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_control.val() {
+            self.read_value.next = self.read_value.val() | self.control.q.val();
             self.writable.next = true;
-        } else if self.bus_address.val() == self.at_status.val() {
-            self.read_value.next = self.status.val();
-        } else if self.bus_address.val() == self.at_error_code.val() {
-            self.read_value.next = self.error_code.q.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_status.val() {
+            self.read_value.next = self.read_value.val() | self.status.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_error_code.val() {
+            self.read_value.next = self.read_value.val() | self.error_code.q.val();
             self.writable.next = true;
-        } else if self.bus_address.val() == self.at_error_info.val() {
-            self.read_value.next = self.error_info.q.val();
-        } else if self.bus_address.val() == self.at_irq_status.val() {
-            self.read_value.next = self.irq_status.q.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_error_info.val() {
+            self.read_value.next = self.read_value.val() | self.error_info.q.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_irq_status.val() {
+            self.read_value.next = self.read_value.val() | self.irq_status.q.val();
             self.writable.next = true;
-        } else if self.bus_address.val() == self.at_irq_mask.val() {
-            self.read_value.next = self.irq_mask.q.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_irq_mask.val() {
+            self.read_value.next = self.read_value.val() | self.irq_mask.q.val();
             self.writable.next = true;
-        } else if self.bus_address.val() == self.at_scratch.val() {
-            self.read_value.next = self.scratch.q.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_scratch.val() {
+            self.read_value.next = self.read_value.val() | self.scratch.q.val();
             self.writable.next = true;
-        } else if self.bus_address.val() == self.at_fabric_port_id.val() {
-            self.read_value.next = self.fabric_port_id.val();
-        } else if self.bus_address.val() == self.at_fabric_membership.val() {
-            self.read_value.next = self.fabric_membership.val();
-        } else if self.bus_address.val() == self.at_window_select.val() {
-            self.read_value.next = self.window.q.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_fabric_port_id.val() {
+            self.read_value.next = self.read_value.val() | self.fabric_port_id.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_fabric_membership.val() {
+            self.read_value.next = self.read_value.val() | self.fabric_membership.val();
+            self.mapped.next = true;
+        }
+        if self.word.val() == self.at_window_select.val() {
+            self.read_value.next = self.read_value.val() | self.window.q.val();
             self.writable.next = true;
-        } else {
+            self.mapped.next = true;
+        }
+        if !self.in_page.val() {
             self.mapped.next = false;
+            self.writable.next = false;
+            self.read_value.next = self.zero.val();
         }
 
         // Faults, in the map's order of precedence.
@@ -320,26 +381,26 @@ impl Logic for RegisterFile {
         // Writes.
         self.reset_pulse.d.next = false;
         self.irq_cleared.next = self.no_causes.val();
-        if self.bus_write.val() & self.writable.val() {
-            if self.bus_address.val() == self.at_control.val() {
+        if self.bus_write.val() & self.writable.val() & self.mapped.val() {
+            if self.word.val() == self.at_control.val() {
                 self.control.d.next = self.bus_write_data.val() & self.control_writable.val();
                 self.reset_pulse.d.next =
                     (self.bus_write_data.val() & self.control_reset.val()).any();
             }
-            if self.bus_address.val() == self.at_error_code.val() {
+            if self.word.val() == self.at_error_code.val() {
                 self.error_code.d.next = self.error_none.val();
                 self.error_info.d.next = self.zero.val();
             }
-            if self.bus_address.val() == self.at_irq_status.val() {
+            if self.word.val() == self.at_irq_status.val() {
                 self.irq_cleared.next = self.bus_write_data.val() & self.irq_all.val();
             }
-            if self.bus_address.val() == self.at_irq_mask.val() {
+            if self.word.val() == self.at_irq_mask.val() {
                 self.irq_mask.d.next = self.bus_write_data.val() & self.irq_all.val();
             }
-            if self.bus_address.val() == self.at_scratch.val() {
+            if self.word.val() == self.at_scratch.val() {
                 self.scratch.d.next = self.bus_write_data.val();
             }
-            if self.bus_address.val() == self.at_window_select.val() {
+            if self.word.val() == self.at_window_select.val() {
                 if self.bus_write_data.val() < self.window_pages.val() {
                     self.window.d.next = self.bus_write_data.val();
                 } else {
