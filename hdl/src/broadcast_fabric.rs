@@ -34,7 +34,7 @@
 //! position in the total order for broadcasts, and strictly increasing (not consecutive)
 //! per sender-receiver pair for the rest.
 use rust_hdl::prelude::*;
-use shared_regs::fabric::{MessageKind, PORT_BROADCAST};
+use shared_regs::fabric::MessageKind;
 
 /// Most ports (the `FABRIC_MEMBERSHIP` bitmap and port numbers are 8 bits wide here).
 pub const PORTS_MAX: usize = 8;
@@ -89,13 +89,17 @@ pub struct BroadcastFabric<const N: usize> {
     pub membership: Signal<Out, Bits<32>>,
     held_valid: [DFF<Bit>; N],
     held_kind: [DFF<Bits<8>>; N],
-    held_target: [DFF<Bits<8>>; N],
     held_payload: [DFF<Bits<64>>; N],
     held_offset: [DFF<Bits<32>>; N],
+    held_is_write: [DFF<Bit>; N],
+    held_is_broadcast: [DFF<Bit>; N],
+    held_forged: [DFF<Bit>; N],
+    held_in_range: [DFF<Bit>; N],
+    held_to: [DFF<Bits<32>>; N],
+    ack_to: [DFF<Bits<32>>; N],
     member: [DFF<Bit>; N],
     down_pending: [DFF<Bit>; N],
     ack_pending: [DFF<Bit>; N],
-    ack_target: [DFF<Bits<8>>; N],
     ack_sequence: [DFF<Bits<64>>; N],
     rx_filled0: [DFF<Bit>; N],
     rx_filled1: [DFF<Bit>; N],
@@ -116,6 +120,7 @@ pub struct BroadcastFabric<const N: usize> {
     bus_valid: DFF<Bit>,
     bus_kind: DFF<Bits<8>>,
     bus_source: DFF<Bits<8>>,
+    bus_source_bit: DFF<Bits<32>>,
     bus_payload: DFF<Bits<64>>,
     bus_offset: DFF<Bits<32>>,
     bus_sequence: DFF<Bits<64>>,
@@ -124,8 +129,14 @@ pub struct BroadcastFabric<const N: usize> {
     request: [Signal<Local, Bit>; N],
     from_tx: [Signal<Local, Bit>; N],
     grant: [Signal<Local, Bit>; N],
+    grant_any: [Signal<Local, Bit>; N],
+    grant_after_last: [Signal<Local, Bit>; N],
+    candidate_is_write: [Signal<Local, Bit>; N],
+    candidate_is_broadcast: [Signal<Local, Bit>; N],
+    candidate_forged: [Signal<Local, Bit>; N],
+    candidate_in_range: [Signal<Local, Bit>; N],
+    candidate_to: [Signal<Local, Bits<32>>; N],
     candidate_kind: [Signal<Local, Bits<8>>; N],
-    candidate_target: [Signal<Local, Bits<8>>; N],
     candidate_payload: [Signal<Local, Bits<64>>; N],
     candidate_offset: [Signal<Local, Bits<32>>; N],
     space: [Signal<Local, Bit>; N],
@@ -139,18 +150,18 @@ pub struct BroadcastFabric<const N: usize> {
     found_after_last: Signal<Local, Bit>,
     passed_last: Signal<Local, Bit>,
     found_any: Signal<Local, Bit>,
-    winner_after_last: Signal<Local, Bits<8>>,
-    winner_any: Signal<Local, Bits<8>>,
     winner: Signal<Local, Bits<8>>,
+    winner_bit: Signal<Local, Bits<32>>,
+    chosen_is_write: Signal<Local, Bit>,
+    chosen_in_range: Signal<Local, Bit>,
+    chosen_to: Signal<Local, Bits<32>>,
+    target_to: Signal<Local, Bits<32>>,
     granting: Signal<Local, Bit>,
     chosen_kind: Signal<Local, Bits<8>>,
-    chosen_target: Signal<Local, Bits<8>>,
     chosen_payload: Signal<Local, Bits<64>>,
     chosen_offset: Signal<Local, Bits<32>>,
-    chosen_from_tx: Signal<Local, Bit>,
     chosen_forged: Signal<Local, Bit>,
     is_broadcast: Signal<Local, Bit>,
-    offset_in_range: Signal<Local, Bit>,
     port_index: [Constant<Bits<8>>; N],
     port_bit: [Constant<Bits<32>>; N],
     is_last_port: [Constant<Bit>; N],
@@ -160,7 +171,6 @@ pub struct BroadcastFabric<const N: usize> {
     kind_sram_write_ack: Constant<Bits<8>>,
     kind_member_down: Constant<Bits<8>>,
     kind_member_up: Constant<Bits<8>>,
-    port_broadcast: Constant<Bits<8>>,
     sram_bytes: Constant<Bits<32>>,
     sequence_step: Constant<Bits<64>>,
     zero_payload: Constant<Bits<64>>,
@@ -186,13 +196,17 @@ impl<const N: usize> BroadcastFabric<N> {
             membership: Default::default(),
             held_valid: std::array::from_fn(|_| Default::default()),
             held_kind: std::array::from_fn(|_| Default::default()),
-            held_target: std::array::from_fn(|_| Default::default()),
             held_payload: std::array::from_fn(|_| Default::default()),
             held_offset: std::array::from_fn(|_| Default::default()),
+            held_is_write: std::array::from_fn(|_| Default::default()),
+            held_is_broadcast: std::array::from_fn(|_| Default::default()),
+            held_forged: std::array::from_fn(|_| Default::default()),
+            held_in_range: std::array::from_fn(|_| Default::default()),
+            held_to: std::array::from_fn(|_| Default::default()),
+            ack_to: std::array::from_fn(|_| Default::default()),
             member: std::array::from_fn(|_| Default::default()),
             down_pending: std::array::from_fn(|_| Default::default()),
             ack_pending: std::array::from_fn(|_| Default::default()),
-            ack_target: std::array::from_fn(|_| Default::default()),
             ack_sequence: std::array::from_fn(|_| Default::default()),
             rx_filled0: std::array::from_fn(|_| Default::default()),
             rx_filled1: std::array::from_fn(|_| Default::default()),
@@ -213,8 +227,14 @@ impl<const N: usize> BroadcastFabric<N> {
             request: std::array::from_fn(|_| Default::default()),
             from_tx: std::array::from_fn(|_| Default::default()),
             grant: std::array::from_fn(|_| Default::default()),
+            grant_any: std::array::from_fn(|_| Default::default()),
+            grant_after_last: std::array::from_fn(|_| Default::default()),
+            candidate_is_write: std::array::from_fn(|_| Default::default()),
+            candidate_is_broadcast: std::array::from_fn(|_| Default::default()),
+            candidate_forged: std::array::from_fn(|_| Default::default()),
+            candidate_in_range: std::array::from_fn(|_| Default::default()),
+            candidate_to: std::array::from_fn(|_| Default::default()),
             candidate_kind: std::array::from_fn(|_| Default::default()),
-            candidate_target: std::array::from_fn(|_| Default::default()),
             candidate_payload: std::array::from_fn(|_| Default::default()),
             candidate_offset: std::array::from_fn(|_| Default::default()),
             space: std::array::from_fn(|_| Default::default()),
@@ -225,6 +245,7 @@ impl<const N: usize> BroadcastFabric<N> {
             bus_valid: Default::default(),
             bus_kind: Default::default(),
             bus_source: Default::default(),
+            bus_source_bit: Default::default(),
             bus_payload: Default::default(),
             bus_offset: Default::default(),
             bus_sequence: Default::default(),
@@ -236,18 +257,18 @@ impl<const N: usize> BroadcastFabric<N> {
             found_after_last: Default::default(),
             passed_last: Default::default(),
             found_any: Default::default(),
-            winner_after_last: Default::default(),
-            winner_any: Default::default(),
             winner: Default::default(),
+            winner_bit: Default::default(),
+            chosen_is_write: Default::default(),
+            chosen_in_range: Default::default(),
+            chosen_to: Default::default(),
+            target_to: Default::default(),
             granting: Default::default(),
             chosen_kind: Default::default(),
-            chosen_target: Default::default(),
             chosen_payload: Default::default(),
             chosen_offset: Default::default(),
-            chosen_from_tx: Default::default(),
             chosen_forged: Default::default(),
             is_broadcast: Default::default(),
-            offset_in_range: Default::default(),
             port_index: std::array::from_fn(|port| Constant::new(index(port).into())),
             port_bit: std::array::from_fn(|port| Constant::new((1_u64 << port).into())),
             is_last_port: std::array::from_fn(|port| Constant::new(port == N - 1)),
@@ -257,7 +278,6 @@ impl<const N: usize> BroadcastFabric<N> {
             kind_sram_write_ack: kind(MessageKind::SramWriteAck),
             kind_member_down: kind(MessageKind::MemberDown),
             kind_member_up: kind(MessageKind::MemberUp),
-            port_broadcast: Constant::new(u64::from(PORT_BROADCAST).into()),
             sram_bytes: Constant::new(u64::from(sram_bytes).into()),
             sequence_step: Constant::new(1_u64.into()),
             zero_payload: Constant::new(0_u64.into()),
@@ -271,7 +291,7 @@ impl<const N: usize> BroadcastFabric<N> {
 impl<const N: usize> Logic for BroadcastFabric<N> {
     #[hdl_gen]
     fn update(&mut self) {
-        dff_setup!(self, clock, bus_valid, bus_kind, bus_source, bus_payload, bus_offset, bus_sequence, bus_is_write, next_sequence);
+        dff_setup!(self, clock, bus_valid, bus_kind, bus_source, bus_source_bit, bus_payload, bus_offset, bus_sequence, bus_is_write, next_sequence);
         // Every per-port register holds its value unless told otherwise; the arbiter may
         // grant only if every member's receive queue, after what its port takes this
         // cycle, has room for what the bus brings it now and what the grant brings next.
@@ -283,20 +303,28 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.held_valid[i].d.next = self.held_valid[i].q.val();
             self.held_kind[i].clock.next = self.clock.val();
             self.held_kind[i].d.next = self.held_kind[i].q.val();
-            self.held_target[i].clock.next = self.clock.val();
-            self.held_target[i].d.next = self.held_target[i].q.val();
             self.held_payload[i].clock.next = self.clock.val();
             self.held_payload[i].d.next = self.held_payload[i].q.val();
             self.held_offset[i].clock.next = self.clock.val();
             self.held_offset[i].d.next = self.held_offset[i].q.val();
+            self.held_is_write[i].clock.next = self.clock.val();
+            self.held_is_write[i].d.next = self.held_is_write[i].q.val();
+            self.held_is_broadcast[i].clock.next = self.clock.val();
+            self.held_is_broadcast[i].d.next = self.held_is_broadcast[i].q.val();
+            self.held_forged[i].clock.next = self.clock.val();
+            self.held_forged[i].d.next = self.held_forged[i].q.val();
+            self.held_in_range[i].clock.next = self.clock.val();
+            self.held_in_range[i].d.next = self.held_in_range[i].q.val();
+            self.held_to[i].clock.next = self.clock.val();
+            self.held_to[i].d.next = self.held_to[i].q.val();
+            self.ack_to[i].clock.next = self.clock.val();
+            self.ack_to[i].d.next = self.ack_to[i].q.val();
             self.member[i].clock.next = self.clock.val();
             self.member[i].d.next = self.member[i].q.val();
             self.down_pending[i].clock.next = self.clock.val();
             self.down_pending[i].d.next = self.down_pending[i].q.val();
             self.ack_pending[i].clock.next = self.clock.val();
             self.ack_pending[i].d.next = self.ack_pending[i].q.val();
-            self.ack_target[i].clock.next = self.clock.val();
-            self.ack_target[i].d.next = self.ack_target[i].q.val();
             self.ack_sequence[i].clock.next = self.clock.val();
             self.ack_sequence[i].d.next = self.ack_sequence[i].q.val();
             self.rx_filled0[i].clock.next = self.clock.val();
@@ -349,22 +377,34 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         for i in 0..N {
             self.from_tx[i].next = false;
             self.request[i].next = true;
-            self.candidate_target[i].next = self.port_broadcast.val();
             self.candidate_payload[i].next = self.zero_payload.val();
             self.candidate_offset[i].next = self.zero_offset.val();
+            // What the bus needs of the message, worked out when it was taken: the arbiter
+            // only selects (kind compares, the target decode and the SRAM range check would
+            // otherwise sit after the grant, on the arbiter's path).
+            self.candidate_is_write[i].next = false;
+            self.candidate_is_broadcast[i].next = true;
+            self.candidate_forged[i].next = false;
+            self.candidate_in_range[i].next = false;
+            self.candidate_to[i].next = self.no_members.val();
             if self.ack_pending[i].q.val() {
                 self.candidate_kind[i].next = self.kind_sram_write_ack.val();
-                self.candidate_target[i].next = self.ack_target[i].q.val();
                 self.candidate_payload[i].next = self.ack_sequence[i].q.val();
+                self.candidate_is_broadcast[i].next = false;
+                self.candidate_to[i].next = self.ack_to[i].q.val();
             } else if self.held_valid[i].q.val() & self.member[i].q.val() {
                 self.from_tx[i].next = true;
                 self.candidate_kind[i].next = self.held_kind[i].q.val();
-                self.candidate_target[i].next = self.held_target[i].q.val();
                 self.candidate_payload[i].next = self.held_payload[i].q.val();
                 self.candidate_offset[i].next = self.held_offset[i].q.val();
+                self.candidate_is_write[i].next = self.held_is_write[i].q.val();
+                self.candidate_is_broadcast[i].next = self.held_is_broadcast[i].q.val();
+                self.candidate_forged[i].next = self.held_forged[i].q.val();
+                self.candidate_in_range[i].next = self.held_in_range[i].q.val();
+                self.candidate_to[i].next = self.held_to[i].q.val();
                 // An SRAM write waits while any acknowledgement is owed or about to be, so
                 // one target never owes two.
-                self.request[i].next = !((self.held_kind[i].q.val() == self.kind_sram_write.val())
+                self.request[i].next = !(self.held_is_write[i].q.val()
                     & (self.any_ack_pending.val() | self.write_in_flight.val()));
             } else if self.down_pending[i].q.val() {
                 self.candidate_kind[i].next = self.kind_member_down.val();
@@ -374,64 +414,60 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             }
         }
 
-        // Round robin: the first requester after the last grant, else the first of all.
+        // Round robin, one-hot: the first requester after the last grant, else the first
+        // of all.
         self.found_after_last.next = false;
         self.passed_last.next = false;
         self.found_any.next = false;
-        self.winner_after_last.next = self.no_ports.val();
-        self.winner_any.next = self.no_ports.val();
         for i in 0..N {
-            if self.request[i].val() & !self.found_any.val() {
-                self.found_any.next = true;
-                self.winner_any.next = self.port_index[i].val();
-            }
-            if self.request[i].val() & !self.found_after_last.val() & self.passed_last.val() {
-                self.found_after_last.next = true;
-                self.winner_after_last.next = self.port_index[i].val();
-            }
+            self.grant_any[i].next = self.request[i].val() & !self.found_any.val();
+            self.grant_after_last[i].next =
+                self.request[i].val() & !self.found_after_last.val() & self.passed_last.val();
+            self.found_any.next = self.found_any.val() | self.request[i].val();
+            self.found_after_last.next = self.found_after_last.val() | self.grant_after_last[i].val();
             self.passed_last.next = self.passed_last.val() | self.last_granted[i].q.val();
-        }
-        self.winner.next = self.winner_any.val();
-        if self.found_after_last.val() {
-            self.winner.next = self.winner_after_last.val();
         }
         self.granting.next = self.found_any.val() & self.all_space.val() & !self.reset.val();
 
-        // The granted message.
+        // The granted message: an AND-OR over the one-hot grant.
+        self.winner.next = self.no_ports.val();
+        self.winner_bit.next = self.no_members.val();
         self.chosen_kind.next = self.no_ports.val();
-        self.chosen_target.next = self.no_ports.val();
         self.chosen_payload.next = self.zero_payload.val();
         self.chosen_offset.next = self.zero_offset.val();
-        self.chosen_from_tx.next = false;
+        self.chosen_forged.next = false;
+        self.chosen_is_write.next = false;
+        self.is_broadcast.next = false;
+        self.chosen_in_range.next = false;
+        self.chosen_to.next = self.no_members.val();
         for i in 0..N {
-            self.grant[i].next = self.granting.val() & (self.winner.val() == self.port_index[i].val());
+            self.grant[i].next = self.granting.val() & self.grant_any[i].val();
+            if self.found_after_last.val() {
+                self.grant[i].next = self.granting.val() & self.grant_after_last[i].val();
+            }
             if self.grant[i].val() {
+                self.winner.next = self.port_index[i].val();
+                self.winner_bit.next = self.port_bit[i].val();
                 self.chosen_kind.next = self.candidate_kind[i].val();
-                self.chosen_target.next = self.candidate_target[i].val();
                 self.chosen_payload.next = self.candidate_payload[i].val();
                 self.chosen_offset.next = self.candidate_offset[i].val();
-                self.chosen_from_tx.next = self.from_tx[i].val();
+                self.chosen_forged.next = self.candidate_forged[i].val();
+                self.chosen_is_write.next = self.candidate_is_write[i].val();
+                self.is_broadcast.next = self.candidate_is_broadcast[i].val();
+                self.chosen_in_range.next = self.candidate_in_range[i].val();
+                self.chosen_to.next = self.candidate_to[i].val();
             }
         }
-        // A port may send broadcasts, unicasts and SRAM writes; any other kind it sends is
-        // taken and dropped, so no port can forge the fabric's own messages.
-        self.chosen_forged.next = self.chosen_from_tx.val()
-            & (self.chosen_kind.val() != self.kind_broadcast.val())
-            & (self.chosen_kind.val() != self.kind_unicast.val())
-            & (self.chosen_kind.val() != self.kind_sram_write.val());
-        self.is_broadcast.next = (self.chosen_kind.val() == self.kind_broadcast.val())
-            | (self.chosen_kind.val() == self.kind_member_down.val())
-            | (self.chosen_kind.val() == self.kind_member_up.val());
-        self.offset_in_range.next = self.chosen_offset.val() < self.sram_bytes.val();
 
         // Grant: onto the bus, with where it goes.
         self.bus_valid.d.next = self.granting.val() & !self.chosen_forged.val();
         self.bus_kind.d.next = self.chosen_kind.val();
         self.bus_source.d.next = self.winner.val();
+        self.bus_source_bit.d.next = self.winner_bit.val();
         self.bus_payload.d.next = self.chosen_payload.val();
         self.bus_offset.d.next = self.chosen_offset.val();
         self.bus_sequence.d.next = self.next_sequence.q.val();
-        self.bus_is_write.d.next = self.chosen_kind.val() == self.kind_sram_write.val();
+        self.bus_is_write.d.next = self.chosen_is_write.val();
         if self.granting.val() {
             self.next_sequence.d.next = self.next_sequence.q.val() + self.sequence_step.val();
         }
@@ -442,14 +478,13 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 & !self.chosen_forged.val()
                 & (self.member[i].q.val() | (self.grant[i].val() & !self.from_tx[i].val()))
                 & (self.is_broadcast.val()
-                    | ((self.chosen_target.val() == self.port_index[i].val())
-                        & (self.chosen_kind.val() != self.kind_sram_write.val())));
+                    | ((self.chosen_to.val() & self.port_bit[i].val()).any() & !self.chosen_is_write.val()));
             self.bus_write_to[i].d.next = self.granting.val()
                 & !self.chosen_forged.val()
-                & (self.chosen_kind.val() == self.kind_sram_write.val())
-                & (self.chosen_target.val() == self.port_index[i].val())
+                & self.chosen_is_write.val()
+                & (self.chosen_to.val() & self.port_bit[i].val()).any()
                 & self.member[i].q.val()
-                & self.offset_in_range.val();
+                & self.chosen_in_range.val();
             if self.granting.val() {
                 self.last_granted[i].d.next = self.grant[i].val();
             }
@@ -462,23 +497,37 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             if self.grant[i].val() {
                 if self.from_tx[i].val() {
                     self.held_valid[i].d.next = false;
-                } else if self.chosen_kind.val() == self.kind_member_down.val() {
+                } else if self.candidate_kind[i].val() == self.kind_member_down.val() {
                     self.down_pending[i].d.next = false;
                     self.member[i].d.next = false;
-                } else if self.chosen_kind.val() == self.kind_member_up.val() {
+                } else if self.candidate_kind[i].val() == self.kind_member_up.val() {
                     self.member[i].d.next = true;
                 } else {
                     self.ack_pending[i].d.next = false;
                 }
             }
             // Taking a port's offer: into its empty holding register, while its link is up.
+            self.target_to.next = self.no_members.val();
+            for j in 0..N {
+                if self.ports[i].tx_target.val() == self.port_index[j].val() {
+                    self.target_to.next = self.target_to.val() | self.port_bit[j].val();
+                }
+            }
             self.ports[i].tx_ready.next = !self.held_valid[i].q.val() & self.ports[i].link_up.val();
             if self.ports[i].tx_valid.val() & self.ports[i].tx_ready.val() {
                 self.held_valid[i].d.next = true;
                 self.held_kind[i].d.next = self.ports[i].tx_kind.val();
-                self.held_target[i].d.next = self.ports[i].tx_target.val();
                 self.held_payload[i].d.next = self.ports[i].tx_payload.val();
                 self.held_offset[i].d.next = self.ports[i].tx_sram_offset.val();
+                self.held_is_write[i].d.next = self.ports[i].tx_kind.val() == self.kind_sram_write.val();
+                self.held_is_broadcast[i].d.next = self.ports[i].tx_kind.val() == self.kind_broadcast.val();
+                // A port may send broadcasts, unicasts and SRAM writes; any other kind it
+                // sends is taken and dropped, so no port can forge the fabric's own messages.
+                self.held_forged[i].d.next = (self.ports[i].tx_kind.val() != self.kind_broadcast.val())
+                    & (self.ports[i].tx_kind.val() != self.kind_unicast.val())
+                    & (self.ports[i].tx_kind.val() != self.kind_sram_write.val());
+                self.held_in_range[i].d.next = self.ports[i].tx_sram_offset.val() < self.sram_bytes.val();
+                self.held_to[i].d.next = self.target_to.val();
             }
         }
 
@@ -489,7 +538,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.ports[i].sram_data.next = self.bus_payload.q.val();
             if self.bus_valid.q.val() & self.bus_write_to[i].q.val() {
                 self.ack_pending[i].d.next = true;
-                self.ack_target[i].d.next = self.bus_source.q.val();
+                self.ack_to[i].d.next = self.bus_source_bit.q.val();
                 self.ack_sequence[i].d.next = self.bus_sequence.q.val();
             }
             if self.bus_valid.q.val() & self.bus_deliver[i].q.val() & self.ports[i].link_up.val() {
@@ -560,6 +609,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared_regs::fabric::PORT_BROADCAST;
     use crate::sim::{rising_edge, settle};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
