@@ -54,7 +54,10 @@ fn main() {
     let mut models = Vec::new();
     let mut build = cc::Build::new();
     for name in MODELS {
-        let module = modules.iter().find(|m| m.name == name).expect("gen-verilog writes every model");
+        let module = modules
+            .iter()
+            .find(|m| m.name == name)
+            .expect("gen-verilog writes every model");
         let model_dir = out_dir.join(name);
         std::fs::create_dir_all(&model_dir).expect("create the model directory");
         let verilog = model_dir.join(format!("{name}.v"));
@@ -84,7 +87,8 @@ fn main() {
 }
 
 fn find_verilator() -> Option<PathBuf> {
-    let candidate = std::env::var_os("VERILATOR").map_or_else(|| PathBuf::from("verilator"), PathBuf::from);
+    let candidate =
+        std::env::var_os("VERILATOR").map_or_else(|| PathBuf::from("verilator"), PathBuf::from);
     let found = Command::new(&candidate).arg("--version").output().ok()?;
     if !found.status.success() {
         return None;
@@ -104,7 +108,10 @@ fn verilator_include(verilator: &Path) -> PathBuf {
         .args(["--getenv", "VERILATOR_ROOT"])
         .output()
         .expect("run verilator --getenv");
-    assert!(output.status.success(), "verilator --getenv VERILATOR_ROOT failed");
+    assert!(
+        output.status.success(),
+        "verilator --getenv VERILATOR_ROOT failed"
+    );
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("include")
 }
 
@@ -118,7 +125,11 @@ fn verilate(verilator: &Path, waivers: &Path, verilog: &Path, name: &str, model_
         .arg(verilog)
         .status()
         .expect("run verilator");
-    assert!(status.success(), "verilator failed on {}", verilog.display());
+    assert!(
+        status.success(),
+        "verilator failed on {}",
+        verilog.display()
+    );
 }
 
 fn cpp_files(model_dir: &Path) -> Vec<PathBuf> {
@@ -142,17 +153,28 @@ fn ports(verilog: &str, module: &str) -> Vec<Port> {
             let (input, rest) = if let Some(rest) = line.strip_prefix("input wire") {
                 (true, rest)
             } else {
-                (false, line.strip_prefix("output reg").or_else(|| line.strip_prefix("output wire"))?)
+                (
+                    false,
+                    line.strip_prefix("output reg")
+                        .or_else(|| line.strip_prefix("output wire"))?,
+                )
             };
             let rest = rest.trim();
             let (width_bits, name) = match rest.strip_prefix('[') {
                 Some(range) => {
                     let (msb, name) = range.split_once(":0]").expect("a [msb:0] range");
-                    (msb.trim().parse::<u32>().expect("a numeric msb") + 1, name.trim())
+                    (
+                        msb.trim().parse::<u32>().expect("a numeric msb") + 1,
+                        name.trim(),
+                    )
                 }
                 None => (1, rest),
             };
-            Some(Port { name: name.to_owned(), width_bits, input })
+            Some(Port {
+                name: name.to_owned(),
+                width_bits,
+                input,
+            })
         })
         .collect()
 }
@@ -183,7 +205,12 @@ fn shim_cpp(models: &[(&str, Vec<Port>)]) -> String {
     let dispatch = |body: &dyn Fn(usize, &str, &[Port]) -> String| {
         let mut cases = String::new();
         for (index, (name, ports)) in models.iter().enumerate() {
-            write!(cases, "    case {index}: {{ {} }} break;\n", body(index, name, ports)).unwrap();
+            writeln!(
+                cases,
+                "    case {index}: {{ {} }} break;",
+                body(index, name, ports)
+            )
+            .unwrap();
         }
         cases
     };
@@ -191,14 +218,18 @@ fn shim_cpp(models: &[(&str, Vec<Port>)]) -> String {
     cpp += &dispatch(&|_, name, _| format!("return new V{name};"));
     cpp += "  }\n  return nullptr;\n}\n";
     cpp += "void tb_free(uint32_t model, void* m) {\n  switch (model) {\n";
-    cpp += &dispatch(&|_, name, _| format!("static_cast<V{name}*>(m)->final(); delete static_cast<V{name}*>(m);"));
+    cpp += &dispatch(&|_, name, _| {
+        format!("static_cast<V{name}*>(m)->final(); delete static_cast<V{name}*>(m);")
+    });
     cpp += "  }\n}\n";
     cpp += "void tb_eval(uint32_t model, void* m) {\n  switch (model) {\n";
     cpp += &dispatch(&|_, name, _| format!("static_cast<V{name}*>(m)->eval();"));
     cpp += "  }\n}\n";
     for (function, input) in [("tb_set", true), ("tb_get", false)] {
         let constness = if input { "const " } else { "" };
-        cpp += &format!("void {function}(uint32_t model, void* m, uint32_t port, {constness}uint32_t* w) {{\n  switch (model) {{\n");
+        cpp += &format!(
+            "void {function}(uint32_t model, void* m, uint32_t port, {constness}uint32_t* w) {{\n  switch (model) {{\n"
+        );
         cpp += &dispatch(&|_, name, ports| {
             let mut inner = String::from("switch (port) {");
             for (index, port) in ports.iter().enumerate().filter(|(_, p)| p.input == input) {
@@ -213,7 +244,9 @@ fn shim_cpp(models: &[(&str, Vec<Port>)]) -> String {
 }
 
 fn models_rs(models: &[(&str, Vec<Port>)]) -> String {
-    let mut rust = String::from("// Generated by testbench/build.rs.\n/// Every Verilated model, by index.\npub const MODELS: &[ModelInfo] = &[\n");
+    let mut rust = String::from(
+        "// Generated by testbench/build.rs.\n/// Every Verilated model, by index.\npub const MODELS: &[ModelInfo] = &[\n",
+    );
     for (name, ports) in models {
         writeln!(rust, "    ModelInfo {{ name: {name:?}, ports: &[").unwrap();
         for port in ports {

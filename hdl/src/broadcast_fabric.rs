@@ -186,8 +186,14 @@ fn kind(kind: MessageKind) -> Constant<Bits<8>> {
 impl<const N: usize> BroadcastFabric<N> {
     /// A fabric of `N` ports whose cards each have `sram_bytes` of SRAM.
     pub fn new(sram_bytes: u32) -> Self {
-        assert!((2..=PORTS_MAX).contains(&N), "{N} ports: the fabric takes 2 to {PORTS_MAX}");
-        assert!(sram_bytes.is_multiple_of(8), "SRAM of {sram_bytes} bytes is not whole words");
+        assert!(
+            (2..=PORTS_MAX).contains(&N),
+            "{N} ports: the fabric takes 2 to {PORTS_MAX}"
+        );
+        assert!(
+            sram_bytes.is_multiple_of(8),
+            "SRAM of {sram_bytes} bytes is not whole words"
+        );
         let index = |port: usize| u64::try_from(port).expect("port fits u64");
         Self {
             clock: Default::default(),
@@ -291,7 +297,19 @@ impl<const N: usize> BroadcastFabric<N> {
 impl<const N: usize> Logic for BroadcastFabric<N> {
     #[hdl_gen]
     fn update(&mut self) {
-        dff_setup!(self, clock, bus_valid, bus_kind, bus_source, bus_source_bit, bus_payload, bus_offset, bus_sequence, bus_is_write, next_sequence);
+        dff_setup!(
+            self,
+            clock,
+            bus_valid,
+            bus_kind,
+            bus_source,
+            bus_source_bit,
+            bus_payload,
+            bus_offset,
+            bus_sequence,
+            bus_is_write,
+            next_sequence
+        );
         // Every per-port register holds its value unless told otherwise; the arbiter may
         // grant only if every member's receive queue, after what its port takes this
         // cycle, has room for what the bus brings it now and what the grant brings next.
@@ -360,11 +378,15 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.last_granted[i].clock.next = self.clock.val();
             self.last_granted[i].d.next = self.last_granted[i].q.val();
             self.pop[i].next = self.rx_valid_reg[i].q.val() & self.ports[i].rx_ready.val();
-            self.filled0_next[i].next = self.rx_filled0[i].q.val() & !(self.pop[i].val() & !self.rx_read_slot[i].q.val());
-            self.filled1_next[i].next = self.rx_filled1[i].q.val() & !(self.pop[i].val() & self.rx_read_slot[i].q.val());
+            self.filled0_next[i].next =
+                self.rx_filled0[i].q.val() & !(self.pop[i].val() & !self.rx_read_slot[i].q.val());
+            self.filled1_next[i].next =
+                self.rx_filled1[i].q.val() & !(self.pop[i].val() & self.rx_read_slot[i].q.val());
             self.space[i].next = !(self.filled0_next[i].val() & self.filled1_next[i].val())
-                & !(self.bus_deliver[i].q.val() & (self.filled0_next[i].val() | self.filled1_next[i].val()));
-            self.all_space.next = self.all_space.val() & (self.space[i].val() | !self.member[i].q.val());
+                & !(self.bus_deliver[i].q.val()
+                    & (self.filled0_next[i].val() | self.filled1_next[i].val()));
+            self.all_space.next =
+                self.all_space.val() & (self.space[i].val() | !self.member[i].q.val());
             self.any_ack_pending.next = self.any_ack_pending.val() | self.ack_pending[i].q.val();
             if self.member[i].q.val() {
                 self.membership.next = self.membership.val() | self.port_bit[i].val();
@@ -424,7 +446,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.grant_after_last[i].next =
                 self.request[i].val() & !self.found_after_last.val() & self.passed_last.val();
             self.found_any.next = self.found_any.val() | self.request[i].val();
-            self.found_after_last.next = self.found_after_last.val() | self.grant_after_last[i].val();
+            self.found_after_last.next =
+                self.found_after_last.val() | self.grant_after_last[i].val();
             self.passed_last.next = self.passed_last.val() | self.last_granted[i].q.val();
         }
         self.granting.next = self.found_any.val() & self.all_space.val() & !self.reset.val();
@@ -478,7 +501,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 & !self.chosen_forged.val()
                 & (self.member[i].q.val() | (self.grant[i].val() & !self.from_tx[i].val()))
                 & (self.is_broadcast.val()
-                    | ((self.chosen_to.val() & self.port_bit[i].val()).any() & !self.chosen_is_write.val()));
+                    | ((self.chosen_to.val() & self.port_bit[i].val()).any()
+                        & !self.chosen_is_write.val()));
             self.bus_write_to[i].d.next = self.granting.val()
                 & !self.chosen_forged.val()
                 & self.chosen_is_write.val()
@@ -519,14 +543,18 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.held_kind[i].d.next = self.ports[i].tx_kind.val();
                 self.held_payload[i].d.next = self.ports[i].tx_payload.val();
                 self.held_offset[i].d.next = self.ports[i].tx_sram_offset.val();
-                self.held_is_write[i].d.next = self.ports[i].tx_kind.val() == self.kind_sram_write.val();
-                self.held_is_broadcast[i].d.next = self.ports[i].tx_kind.val() == self.kind_broadcast.val();
+                self.held_is_write[i].d.next =
+                    self.ports[i].tx_kind.val() == self.kind_sram_write.val();
+                self.held_is_broadcast[i].d.next =
+                    self.ports[i].tx_kind.val() == self.kind_broadcast.val();
                 // A port may send broadcasts, unicasts and SRAM writes; any other kind it
                 // sends is taken and dropped, so no port can forge the fabric's own messages.
-                self.held_forged[i].d.next = (self.ports[i].tx_kind.val() != self.kind_broadcast.val())
+                self.held_forged[i].d.next = (self.ports[i].tx_kind.val()
+                    != self.kind_broadcast.val())
                     & (self.ports[i].tx_kind.val() != self.kind_unicast.val())
                     & (self.ports[i].tx_kind.val() != self.kind_sram_write.val());
-                self.held_in_range[i].d.next = self.ports[i].tx_sram_offset.val() < self.sram_bytes.val();
+                self.held_in_range[i].d.next =
+                    self.ports[i].tx_sram_offset.val() < self.sram_bytes.val();
                 self.held_to[i].d.next = self.target_to.val();
             }
         }
@@ -609,10 +637,10 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared_regs::fabric::PORT_BROADCAST;
     use crate::sim::{rising_edge, settle};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use shared_regs::fabric::PORT_BROADCAST;
     use std::collections::{HashMap, VecDeque};
 
     const SRAM_BYTES: u32 = 4096;
@@ -674,13 +702,32 @@ mod tests {
                     let payload = (port as u64) << 32 | message as u64;
                     let target = self.rng.gen_range(0..N) as u8;
                     let sent = match self.rng.gen_range(0..3) {
-                        0 => Sent { kind: MessageKind::Broadcast, target: PORT_BROADCAST, payload, offset: 0 },
-                        1 => Sent { kind: MessageKind::Unicast, target, payload, offset: 0 },
+                        0 => Sent {
+                            kind: MessageKind::Broadcast,
+                            target: PORT_BROADCAST,
+                            payload,
+                            offset: 0,
+                        },
+                        1 => Sent {
+                            kind: MessageKind::Unicast,
+                            target,
+                            payload,
+                            offset: 0,
+                        },
                         _ => {
                             write_id += 1;
                             let beyond = self.rng.gen_ratio(1, 10);
-                            let offset = if beyond { SRAM_BYTES + write_id * 8 } else { write_id * 8 };
-                            Sent { kind: MessageKind::SramWrite, target, payload, offset }
+                            let offset = if beyond {
+                                SRAM_BYTES + write_id * 8
+                            } else {
+                                write_id * 8
+                            };
+                            Sent {
+                                kind: MessageKind::SramWrite,
+                                target,
+                                payload,
+                                offset,
+                            }
                         }
                     };
                     self.outbox[port].push_back(sent);
@@ -691,7 +738,10 @@ mod tests {
 
         fn drive_inputs(&mut self) {
             for port in 0..N {
-                let offer = self.outbox[port].front().copied().filter(|_| self.rng.gen_ratio(3, 4));
+                let offer = self.outbox[port]
+                    .front()
+                    .copied()
+                    .filter(|_| self.rng.gen_ratio(3, 4));
                 let io = &mut self.uut.ports[port];
                 io.link_up.next = self.link_up[port];
                 io.tx_valid.next = offer.is_some();
@@ -709,7 +759,9 @@ mod tests {
             for port in 0..N {
                 let io = &self.uut.ports[port];
                 if io.tx_valid.val() && io.tx_ready.val() {
-                    let sent = self.outbox[port].pop_front().expect("took a message never offered");
+                    let sent = self.outbox[port]
+                        .pop_front()
+                        .expect("took a message never offered");
                     self.accepted[port].push(sent);
                 }
                 if io.rx_valid.val() && io.rx_ready.val() {
@@ -752,7 +804,11 @@ mod tests {
 
         /// The broadcasts (and announcements) `port` received, in order.
         fn broadcasts(&self, port: usize) -> Vec<Received> {
-            let ordered = [MessageKind::Broadcast, MessageKind::MemberUp, MessageKind::MemberDown];
+            let ordered = [
+                MessageKind::Broadcast,
+                MessageKind::MemberUp,
+                MessageKind::MemberDown,
+            ];
             self.inbox[port]
                 .iter()
                 .filter(|r| ordered.iter().any(|&k| r.kind == k as u8))
@@ -776,20 +832,43 @@ mod tests {
         let sent_broadcasts: usize = bench
             .accepted
             .iter()
-            .map(|a| a.iter().filter(|s| s.kind == MessageKind::Broadcast).count())
+            .map(|a| {
+                a.iter()
+                    .filter(|s| s.kind == MessageKind::Broadcast)
+                    .count()
+            })
             .sum();
-        assert_eq!(order.iter().filter(|r| is_kind(r, MessageKind::MemberUp)).count(), 4);
-        assert_eq!(order.iter().filter(|r| is_kind(r, MessageKind::Broadcast)).count(), sent_broadcasts);
+        assert_eq!(
+            order
+                .iter()
+                .filter(|r| is_kind(r, MessageKind::MemberUp))
+                .count(),
+            4
+        );
+        assert_eq!(
+            order
+                .iter()
+                .filter(|r| is_kind(r, MessageKind::Broadcast))
+                .count(),
+            sent_broadcasts
+        );
         for port in 1..4 {
             let arrival = order
                 .iter()
                 .position(|r| is_kind(r, MessageKind::MemberUp) && usize::from(r.source) == port)
                 .expect("every port arrives");
-            assert_eq!(bench.broadcasts(port), order[arrival..], "port {port} saw another order");
+            assert_eq!(
+                bench.broadcasts(port),
+                order[arrival..],
+                "port {port} saw another order"
+            );
         }
         for receiver in 0..4 {
             let sequences: Vec<u64> = bench.inbox[receiver].iter().map(|r| r.sequence).collect();
-            assert!(sequences.is_sorted_by(|a, b| a < b), "sequences not increasing");
+            assert!(
+                sequences.is_sorted_by(|a, b| a < b),
+                "sequences not increasing"
+            );
             for sender in 0..4 {
                 let expected: Vec<u64> = bench.accepted[sender]
                     .iter()
@@ -812,13 +891,19 @@ mod tests {
         bench.queue_random_traffic(60);
         bench.run_until_quiet(20_000);
         for sender in 0..3 {
-            let acks = bench.inbox[sender].iter().filter(|r| is_kind(r, MessageKind::SramWriteAck)).count();
+            let acks = bench.inbox[sender]
+                .iter()
+                .filter(|r| is_kind(r, MessageKind::SramWriteAck))
+                .count();
             let writes: Vec<&Sent> = bench.accepted[sender]
                 .iter()
                 .filter(|s| s.kind == MessageKind::SramWrite)
                 .collect();
             let landed = writes.iter().filter(|w| w.offset < SRAM_BYTES).count();
-            assert_eq!(acks, landed, "port {sender}: one ack per write within the SRAM");
+            assert_eq!(
+                acks, landed,
+                "port {sender}: one ack per write within the SRAM"
+            );
             for write in writes {
                 let stored = bench.sram[usize::from(write.target)].get(&write.offset);
                 if write.offset < SRAM_BYTES {
@@ -853,11 +938,23 @@ mod tests {
                 "port {port} heard from port 2 after it went down: {:?}",
                 &inbox[down..]
             );
-            let broadcasts_from_2 = bench.accepted[2].iter().filter(|s| s.kind == MessageKind::Broadcast).count();
-            let heard = inbox[..down].iter().filter(|r| r.source == 2 && is_kind(r, MessageKind::Broadcast)).count();
-            assert_eq!(heard, broadcasts_from_2, "port {port} missed a broadcast port 2 sent");
+            let broadcasts_from_2 = bench.accepted[2]
+                .iter()
+                .filter(|s| s.kind == MessageKind::Broadcast)
+                .count();
+            let heard = inbox[..down]
+                .iter()
+                .filter(|r| r.source == 2 && is_kind(r, MessageKind::Broadcast))
+                .count();
+            assert_eq!(
+                heard, broadcasts_from_2,
+                "port {port} missed a broadcast port 2 sent"
+            );
         }
-        assert!(accepted_from_2 > 0, "the drop came before port 2 sent anything");
+        assert!(
+            accepted_from_2 > 0,
+            "the drop came before port 2 sent anything"
+        );
         assert_eq!(bench.uut.membership.val().to_u32(), 0b1011);
     }
 
@@ -896,7 +993,11 @@ mod tests {
         for round in sources.chunks(4) {
             let mut ports = round.to_vec();
             ports.sort_unstable();
-            assert_eq!(ports, [0, 1, 2, 3], "a round gave some port two turns: {round:?}");
+            assert_eq!(
+                ports,
+                [0, 1, 2, 3],
+                "a round gave some port two turns: {round:?}"
+            );
         }
     }
 

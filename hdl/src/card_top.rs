@@ -93,7 +93,10 @@ pub struct CardTop<const W: usize, const A: usize> {
 impl<const W: usize, const A: usize> CardTop<W, A> {
     /// A card on a fabric of `fabric_ports` ports.
     pub fn new(fabric_ports: u8) -> Self {
-        assert!(A as u32 >= WINDOW_WORD_BITS, "SRAM of 2^{A} words is less than one window page");
+        assert!(
+            A as u32 >= WINDOW_WORD_BITS,
+            "SRAM of 2^{A} words is less than one window page"
+        );
         let constant = |value: u32| Constant::new(u64::from(value).into());
         Self {
             clock: Default::default(),
@@ -143,7 +146,14 @@ impl<const W: usize, const A: usize> CardTop<W, A> {
 impl<const W: usize, const A: usize> Logic for CardTop<W, A> {
     #[hdl_gen]
     fn update(&mut self) {
-        dff_setup!(self, clock, window_read, window_write, window_high_half, column_open);
+        dff_setup!(
+            self,
+            clock,
+            window_read,
+            window_write,
+            window_high_half,
+            column_open
+        );
         self.registers.clock.next = self.clock.val();
         self.sram.clock.next = self.clock.val();
         self.engine.clock.next = self.clock.val();
@@ -249,10 +259,20 @@ mod tests {
         access(&mut uut, Some(0x1111_1111), regs::SRAM_WINDOW_OFFSET + 8);
         access(&mut uut, Some(1), regs::SRAM_WINDOW_SELECT);
         access(&mut uut, Some(0x2222_2222), regs::SRAM_WINDOW_OFFSET + 12);
-        assert_eq!(access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 8), 0, "page 1 is another page");
-        assert_eq!(access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 12), 0x2222_2222);
+        assert_eq!(
+            access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 8),
+            0,
+            "page 1 is another page"
+        );
+        assert_eq!(
+            access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 12),
+            0x2222_2222
+        );
         access(&mut uut, Some(0), regs::SRAM_WINDOW_SELECT);
-        assert_eq!(access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 8), 0x1111_1111);
+        assert_eq!(
+            access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 8),
+            0x1111_1111
+        );
         assert_eq!(access(&mut uut, None, regs::ERROR_CODE), 0);
     }
 
@@ -265,8 +285,14 @@ mod tests {
         rising_edge(&mut uut, |u| &mut u.clock);
         uut.fabric_sram_write.next = false;
         access(&mut uut, Some(1), regs::SRAM_WINDOW_SELECT);
-        assert_eq!(access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 16), 0x89AB_CDEF);
-        assert_eq!(access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 20), 0x0123_4567);
+        assert_eq!(
+            access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 16),
+            0x89AB_CDEF
+        );
+        assert_eq!(
+            access(&mut uut, None, regs::SRAM_WINDOW_OFFSET + 20),
+            0x0123_4567
+        );
     }
 
     #[test]
@@ -292,7 +318,11 @@ mod tests {
         }
         assert!(uut.dma_out_valid.val());
         assert_eq!(uut.dma_out_p.val().to_u64(), 0x80);
-        assert_eq!(uut.dma_out_q.val().to_u64(), 0x80, "one source: Q is the source");
+        assert_eq!(
+            uut.dma_out_q.val().to_u64(),
+            0x80,
+            "one source: Q is the source"
+        );
         let status = access(&mut uut, None, regs::STATUS);
         assert_ne!(status & regs::STATUS_PARITY_BUSY, 0, "a result waits");
     }

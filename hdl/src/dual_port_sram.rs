@@ -42,7 +42,10 @@ impl<const A: usize> DualPortSram<A> {
 
     /// An SRAM of `2^A` zeroed words.
     pub fn new() -> Self {
-        assert!((1..=24).contains(&A), "{A} address bits: the SRAM takes 1 to 24");
+        assert!(
+            (1..=24).contains(&A),
+            "{A} address bits: the SRAM takes 1 to 24"
+        );
         Self {
             clock: Default::default(),
             host_address: Default::default(),
@@ -145,7 +148,11 @@ mod tests {
         uut.fabric_write.next = true;
         uut.fabric_write_data.next = 0xDEAD_BEEF_0BAD_F00D_u64.into();
         rising_edge(&mut uut, |u| &mut u.clock);
-        assert_eq!(host_read(&mut uut, 3), 0x3333_4444, "only the low half was written");
+        assert_eq!(
+            host_read(&mut uut, 3),
+            0x3333_4444,
+            "only the low half was written"
+        );
         assert_eq!(host_read(&mut uut, 9), 0xDEAD_BEEF_0BAD_F00D);
         assert_eq!(host_read(&mut uut, 4), 0, "a neighbour stays zero");
     }
@@ -161,7 +168,11 @@ mod tests {
         uut.fabric_write.next = true;
         uut.fabric_write_data.next = 2_u64.into();
         rising_edge(&mut uut, |u| &mut u.clock);
-        assert_eq!(uut.host_read_data.val().to_u64(), 0, "read before the write");
+        assert_eq!(
+            uut.host_read_data.val().to_u64(),
+            0,
+            "read before the write"
+        );
         assert_eq!(host_read(&mut uut, 5), 2);
     }
 }

@@ -29,6 +29,5 @@ pub mod register_file;
 pub mod sim;
 pub mod verilog;
 
-
 /// The register-map version this hardware implements.
 pub const REGISTER_MAP_VERSION: u32 = shared_regs::regs::VERSION_VALUE;

@@ -55,7 +55,10 @@ impl<const W: usize> ParityEngine<W> {
 
     /// An engine of `W` bits; `W` must be a positive multiple of 64.
     pub fn new() -> Self {
-        assert!(W > 0 && W.is_multiple_of(64), "W = {W} is not a multiple of 64");
+        assert!(
+            W > 0 && W.is_multiple_of(64),
+            "W = {W} is not a multiple of 64"
+        );
         assert!(W < 1 << 16, "W = {W} does not fit the lane shift constant");
         let top_lane_shift = u64::try_from(W - LANE_BITS).expect("W fits u64");
         Self {
@@ -139,7 +142,11 @@ mod tests {
 
     /// A random stripe as beats (column by column, descending chunk index) and the
     /// reference's P and Q cut into columns.
-    fn random_stripe(rng: &mut ChaCha8Rng, beat_bytes: usize, pq: bool) -> (Vec<Beat>, Vec<Column>) {
+    fn random_stripe(
+        rng: &mut ChaCha8Rng,
+        beat_bytes: usize,
+        pq: bool,
+    ) -> (Vec<Beat>, Vec<Column>) {
         let chunks = rng.gen_range(2..=8);
         let columns = rng.gen_range(1..=4);
         let length = columns * beat_bytes;
@@ -166,7 +173,10 @@ mod tests {
         let expected = (0..columns)
             .map(|column| {
                 let range = column * beat_bytes..(column + 1) * beat_bytes;
-                Column { p: p[range.clone()].to_vec(), q: q[range].to_vec() }
+                Column {
+                    p: p[range.clone()].to_vec(),
+                    q: q[range].to_vec(),
+                }
             })
             .collect();
         (beats, expected)
@@ -174,7 +184,12 @@ mod tests {
 
     /// Streams `stripes` random stripes through a `W`-bit engine with random input gaps and
     /// output stalls; returns the cycles it took. Every column must equal the reference.
-    fn run_stripes<const W: usize>(seed: u64, stripes: usize, pq: bool, stall_percent: u32) -> usize {
+    fn run_stripes<const W: usize>(
+        seed: u64,
+        stripes: usize,
+        pq: bool,
+        stall_percent: u32,
+    ) -> usize {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut beats = VecDeque::new();
         let mut expected = VecDeque::new();
@@ -191,7 +206,11 @@ mod tests {
         let mut cycles = 0;
         while !expected.is_empty() {
             cycles += 1;
-            assert!(cycles < 100_000, "engine stopped with {} columns owed", expected.len());
+            assert!(
+                cycles < 100_000,
+                "engine stopped with {} columns owed",
+                expected.len()
+            );
             let offer = !beats.is_empty() && !rng.gen_ratio(stall_percent, 100);
             uut.in_valid.next = offer;
             uut.in_pq.next = pq;
@@ -204,7 +223,11 @@ mod tests {
             settle(&mut uut);
             for lane in &uut.lanes {
                 assert_eq!(lane.in_ready.val(), uut.in_ready.val(), "lanes out of step");
-                assert_eq!(lane.out_valid.val(), uut.out_valid.val(), "lanes out of step");
+                assert_eq!(
+                    lane.out_valid.val(),
+                    uut.out_valid.val(),
+                    "lanes out of step"
+                );
             }
             if offer && uut.in_ready.val() {
                 beats.pop_front();
@@ -240,7 +263,9 @@ mod tests {
     #[test]
     fn takes_one_beat_per_cycle_when_nobody_stalls() {
         let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let beats: usize = (0..30).map(|_| random_stripe(&mut rng, 8, true).0.len()).sum();
+        let beats: usize = (0..30)
+            .map(|_| random_stripe(&mut rng, 8, true).0.len())
+            .sum();
         let cycles = run_stripes::<64>(4, 30, true, 0);
         // One cycle for `in_ready` to rise after reset, two of pipeline between the last
         // beat and its result; none lost between beats.

@@ -220,8 +220,10 @@ impl Logic for ParityLane {
         // (`read_slot`). `valid_reg` is next cycle's `out_valid`, worked out a cycle early
         // so the handshake leaves the lane straight from a flip-flop.
         self.pop.next = self.valid_reg.q.val() & self.out_ready.val();
-        self.filled0_next.next = self.filled_slot0.q.val() & !(self.pop.val() & !self.read_slot.q.val());
-        self.filled1_next.next = self.filled_slot1.q.val() & !(self.pop.val() & self.read_slot.q.val());
+        self.filled0_next.next =
+            self.filled_slot0.q.val() & !(self.pop.val() & !self.read_slot.q.val());
+        self.filled1_next.next =
+            self.filled_slot1.q.val() & !(self.pop.val() & self.read_slot.q.val());
         if self.load_slot0.q.val() {
             self.slot0_p.d.next = self.p_next.val();
             self.slot0_q.d.next = self.q_next.val();

@@ -1,8 +1,8 @@
 //! BAR0's registers below the SRAM window, every offset and value taken from
 //! `shared_regs::regs`.
 //!
-//! The host bus is 32 bits wide: a 64-bit register is two halves at its offset and offset
-//! + 4, as `shared_regs::regs` allows. A request (`bus_read` or `bus_write`) is answered the
+//! The host bus is 32 bits wide: a 64-bit register is two halves, the low one at its
+//! offset and the high one 4 bytes above, as `shared_regs::regs` allows. A request (`bus_read` or `bus_write`) is answered the
 //! next cycle with `bus_done` (and `bus_read_data` for a read). Faults latch the first
 //! error in `ERROR_CODE`/`ERROR_INFO` exactly as the map says: an unmapped offset
 //! (`BadOffset`; reads return zero), a write to a read-only register (`ReadOnly`; the write
@@ -18,8 +18,11 @@ use shared_regs::regs::{self, ErrorCode, Limits};
 pub const ADDRESS_BITS: usize = 32;
 
 /// What this card can do: P and P+Q parity, a fabric port, SRAM, and an interrupt line.
-pub const CARD_CAPS: u32 =
-    regs::CAP_PARITY_P | regs::CAP_PARITY_PQ | regs::CAP_FABRIC | regs::CAP_SRAM | regs::CAP_INTERRUPTS;
+pub const CARD_CAPS: u32 = regs::CAP_PARITY_P
+    | regs::CAP_PARITY_PQ
+    | regs::CAP_FABRIC
+    | regs::CAP_SRAM
+    | regs::CAP_INTERRUPTS;
 
 const _: () = {
     assert!(RING_ENTRIES_MAX.is_power_of_two());
@@ -27,7 +30,10 @@ const _: () = {
 
 /// The value of `LIMITS` for a card with `fabric_ports` ports.
 pub fn limits_value(fabric_ports: u8) -> u32 {
-    assert!(u32::from(fabric_ports) <= FABRIC_PORTS_MAX, "{fabric_ports} fabric ports");
+    assert!(
+        u32::from(fabric_ports) <= FABRIC_PORTS_MAX,
+        "{fabric_ports} fabric ports"
+    );
     Limits {
         parity_sources_max: u8::try_from(PARITY_SOURCES_MAX).expect("fits the LIMITS field"),
         fabric_ports,
@@ -59,7 +65,10 @@ const _: () = {
 
 /// The word index of a register offset.
 fn offset(value: u32) -> Constant<Bits<WORD_BITS>> {
-    assert!(value < REGISTER_PAGE_BYTES && value.is_multiple_of(4), "offset {value:#x}");
+    assert!(
+        value < REGISTER_PAGE_BYTES && value.is_multiple_of(4),
+        "offset {value:#x}"
+    );
     Constant::new(u64::from(value / 4).into())
 }
 
@@ -290,7 +299,8 @@ impl Logic for RegisterFile {
         // Decode: what a read returns, and whether a write is allowed. Every register's
         // compare is independent (offsets are distinct), so reads are an AND-OR.
         self.word.next = self.bus_address.val().get_bits::<WORD_BITS>(2);
-        self.in_page.next = (self.bus_address.val() & self.outside_word_bits.val()) == self.zero.val();
+        self.in_page.next =
+            (self.bus_address.val() & self.outside_word_bits.val()) == self.zero.val();
         self.mapped.next = false;
         self.writable.next = false;
         self.read_value.next = self.zero.val();
@@ -409,9 +419,11 @@ impl Logic for RegisterFile {
             }
         }
         // A cause raised in the cycle it is cleared stays pending.
-        self.irq_next.next =
-            (self.irq_status.q.val() & !self.irq_cleared.val()) | (self.irq_raise.val() & self.irq_all.val());
-        if (self.fault.val() != self.error_none.val()) & (self.error_code.q.val() == self.error_none.val()) {
+        self.irq_next.next = (self.irq_status.q.val() & !self.irq_cleared.val())
+            | (self.irq_raise.val() & self.irq_all.val());
+        if (self.fault.val() != self.error_none.val())
+            & (self.error_code.q.val() == self.error_none.val())
+        {
             self.error_code.d.next = self.fault.val();
             self.error_info.d.next = self.bus_address.val();
             self.irq_next.next = self.irq_next.val() | self.irq_error.val();
@@ -500,8 +512,15 @@ mod tests {
         let low = u64::from(read(&mut uut, regs::SRAM_BYTES));
         let high = u64::from(read(&mut uut, regs::SRAM_BYTES + 4));
         assert_eq!(high << 32 | low, SRAM_BYTES);
-        assert_eq!(read(&mut uut, regs::STATUS) & regs::STATUS_READY, regs::STATUS_READY);
-        assert_eq!(read(&mut uut, regs::ERROR_CODE), ErrorCode::None as u32, "reads raised no error");
+        assert_eq!(
+            read(&mut uut, regs::STATUS) & regs::STATUS_READY,
+            regs::STATUS_READY
+        );
+        assert_eq!(
+            read(&mut uut, regs::ERROR_CODE),
+            ErrorCode::None as u32,
+            "reads raised no error"
+        );
     }
 
     #[test]
@@ -518,8 +537,18 @@ mod tests {
             let before = read(&mut uut, register.offset);
             write(&mut uut, register.offset, !before);
             let after = read(&mut uut, register.offset);
-            assert_eq!(unchanged(register.offset, after), before, "{} changed", register.name);
-            assert_eq!(read(&mut uut, regs::ERROR_CODE), ErrorCode::ReadOnly as u32, "{}", register.name);
+            assert_eq!(
+                unchanged(register.offset, after),
+                before,
+                "{} changed",
+                register.name
+            );
+            assert_eq!(
+                read(&mut uut, regs::ERROR_CODE),
+                ErrorCode::ReadOnly as u32,
+                "{}",
+                register.name
+            );
             assert_eq!(read(&mut uut, regs::ERROR_INFO), register.offset);
         }
         let mut uut = register_file();
@@ -538,8 +567,15 @@ mod tests {
         assert!(!uut.irq.val());
         read(&mut uut, 0x0FC);
         write(&mut uut, regs::ID, 0);
-        assert_eq!(read(&mut uut, regs::ERROR_CODE), ErrorCode::BadOffset as u32);
-        assert_eq!(read(&mut uut, regs::ERROR_INFO), 0x0FC, "the first fault, not the second");
+        assert_eq!(
+            read(&mut uut, regs::ERROR_CODE),
+            ErrorCode::BadOffset as u32
+        );
+        assert_eq!(
+            read(&mut uut, regs::ERROR_INFO),
+            0x0FC,
+            "the first fault, not the second"
+        );
         assert_ne!(read(&mut uut, regs::STATUS) & regs::STATUS_ERROR, 0);
         assert!(uut.irq.val());
         write(&mut uut, regs::ERROR_CODE, 0);
@@ -565,7 +601,10 @@ mod tests {
                 Access::WriteOneToClear => "write-one-to-clear",
                 Access::WriteToClear => "write-to-clear",
             };
-            let row = format!("| 0x{:03X} | {} | {width} | {access} |", register.offset, register.name);
+            let row = format!(
+                "| 0x{:03X} | {} | {width} | {access} |",
+                register.offset, register.name
+            );
             assert!(card_md.contains(&row), "docs/CARD.md lacks the row {row}");
         }
     }
@@ -574,7 +613,10 @@ mod tests {
     fn ring_blocks_are_not_mapped_yet() {
         let mut uut = register_file();
         read(&mut uut, regs::PARITY_SQ + regs::ring_block::TAIL);
-        assert_eq!(read(&mut uut, regs::ERROR_CODE), ErrorCode::BadOffset as u32);
+        assert_eq!(
+            read(&mut uut, regs::ERROR_CODE),
+            ErrorCode::BadOffset as u32
+        );
     }
 
     #[test]
@@ -583,7 +625,10 @@ mod tests {
         write(&mut uut, regs::SRAM_WINDOW_SELECT, 3);
         write(&mut uut, regs::SRAM_WINDOW_SELECT, 4);
         assert_eq!(read(&mut uut, regs::SRAM_WINDOW_SELECT), 3);
-        assert_eq!(read(&mut uut, regs::ERROR_CODE), ErrorCode::BadWindow as u32);
+        assert_eq!(
+            read(&mut uut, regs::ERROR_CODE),
+            ErrorCode::BadWindow as u32
+        );
         assert_eq!(uut.window_select.val().to_u32(), 3);
     }
 
@@ -595,9 +640,17 @@ mod tests {
         uut.irq_raise.next = 0_u64.into();
         write(&mut uut, regs::IRQ_STATUS, regs::IRQ_PARITY_CQ);
         assert_eq!(read(&mut uut, regs::IRQ_STATUS), regs::IRQ_FABRIC_RX_CQ);
-        write(&mut uut, regs::CONTROL, regs::CONTROL_RESET | regs::CONTROL_ENABLE);
+        write(
+            &mut uut,
+            regs::CONTROL,
+            regs::CONTROL_RESET | regs::CONTROL_ENABLE,
+        );
         assert!(uut.soft_reset.val() && uut.enabled.val());
-        assert_eq!(read(&mut uut, regs::CONTROL), regs::CONTROL_ENABLE, "reset clears itself");
+        assert_eq!(
+            read(&mut uut, regs::CONTROL),
+            regs::CONTROL_ENABLE,
+            "reset clears itself"
+        );
         assert!(!uut.soft_reset.val());
     }
 }

@@ -22,12 +22,15 @@ pub fn rising_edge<B: Block>(uut: &mut B, clock: impl Fn(&mut B) -> &mut Signal<
 /// Little-endian bytes to `Bits<W>`: byte 0 in bits 7..0.
 pub fn bits_from_bytes<const W: usize>(bytes: &[u8]) -> Bits<W> {
     assert_eq!(bytes.len() * 8, W, "{} bytes for {W} bits", bytes.len());
-    bytes.chunks(8).rev().fold(Bits::<W>::default(), |acc, word| {
-        let mut padded = [0u8; 8];
-        padded[..word.len()].copy_from_slice(word);
-        let word: Bits<W> = bit_cast(Bits::<64>::from(u64::from_le_bytes(padded)));
-        if W > 64 { (acc << 64) | word } else { word }
-    })
+    bytes
+        .chunks(8)
+        .rev()
+        .fold(Bits::<W>::default(), |acc, word| {
+            let mut padded = [0u8; 8];
+            padded[..word.len()].copy_from_slice(word);
+            let word: Bits<W> = bit_cast(Bits::<64>::from(u64::from_le_bytes(padded)));
+            if W > 64 { (acc << 64) | word } else { word }
+        })
 }
 
 /// `Bits<W>` to little-endian bytes.

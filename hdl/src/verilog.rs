@@ -30,7 +30,10 @@ pub struct GeneratedModule {
 
 fn module<B: Block>(mut uut: B, name: &str) -> GeneratedModule {
     uut.connect_all();
-    GeneratedModule { name: name.to_owned(), verilog: generate(&uut, name) }
+    GeneratedModule {
+        name: name.to_owned(),
+        verilog: generate(&uut, name),
+    }
 }
 
 /// Every module the card is built from, as testbench/ and bitstreams/ use them: the parity
@@ -44,12 +47,27 @@ pub fn card_modules() -> Vec<GeneratedModule> {
         module(ParityEngine::<64>::new(), "parity_engine_64"),
         module(ParityEngine::<256>::new(), "parity_engine_256"),
         module(ParityEngine::<512>::new(), "parity_engine_512"),
-        module(BroadcastFabric::<2>::new(fabric_sram_bytes), "broadcast_fabric_2"),
-        module(BroadcastFabric::<4>::new(fabric_sram_bytes), "broadcast_fabric_4"),
-        module(BroadcastFabric::<8>::new(fabric_sram_bytes), "broadcast_fabric_8"),
-        module(DualPortSram::<CARD_SRAM_WORDS_LOG2>::new(), "dual_port_sram"),
+        module(
+            BroadcastFabric::<2>::new(fabric_sram_bytes),
+            "broadcast_fabric_2",
+        ),
+        module(
+            BroadcastFabric::<4>::new(fabric_sram_bytes),
+            "broadcast_fabric_4",
+        ),
+        module(
+            BroadcastFabric::<8>::new(fabric_sram_bytes),
+            "broadcast_fabric_8",
+        ),
+        module(
+            DualPortSram::<CARD_SRAM_WORDS_LOG2>::new(),
+            "dual_port_sram",
+        ),
         module(RegisterFile::new(sram_bytes, ports), "register_file"),
-        module(CardTop::<CARD_PARITY_BITS, CARD_SRAM_WORDS_LOG2>::new(ports), "card_top"),
+        module(
+            CardTop::<CARD_PARITY_BITS, CARD_SRAM_WORDS_LOG2>::new(ports),
+            "card_top",
+        ),
     ]
 }
 
@@ -102,7 +120,8 @@ fn is_identifier_char(c: char) -> bool {
 }
 
 fn is_identifier(name: &str) -> bool {
-    name.starts_with(is_identifier_start) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    name.starts_with(is_identifier_start)
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -131,8 +150,16 @@ mod tests {
     fn every_card_module_generates_under_its_own_name() {
         for module in card_modules() {
             let declaration = format!("module {}(", module.name);
-            assert!(module.verilog.contains(&declaration), "{} lacks its top", module.name);
-            assert!(!module.verilog.contains("module top"), "{} kept rust-hdl's name", module.name);
+            assert!(
+                module.verilog.contains(&declaration),
+                "{} lacks its top",
+                module.name
+            );
+            assert!(
+                !module.verilog.contains("module top"),
+                "{} kept rust-hdl's name",
+                module.name
+            );
         }
     }
 

@@ -131,7 +131,8 @@ impl CardModel {
     fn access(&mut self, write: Option<u32>, offset: u32) -> Result<u32, BusError> {
         let ports = self.ports;
         self.model.set_u64(ports.bus_address, u64::from(offset));
-        self.model.set_u64(ports.bus_write_data, u64::from(write.unwrap_or(0)));
+        self.model
+            .set_u64(ports.bus_write_data, u64::from(write.unwrap_or(0)));
         self.model.set_bit(ports.bus_read, write.is_none());
         self.model.set_bit(ports.bus_write, write.is_some());
         self.model.rising_edge();
@@ -140,7 +141,9 @@ impl CardModel {
         self.model.eval();
         for _ in 0..BUS_CYCLES_MAX {
             if self.model.get_bit(ports.bus_done) {
-                return Ok(u32::try_from(self.model.get_u64(ports.bus_read_data)).expect("32-bit bus"));
+                return Ok(
+                    u32::try_from(self.model.get_u64(ports.bus_read_data)).expect("32-bit bus")
+                );
             }
             self.model.rising_edge();
         }
@@ -159,16 +162,19 @@ impl CardModel {
 
     /// Sets what the fabric side reports: this card's port, its link, the live ports.
     pub fn set_fabric(&mut self, port_id: u32, link_up: bool, membership: u32) {
-        self.model.set_u64(self.ports.fabric_port_id, u64::from(port_id));
+        self.model
+            .set_u64(self.ports.fabric_port_id, u64::from(port_id));
         self.model.set_bit(self.ports.fabric_link_up, link_up);
-        self.model.set_u64(self.ports.fabric_membership, u64::from(membership));
+        self.model
+            .set_u64(self.ports.fabric_membership, u64::from(membership));
         self.model.eval();
     }
 
     /// A remote write from the fabric into this card's SRAM (one cycle).
     pub fn fabric_write(&mut self, offset: u32, data: u64) {
         self.model.set_bit(self.ports.fabric_sram_write, true);
-        self.model.set_u64(self.ports.fabric_sram_offset, u64::from(offset));
+        self.model
+            .set_u64(self.ports.fabric_sram_offset, u64::from(offset));
         self.model.set_u64(self.ports.fabric_sram_data, data);
         self.model.rising_edge();
         self.model.set_bit(self.ports.fabric_sram_write, false);

@@ -153,13 +153,19 @@ impl FabricModel {
     /// The fabric of `ports` ports (a model built for that count), out of reset.
     pub fn new(ports: usize) -> Result<Self, TestbenchError> {
         let mut model = Model::new(&format!("broadcast_fabric_{ports}"))?;
-        let signals = (0..ports).map(|port| PortSignals::find(&model, port)).collect::<Result<_, _>>()?;
+        let signals = (0..ports)
+            .map(|port| PortSignals::find(&model, port))
+            .collect::<Result<_, _>>()?;
         let membership = model.port("membership")?;
         let reset = model.port("reset")?;
         model.set_bit(reset, true);
         model.rising_edge();
         model.set_bit(reset, false);
-        Ok(Self { model, ports: signals, membership })
+        Ok(Self {
+            model,
+            ports: signals,
+            membership,
+        })
     }
 
     /// Ports of the fabric.
@@ -179,17 +185,27 @@ impl FabricModel {
     }
 
     /// Drives every port's inputs; returns, per port, whether it offered and was ready.
-    fn drive(&mut self, traffic: &Traffic, pacing: FabricPacing, rng: &mut impl Rng) -> Vec<(bool, bool)> {
+    fn drive(
+        &mut self,
+        traffic: &Traffic,
+        pacing: FabricPacing,
+        rng: &mut impl Rng,
+    ) -> Vec<(bool, bool)> {
         let mut driven = Vec::with_capacity(self.ports.len());
         for (port, signals) in self.ports.iter().enumerate() {
-            let offer = traffic.outbox[port].front().filter(|_| rng.gen_ratio(pacing.offer_percent, 100));
+            let offer = traffic.outbox[port]
+                .front()
+                .filter(|_| rng.gen_ratio(pacing.offer_percent, 100));
             self.model.set_bit(signals.link_up, traffic.link_up[port]);
             self.model.set_bit(signals.tx_valid, offer.is_some());
             if let Some(message) = offer {
-                self.model.set_u64(signals.tx_kind, u64::from(message.kind as u8));
-                self.model.set_u64(signals.tx_target, u64::from(message.target));
+                self.model
+                    .set_u64(signals.tx_kind, u64::from(message.kind as u8));
+                self.model
+                    .set_u64(signals.tx_target, u64::from(message.target));
                 self.model.set_u64(signals.tx_payload, message.payload);
-                self.model.set_u64(signals.tx_sram_offset, u64::from(message.sram_offset));
+                self.model
+                    .set_u64(signals.tx_sram_offset, u64::from(message.sram_offset));
             }
             let ready = rng.gen_ratio(pacing.ready_percent, 100);
             self.model.set_bit(signals.rx_ready, ready);
@@ -229,7 +245,11 @@ impl FabricModel {
 impl FabricModel {
     /// One cycle: drive, settle, record what moved, clock.
     pub fn cycle(&mut self, traffic: &mut Traffic, pacing: FabricPacing, rng: &mut impl Rng) {
-        assert_eq!(traffic.outbox.len(), self.ports.len(), "traffic for another port count");
+        assert_eq!(
+            traffic.outbox.len(),
+            self.ports.len(),
+            "traffic for another port count"
+        );
         let driven = self.drive(traffic, pacing, rng);
         self.model.eval();
         self.observe(traffic, &driven);
@@ -250,7 +270,8 @@ impl FabricModel {
         for _ in 0..cycles_max {
             let before = traffic.delivered_total();
             self.cycle(traffic, pacing, rng);
-            let idle = traffic.outbox.iter().all(VecDeque::is_empty) && before == traffic.delivered_total();
+            let idle = traffic.outbox.iter().all(VecDeque::is_empty)
+                && before == traffic.delivered_total();
             quiet = if idle { quiet + 1 } else { 0 };
             if quiet == quiet_cycles {
                 return;

@@ -36,7 +36,10 @@ pub struct Pacing {
 
 impl Pacing {
     /// Neither side ever stalls.
-    pub const FULL_SPEED: Self = Self { input_gap_percent: 0, output_stall_percent: 0 };
+    pub const FULL_SPEED: Self = Self {
+        input_gap_percent: 0,
+        output_stall_percent: 0,
+    };
 }
 
 /// One beat of the input stream, and where its column's result goes.
@@ -89,7 +92,11 @@ impl ParityEngineModel {
             out_q: port("out_q")?,
         };
         let beat_bytes = usize::try_from(width_bits / 8).expect("fits usize");
-        let mut engine = Self { model, ports, beat_bytes };
+        let mut engine = Self {
+            model,
+            ports,
+            beat_bytes,
+        };
         engine.model.set_bit(engine.ports.reset, true);
         engine.model.rising_edge();
         engine.model.set_bit(engine.ports.reset, false);
@@ -113,7 +120,10 @@ impl ParityEngineModel {
             "chunk length {length} is not whole beats of {}",
             self.beat_bytes
         );
-        assert!(stripe.chunks.iter().all(|c| c.len() == length), "chunk lengths differ");
+        assert!(
+            stripe.chunks.iter().all(|c| c.len() == length),
+            "chunk lengths differ"
+        );
         let highest = stripe.chunks.len() - 1;
         let mut beats = Vec::new();
         for start in (0..length).step_by(self.beat_bytes) {
@@ -137,8 +147,16 @@ impl ParityEngineModel {
         assert!(stripes.iter().all(|s| s.pq == pq), "one mode per run");
         let mut beats: VecDeque<Beat> = stripes.iter().flat_map(|s| self.beats(s)).collect();
         let mut columns_owed: usize = beats.iter().filter(|b| b.last).count();
-        let mut results: Vec<Parity> =
-            stripes.iter().map(|s| Parity { p: Vec::new(), q: Vec::new() }.with_capacity(s.chunks[0].len())).collect();
+        let mut results: Vec<Parity> = stripes
+            .iter()
+            .map(|s| {
+                Parity {
+                    p: Vec::new(),
+                    q: Vec::new(),
+                }
+                .with_capacity(s.chunks[0].len())
+            })
+            .collect();
         let mut stripe = 0;
         let idle_cycles_max = 1_000 + beats.len() * 10;
         self.model.set_bit(self.ports.in_pq, pq);
@@ -161,8 +179,12 @@ impl ParityEngineModel {
             }
             if ready && self.model.get_bit(self.ports.out_valid) {
                 let result = &mut results[stripe];
-                result.p.extend(bytes_from_words(&self.model.get(self.ports.out_p)));
-                result.q.extend(bytes_from_words(&self.model.get(self.ports.out_q)));
+                result
+                    .p
+                    .extend(bytes_from_words(&self.model.get(self.ports.out_p)));
+                result
+                    .q
+                    .extend(bytes_from_words(&self.model.get(self.ports.out_q)));
                 if result.p.len() == stripes[stripe].chunks[0].len() {
                     stripe += 1;
                 }
@@ -171,7 +193,10 @@ impl ParityEngineModel {
             }
             self.model.rising_edge();
             idle = if progressed { 0 } else { idle + 1 };
-            assert!(idle < idle_cycles_max, "engine stalled with {columns_owed} columns owed");
+            assert!(
+                idle < idle_cycles_max,
+                "engine stalled with {columns_owed} columns owed"
+            );
         }
         results
     }
@@ -179,6 +204,9 @@ impl ParityEngineModel {
 
 impl Parity {
     fn with_capacity(self, bytes: usize) -> Self {
-        Self { p: Vec::with_capacity(bytes), q: Vec::with_capacity(bytes) }
+        Self {
+            p: Vec::with_capacity(bytes),
+            q: Vec::with_capacity(bytes),
+        }
     }
 }

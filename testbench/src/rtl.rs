@@ -88,7 +88,13 @@ impl Model {
         let info = &MODELS[index];
         let index = u32::try_from(index).expect("a handful of models");
         let clock = Self::find(info, "clock")?;
-        Ok(Self { info, index, handle: ffi::Handle::new(index), clock, cycles: 0 })
+        Ok(Self {
+            info,
+            index,
+            handle: ffi::Handle::new(index),
+            clock,
+            cycles: 0,
+        })
     }
 
     fn find(info: &'static ModelInfo, name: &str) -> Result<Port, TestbenchError> {
@@ -96,7 +102,10 @@ impl Model {
             .ports
             .iter()
             .position(|port| port.name == name)
-            .ok_or_else(|| TestbenchError::UnknownPort { model: info.name, port: name.to_owned() })?;
+            .ok_or_else(|| TestbenchError::UnknownPort {
+                model: info.name,
+                port: name.to_owned(),
+            })?;
         let port = info.ports[index];
         Ok(Port {
             index: u32::try_from(index).expect("ports fit u32"),
@@ -122,8 +131,17 @@ impl Model {
 
     /// Drives an input port with `words` (little-endian; exactly the port's word count).
     pub fn set(&mut self, port: Port, words: &[u32]) {
-        assert!(port.input, "port {} of {} is an output", port.index, self.info.name);
-        assert_eq!(words.len(), port.words(), "word count for port {}", port.index);
+        assert!(
+            port.input,
+            "port {} of {} is an output",
+            port.index, self.info.name
+        );
+        assert_eq!(
+            words.len(),
+            port.words(),
+            "word count for port {}",
+            port.index
+        );
         self.handle.set(self.index, port.index, words);
     }
 
@@ -140,7 +158,11 @@ impl Model {
 
     /// Reads a port (little-endian words).
     pub fn get(&mut self, port: Port) -> Vec<u32> {
-        assert!(!port.input, "port {} of {} is an input", port.index, self.info.name);
+        assert!(
+            !port.input,
+            "port {} of {} is an input",
+            port.index, self.info.name
+        );
         let mut words = vec![0; port.words()];
         self.handle.get(self.index, port.index, &mut words);
         words
@@ -148,8 +170,15 @@ impl Model {
 
     /// Reads an output of up to 64 bits.
     pub fn get_u64(&mut self, port: Port) -> u64 {
-        assert!(port.width_bits <= 64, "port {} is wider than 64 bits", port.index);
-        self.get(port).iter().rev().fold(0, |value, &word| value << 32 | u64::from(word))
+        assert!(
+            port.width_bits <= 64,
+            "port {} is wider than 64 bits",
+            port.index
+        );
+        self.get(port)
+            .iter()
+            .rev()
+            .fold(0, |value, &word| value << 32 | u64::from(word))
     }
 
     /// Reads a 1-bit output.
@@ -181,7 +210,11 @@ impl Drop for Model {
 
 /// Bytes to little-endian 32-bit words (byte 0 in bits 7..0 of word 0).
 pub fn words_from_bytes(bytes: &[u8]) -> Vec<u32> {
-    assert!(bytes.len().is_multiple_of(4), "{} bytes are not whole words", bytes.len());
+    assert!(
+        bytes.len().is_multiple_of(4),
+        "{} bytes are not whole words",
+        bytes.len()
+    );
     bytes
         .chunks_exact(4)
         .map(|chunk| u32::from_le_bytes(chunk.try_into().expect("four bytes")))

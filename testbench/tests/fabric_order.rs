@@ -11,10 +11,17 @@ use testbench::fabric::{Delivered, FabricModel, FabricPacing, Message, Traffic};
 /// The card SRAM behind every fabric model (hdl::verilog::CARD_SRAM_WORDS_LOG2 words).
 const SRAM_BYTES: u32 = 8 << hdl::verilog::CARD_SRAM_WORDS_LOG2;
 const MESSAGES_PER_PORT: usize = 400;
-const PACING: FabricPacing = FabricPacing { offer_percent: 70, ready_percent: 60 };
+const PACING: FabricPacing = FabricPacing {
+    offer_percent: 70,
+    ready_percent: 60,
+};
 
 /// Kinds that travel in the one total order.
-const ORDERED: [MessageKind; 3] = [MessageKind::Broadcast, MessageKind::MemberUp, MessageKind::MemberDown];
+const ORDERED: [MessageKind; 3] = [
+    MessageKind::Broadcast,
+    MessageKind::MemberUp,
+    MessageKind::MemberDown,
+];
 
 fn is_ordered(delivered: &Delivered) -> bool {
     ORDERED.iter().any(|&kind| delivered.is(kind))
@@ -31,14 +38,34 @@ fn random_traffic(ports: usize, departing: usize, rng: &mut ChaCha8Rng) -> Traff
             let payload = (port as u64) << 32 | message as u64;
             let target = rng.gen_range(0..ports) as u8;
             outbox.push_back(match rng.gen_range(0..3) {
-                0 => Message { kind: MessageKind::Broadcast, target: PORT_BROADCAST, payload, sram_offset: 0 },
-                1 => Message { kind: MessageKind::Unicast, target, payload, sram_offset: 0 },
+                0 => Message {
+                    kind: MessageKind::Broadcast,
+                    target: PORT_BROADCAST,
+                    payload,
+                    sram_offset: 0,
+                },
+                1 => Message {
+                    kind: MessageKind::Unicast,
+                    target,
+                    payload,
+                    sram_offset: 0,
+                },
                 _ if usize::from(target) != departing => {
                     write_id += 1;
                     let beyond = if rng.gen_ratio(1, 10) { SRAM_BYTES } else { 0 };
-                    Message { kind: MessageKind::SramWrite, target, payload, sram_offset: beyond + write_id * 8 }
+                    Message {
+                        kind: MessageKind::SramWrite,
+                        target,
+                        payload,
+                        sram_offset: beyond + write_id * 8,
+                    }
                 }
-                _ => Message { kind: MessageKind::Unicast, target, payload, sram_offset: 0 },
+                _ => Message {
+                    kind: MessageKind::Unicast,
+                    target,
+                    payload,
+                    sram_offset: 0,
+                },
             });
         }
     }
@@ -52,7 +79,11 @@ fn global_order(traffic: &Traffic) -> BTreeMap<u64, (u8, u8, u64)> {
     for delivered in traffic.inbox.iter().flatten().filter(|d| is_ordered(d)) {
         let message = (delivered.kind, delivered.source, delivered.payload);
         let previous = order.insert(delivered.sequence, message);
-        assert!(previous.is_none_or(|p| p == message), "sequence {} names two messages", delivered.sequence);
+        assert!(
+            previous.is_none_or(|p| p == message),
+            "sequence {} names two messages",
+            delivered.sequence
+        );
     }
     order
 }
@@ -84,7 +115,11 @@ fn memberships(order: &BTreeMap<u64, (u8, u8, u64)>, port: usize) -> Vec<Vec<u64
 fn check_one_order(traffic: &Traffic, stayed_up: &[bool]) {
     let order = global_order(traffic);
     for (port, inbox) in traffic.inbox.iter().enumerate() {
-        let seen: Vec<u64> = inbox.iter().filter(|d| is_ordered(d)).map(|d| d.sequence).collect();
+        let seen: Vec<u64> = inbox
+            .iter()
+            .filter(|d| is_ordered(d))
+            .map(|d| d.sequence)
+            .collect();
         let periods = memberships(&order, port);
         assert!(!periods.is_empty(), "port {port} never joined");
         let mut rest = seen.as_slice();
@@ -92,22 +127,45 @@ fn check_one_order(traffic: &Traffic, stayed_up: &[bool]) {
             let taken = rest.iter().take_while(|s| period.contains(s)).count();
             let (in_period, after) = rest.split_at(taken);
             if stayed_up[port] {
-                assert_eq!(in_period, period.as_slice(), "port {port} missed or reordered a broadcast");
+                assert_eq!(
+                    in_period,
+                    period.as_slice(),
+                    "port {port} missed or reordered a broadcast"
+                );
             } else {
-                assert!(period.starts_with(in_period), "port {port} saw a gap in its membership");
+                assert!(
+                    period.starts_with(in_period),
+                    "port {port} saw a gap in its membership"
+                );
             }
             rest = after;
         }
-        assert!(rest.is_empty(), "port {port} heard broadcasts outside its memberships: {rest:?}");
+        assert!(
+            rest.is_empty(),
+            "port {port} heard broadcasts outside its memberships: {rest:?}"
+        );
         let sequences: Vec<u64> = inbox.iter().map(|d| d.sequence).collect();
-        assert!(sequences.is_sorted_by(|a, b| a < b), "port {port}: sequences not increasing");
+        assert!(
+            sequences.is_sorted_by(|a, b| a < b),
+            "port {port}: sequences not increasing"
+        );
     }
 }
 
 /// Unicasts from each sender reach each receiver that stayed up exactly once, in order.
 fn check_point_to_point(traffic: &Traffic, stayed_up: &[bool]) {
-    for (receiver, inbox) in traffic.inbox.iter().enumerate().filter(|(r, _)| stayed_up[*r]) {
-        for (sender, accepted) in traffic.accepted.iter().enumerate().filter(|(s, _)| stayed_up[*s]) {
+    for (receiver, inbox) in traffic
+        .inbox
+        .iter()
+        .enumerate()
+        .filter(|(r, _)| stayed_up[*r])
+    {
+        for (sender, accepted) in traffic
+            .accepted
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| stayed_up[*s])
+        {
             let sent: Vec<u64> = accepted
                 .iter()
                 .filter(|m| m.kind == MessageKind::Unicast && usize::from(m.target) == receiver)
@@ -127,22 +185,47 @@ fn check_point_to_point(traffic: &Traffic, stayed_up: &[bool]) {
 /// its sender got one acknowledgement from the target after the write was presented;
 /// writes beyond the SRAM never landed.
 fn check_remote_writes(traffic: &Traffic, stayed_up: &[bool]) {
-    for (sender, accepted) in traffic.accepted.iter().enumerate().filter(|(s, _)| stayed_up[*s]) {
-        let mut acks = traffic.inbox[sender].iter().filter(|d| d.is(MessageKind::SramWriteAck));
+    for (sender, accepted) in traffic
+        .accepted
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| stayed_up[*s])
+    {
+        let mut acks = traffic.inbox[sender]
+            .iter()
+            .filter(|d| d.is(MessageKind::SramWriteAck));
         for write in accepted.iter().filter(|m| m.kind == MessageKind::SramWrite) {
             let target = usize::from(write.target);
-            let landed: Vec<_> =
-                traffic.sram_writes[target].iter().filter(|w| w.offset == write.sram_offset).collect();
+            let landed: Vec<_> = traffic.sram_writes[target]
+                .iter()
+                .filter(|w| w.offset == write.sram_offset)
+                .collect();
             if write.sram_offset >= SRAM_BYTES {
                 assert!(landed.is_empty(), "a write beyond the SRAM landed");
                 continue;
             }
-            assert!(stayed_up[target], "the traffic sends no write to the departing port");
-            assert_eq!(landed.len(), 1, "write to {target} at {:#x} landed {} times", write.sram_offset, landed.len());
+            assert!(
+                stayed_up[target],
+                "the traffic sends no write to the departing port"
+            );
+            assert_eq!(
+                landed.len(),
+                1,
+                "write to {target} at {:#x} landed {} times",
+                write.sram_offset,
+                landed.len()
+            );
             assert_eq!(landed[0].data, write.payload);
             let ack = acks.next().expect("an acknowledgement per landed write");
-            assert_eq!(usize::from(ack.source), target, "acknowledgements come in write order");
-            assert!(ack.cycle > landed[0].cycle, "acknowledged before the write was presented");
+            assert_eq!(
+                usize::from(ack.source),
+                target,
+                "acknowledgements come in write order"
+            );
+            assert!(
+                ack.cycle > landed[0].cycle,
+                "acknowledged before the write was presented"
+            );
         }
     }
 }
@@ -162,11 +245,26 @@ fn check_departure(traffic: &Traffic, down: usize, accepted_before_drop: usize) 
             .expect("departure announced");
         let return_at = inbox
             .iter()
-            .position(|d| d.is(MessageKind::MemberUp) && usize::from(d.source) == down && d.sequence > inbox[departure].sequence)
+            .position(|d| {
+                d.is(MessageKind::MemberUp)
+                    && usize::from(d.source) == down
+                    && d.sequence > inbox[departure].sequence
+            })
             .expect("return announced");
-        assert!(!inbox[departure + 1..return_at].iter().any(|d| from_down(&d)), "port {port} heard a departed port");
-        let heard = inbox[..departure].iter().filter(|d| from_down(d) && d.is(MessageKind::Broadcast)).count();
-        assert_eq!(heard, broadcasts_sent, "port {port} missed a broadcast sent before the departure");
+        assert!(
+            !inbox[departure + 1..return_at]
+                .iter()
+                .any(|d| from_down(&d)),
+            "port {port} heard a departed port"
+        );
+        let heard = inbox[..departure]
+            .iter()
+            .filter(|d| from_down(d) && d.is(MessageKind::Broadcast))
+            .count();
+        assert_eq!(
+            heard, broadcasts_sent,
+            "port {port} missed a broadcast sent before the departure"
+        );
     }
 }
 
@@ -179,7 +277,10 @@ fn run(ports: usize, seed: u64) {
         fabric.cycle(&mut traffic, PACING, &mut rng);
     }
     let accepted_before_drop = traffic.accepted[down].len();
-    assert!(accepted_before_drop > 0, "the drop came before the port sent anything");
+    assert!(
+        accepted_before_drop > 0,
+        "the drop came before the port sent anything"
+    );
     traffic.link_up[down] = false;
     traffic.outbox[down].clear();
     for _ in 0..200 {
@@ -198,7 +299,10 @@ fn run(ports: usize, seed: u64) {
     check_remote_writes(&traffic, &stayed_up);
     check_departure(&traffic, down, accepted_before_drop);
     let delivered: usize = traffic.inbox.iter().map(Vec::len).sum();
-    assert!(delivered > ports * MESSAGES_PER_PORT / 2, "too little traffic to prove anything: {delivered}");
+    assert!(
+        delivered > ports * MESSAGES_PER_PORT / 2,
+        "too little traffic to prove anything: {delivered}"
+    );
 }
 
 #[test]

@@ -26,7 +26,11 @@ impl Aligned {
     fn zeroed(length: usize) -> Self {
         let storage = vec![0; length + isal::ALIGNMENT_BYTES];
         let start = storage.as_ptr().align_offset(isal::ALIGNMENT_BYTES);
-        Self { storage, start, length }
+        Self {
+            storage,
+            start,
+            length,
+        }
     }
 
     fn copy_of(bytes: &[u8]) -> Self {
@@ -45,7 +49,11 @@ impl Aligned {
 }
 
 fn random_stripe(rng: &mut ChaCha8Rng, pq: bool) -> Stripe {
-    let (members_min, parity_members) = if pq { (RAID6_MEMBERS_MIN, 2) } else { (RAID5_MEMBERS_MIN, 1) };
+    let (members_min, parity_members) = if pq {
+        (RAID6_MEMBERS_MIN, 2)
+    } else {
+        (RAID5_MEMBERS_MIN, 1)
+    };
     let members = rng.gen_range(members_min..=MEMBERS_MAX) as usize;
     let length = rng.gen_range(1..=LENGTH_UNITS_MAX) * LENGTH_UNIT_BYTES;
     let chunks = (0..members - parity_members)
@@ -78,13 +86,19 @@ fn isa_l(stripe: &Stripe) -> Parity {
     } else {
         isal::xor_gen(&sources, p.bytes_mut()).expect("ISA-L xor_gen");
     }
-    Parity { p: p.bytes().to_vec(), q: q.bytes().to_vec() }
+    Parity {
+        p: p.bytes().to_vec(),
+        q: q.bytes().to_vec(),
+    }
 }
 
 /// Streams `STRIPES_PER_WIDTH` stripes through the `width_bits` engine; returns how many
 /// were compared.
 fn check_width(width_bits: u32, seed: u64) -> usize {
-    assert!(isal::available(), "ISA-L is the outside oracle here: install libisal-dev and rebuild");
+    assert!(
+        isal::available(),
+        "ISA-L is the outside oracle here: install libisal-dev and rebuild"
+    );
     let mut engine = ParityEngineModel::new(width_bits).unwrap_or_else(|error| panic!("{error}"));
     assert!(LENGTH_UNIT_BYTES.is_multiple_of(engine.beat_bytes()));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -94,14 +108,26 @@ fn check_width(width_bits: u32, seed: u64) -> usize {
         let pacing = if run % 2 == 0 {
             Pacing::FULL_SPEED
         } else {
-            Pacing { input_gap_percent: 20, output_stall_percent: 30 }
+            Pacing {
+                input_gap_percent: 20,
+                output_stall_percent: 30,
+            }
         };
-        let stripes: Vec<Stripe> = (0..STRIPES_PER_RUN).map(|_| random_stripe(&mut rng, pq)).collect();
+        let stripes: Vec<Stripe> = (0..STRIPES_PER_RUN)
+            .map(|_| random_stripe(&mut rng, pq))
+            .collect();
         let results = engine.run(&stripes, pacing, &mut rng);
         assert_eq!(results.len(), stripes.len());
         for (index, (stripe, result)) in stripes.iter().zip(&results).enumerate() {
-            let context = format!("W={width_bits} seed {seed} run {run} stripe {index}: {} data chunks", stripe.chunks.len());
-            assert_eq!(*result, reference(stripe), "{context}: RTL differs from the reference");
+            let context = format!(
+                "W={width_bits} seed {seed} run {run} stripe {index}: {} data chunks",
+                stripe.chunks.len()
+            );
+            assert_eq!(
+                *result,
+                reference(stripe),
+                "{context}: RTL differs from the reference"
+            );
             assert_eq!(*result, isa_l(stripe), "{context}: RTL differs from ISA-L");
             compared += 1;
         }

@@ -14,7 +14,10 @@ fn main() -> ExitCode {
     };
     let directory = PathBuf::from(directory);
     if let Err(error) = std::fs::create_dir_all(&directory) {
-        eprintln!("gen-verilog: cannot create {}: {error}", directory.display());
+        eprintln!(
+            "gen-verilog: cannot create {}: {error}",
+            directory.display()
+        );
         return ExitCode::FAILURE;
     }
     for module in hdl::verilog::card_modules() {

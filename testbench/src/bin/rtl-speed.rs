@@ -41,7 +41,11 @@ fn parity_stripes(beat_bytes: usize, cycles: u64, rng: &mut ChaCha8Rng) -> Vec<S
     (0..stripes)
         .map(|_| Stripe {
             chunks: (0..CHUNKS)
-                .map(|_| (0..beat_bytes * columns_per_stripe).map(|_| rng.r#gen()).collect())
+                .map(|_| {
+                    (0..beat_bytes * columns_per_stripe)
+                        .map(|_| rng.r#gen())
+                        .collect()
+                })
                 .collect(),
             pq: true,
         })
@@ -82,7 +86,10 @@ fn verilator_fabric(ports: usize) -> Result<f64, TestbenchError> {
     let mut fabric = FabricModel::new(ports)?;
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let mut traffic = Traffic::new(ports);
-    let pacing = FabricPacing { offer_percent: 100, ready_percent: 100 };
+    let pacing = FabricPacing {
+        offer_percent: 100,
+        ready_percent: 100,
+    };
     let cycles = VERILATOR_CYCLES / 4;
     for outbox in &mut traffic.outbox {
         outbox.extend((0..cycles).map(|payload| Message {
@@ -131,13 +138,22 @@ fn measure() -> Result<Vec<Measurement>, TestbenchError> {
 }
 
 fn print_table(rows: &[Measurement]) {
-    println!("{:<20} {:>22} {:>22} {:>8}", "module", "verilator cycles/s", "rust-hdl cycles/s", "ratio");
+    println!(
+        "{:<20} {:>22} {:>22} {:>8}",
+        "module", "verilator cycles/s", "rust-hdl cycles/s", "ratio"
+    );
     for row in rows {
         let (reference, ratio) = match row.rust_hdl_cycles_per_second {
-            Some(reference) => (format!("{reference:.0}"), format!("{:.0}x", row.verilator_cycles_per_second / reference)),
+            Some(reference) => (
+                format!("{reference:.0}"),
+                format!("{:.0}x", row.verilator_cycles_per_second / reference),
+            ),
             None => ("-".into(), "-".into()),
         };
-        println!("{:<20} {:>22.0} {:>22} {:>8}", row.module, row.verilator_cycles_per_second, reference, ratio);
+        println!(
+            "{:<20} {:>22.0} {:>22} {:>8}",
+            row.module, row.verilator_cycles_per_second, reference, ratio
+        );
     }
 }
 
