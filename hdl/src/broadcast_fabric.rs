@@ -117,12 +117,17 @@ pub struct BroadcastFabric<const N: usize> {
     bus_deliver: [DFF<Bit>; N],
     bus_write_to: [DFF<Bit>; N],
     last_granted: [DFF<Bit>; N],
+    granted: [DFF<Bit>; N],
     bus_valid: DFF<Bit>,
-    bus_kind: DFF<Bits<8>>,
-    bus_source: DFF<Bits<8>>,
-    bus_source_bit: DFF<Bits<32>>,
-    bus_payload: DFF<Bits<64>>,
-    bus_offset: DFF<Bits<32>>,
+    took_ack: DFF<Bit>,
+    writes_blocked: DFF<Bit>,
+    took_held: DFF<Bit>,
+    took_down: DFF<Bit>,
+    bus_kind: Signal<Local, Bits<8>>,
+    bus_source: Signal<Local, Bits<8>>,
+    bus_source_bit: Signal<Local, Bits<32>>,
+    bus_payload: Signal<Local, Bits<64>>,
+    bus_offset: Signal<Local, Bits<32>>,
     bus_sequence: DFF<Bits<64>>,
     bus_is_write: DFF<Bit>,
     next_sequence: DFF<Bits<64>>,
@@ -132,13 +137,12 @@ pub struct BroadcastFabric<const N: usize> {
     grant_any: [Signal<Local, Bit>; N],
     grant_after_last: [Signal<Local, Bit>; N],
     candidate_is_write: [Signal<Local, Bit>; N],
+    candidate_is_ack: [Signal<Local, Bit>; N],
+    candidate_is_down: [Signal<Local, Bit>; N],
     candidate_is_broadcast: [Signal<Local, Bit>; N],
     candidate_forged: [Signal<Local, Bit>; N],
     candidate_in_range: [Signal<Local, Bit>; N],
     candidate_to: [Signal<Local, Bits<32>>; N],
-    candidate_kind: [Signal<Local, Bits<8>>; N],
-    candidate_payload: [Signal<Local, Bits<64>>; N],
-    candidate_offset: [Signal<Local, Bits<32>>; N],
     space: [Signal<Local, Bit>; N],
     pop: [Signal<Local, Bit>; N],
     filled0_next: [Signal<Local, Bit>; N],
@@ -150,16 +154,14 @@ pub struct BroadcastFabric<const N: usize> {
     found_after_last: Signal<Local, Bit>,
     passed_last: Signal<Local, Bit>,
     found_any: Signal<Local, Bit>,
-    winner: Signal<Local, Bits<8>>,
-    winner_bit: Signal<Local, Bits<32>>,
     chosen_is_write: Signal<Local, Bit>,
+    chosen_is_ack: Signal<Local, Bit>,
+    chosen_from_tx: Signal<Local, Bit>,
+    chosen_is_down: Signal<Local, Bit>,
     chosen_in_range: Signal<Local, Bit>,
     chosen_to: Signal<Local, Bits<32>>,
     target_to: Signal<Local, Bits<32>>,
     granting: Signal<Local, Bit>,
-    chosen_kind: Signal<Local, Bits<8>>,
-    chosen_payload: Signal<Local, Bits<64>>,
-    chosen_offset: Signal<Local, Bits<32>>,
     chosen_forged: Signal<Local, Bit>,
     is_broadcast: Signal<Local, Bit>,
     port_index: [Constant<Bits<8>>; N],
@@ -230,25 +232,29 @@ impl<const N: usize> BroadcastFabric<N> {
             bus_deliver: std::array::from_fn(|_| Default::default()),
             bus_write_to: std::array::from_fn(|_| Default::default()),
             last_granted: std::array::from_fn(|_| Default::default()),
+            granted: std::array::from_fn(|_| Default::default()),
             request: std::array::from_fn(|_| Default::default()),
             from_tx: std::array::from_fn(|_| Default::default()),
             grant: std::array::from_fn(|_| Default::default()),
             grant_any: std::array::from_fn(|_| Default::default()),
             grant_after_last: std::array::from_fn(|_| Default::default()),
             candidate_is_write: std::array::from_fn(|_| Default::default()),
+            candidate_is_ack: std::array::from_fn(|_| Default::default()),
+            candidate_is_down: std::array::from_fn(|_| Default::default()),
             candidate_is_broadcast: std::array::from_fn(|_| Default::default()),
             candidate_forged: std::array::from_fn(|_| Default::default()),
             candidate_in_range: std::array::from_fn(|_| Default::default()),
             candidate_to: std::array::from_fn(|_| Default::default()),
-            candidate_kind: std::array::from_fn(|_| Default::default()),
-            candidate_payload: std::array::from_fn(|_| Default::default()),
-            candidate_offset: std::array::from_fn(|_| Default::default()),
             space: std::array::from_fn(|_| Default::default()),
             pop: std::array::from_fn(|_| Default::default()),
             filled0_next: std::array::from_fn(|_| Default::default()),
             filled1_next: std::array::from_fn(|_| Default::default()),
             read_next: std::array::from_fn(|_| Default::default()),
             bus_valid: Default::default(),
+            took_ack: Default::default(),
+            writes_blocked: Default::default(),
+            took_held: Default::default(),
+            took_down: Default::default(),
             bus_kind: Default::default(),
             bus_source: Default::default(),
             bus_source_bit: Default::default(),
@@ -263,16 +269,14 @@ impl<const N: usize> BroadcastFabric<N> {
             found_after_last: Default::default(),
             passed_last: Default::default(),
             found_any: Default::default(),
-            winner: Default::default(),
-            winner_bit: Default::default(),
             chosen_is_write: Default::default(),
+            chosen_is_ack: Default::default(),
+            chosen_from_tx: Default::default(),
+            chosen_is_down: Default::default(),
             chosen_in_range: Default::default(),
             chosen_to: Default::default(),
             target_to: Default::default(),
             granting: Default::default(),
-            chosen_kind: Default::default(),
-            chosen_payload: Default::default(),
-            chosen_offset: Default::default(),
             chosen_forged: Default::default(),
             is_broadcast: Default::default(),
             port_index: std::array::from_fn(|port| Constant::new(index(port).into())),
@@ -297,15 +301,7 @@ impl<const N: usize> BroadcastFabric<N> {
 impl<const N: usize> Logic for BroadcastFabric<N> {
     #[hdl_gen]
     fn update(&mut self) {
-        dff_setup!(
-            self,
-            clock,
-            bus_valid,
-            bus_kind,
-            bus_source,
-            bus_source_bit,
-            bus_payload,
-            bus_offset,
+        dff_setup!(self, clock, bus_valid, writes_blocked, took_ack, took_held, took_down,
             bus_sequence,
             bus_is_write,
             next_sequence
@@ -377,6 +373,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.bus_write_to[i].d.next = self.bus_write_to[i].q.val();
             self.last_granted[i].clock.next = self.clock.val();
             self.last_granted[i].d.next = self.last_granted[i].q.val();
+            self.granted[i].clock.next = self.clock.val();
             self.pop[i].next = self.rx_valid_reg[i].q.val() & self.ports[i].rx_ready.val();
             self.filled0_next[i].next =
                 self.rx_filled0[i].q.val() & !(self.pop[i].val() & !self.rx_read_slot[i].q.val());
@@ -399,26 +396,22 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         for i in 0..N {
             self.from_tx[i].next = false;
             self.request[i].next = true;
-            self.candidate_payload[i].next = self.zero_payload.val();
-            self.candidate_offset[i].next = self.zero_offset.val();
             // What the bus needs of the message, worked out when it was taken: the arbiter
             // only selects (kind compares, the target decode and the SRAM range check would
             // otherwise sit after the grant, on the arbiter's path).
             self.candidate_is_write[i].next = false;
+            self.candidate_is_ack[i].next = false;
+            self.candidate_is_down[i].next = false;
             self.candidate_is_broadcast[i].next = true;
             self.candidate_forged[i].next = false;
             self.candidate_in_range[i].next = false;
             self.candidate_to[i].next = self.no_members.val();
             if self.ack_pending[i].q.val() {
-                self.candidate_kind[i].next = self.kind_sram_write_ack.val();
-                self.candidate_payload[i].next = self.ack_sequence[i].q.val();
+                self.candidate_is_ack[i].next = true;
                 self.candidate_is_broadcast[i].next = false;
                 self.candidate_to[i].next = self.ack_to[i].q.val();
             } else if self.held_valid[i].q.val() & self.member[i].q.val() {
                 self.from_tx[i].next = true;
-                self.candidate_kind[i].next = self.held_kind[i].q.val();
-                self.candidate_payload[i].next = self.held_payload[i].q.val();
-                self.candidate_offset[i].next = self.held_offset[i].q.val();
                 self.candidate_is_write[i].next = self.held_is_write[i].q.val();
                 self.candidate_is_broadcast[i].next = self.held_is_broadcast[i].q.val();
                 self.candidate_forged[i].next = self.held_forged[i].q.val();
@@ -426,12 +419,10 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.candidate_to[i].next = self.held_to[i].q.val();
                 // An SRAM write waits while any acknowledgement is owed or about to be, so
                 // one target never owes two.
-                self.request[i].next = !(self.held_is_write[i].q.val()
-                    & (self.any_ack_pending.val() | self.write_in_flight.val()));
+                self.request[i].next = !(self.held_is_write[i].q.val() & self.writes_blocked.q.val());
             } else if self.down_pending[i].q.val() {
-                self.candidate_kind[i].next = self.kind_member_down.val();
+                self.candidate_is_down[i].next = true;
             } else {
-                self.candidate_kind[i].next = self.kind_member_up.val();
                 self.request[i].next = self.ports[i].link_up.val() & !self.member[i].q.val();
             }
         }
@@ -453,13 +444,11 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         self.granting.next = self.found_any.val() & self.all_space.val() & !self.reset.val();
 
         // The granted message: an AND-OR over the one-hot grant.
-        self.winner.next = self.no_ports.val();
-        self.winner_bit.next = self.no_members.val();
-        self.chosen_kind.next = self.no_ports.val();
-        self.chosen_payload.next = self.zero_payload.val();
-        self.chosen_offset.next = self.zero_offset.val();
         self.chosen_forged.next = false;
         self.chosen_is_write.next = false;
+        self.chosen_is_ack.next = false;
+        self.chosen_from_tx.next = false;
+        self.chosen_is_down.next = false;
         self.is_broadcast.next = false;
         self.chosen_in_range.next = false;
         self.chosen_to.next = self.no_members.val();
@@ -468,27 +457,32 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             if self.found_after_last.val() {
                 self.grant[i].next = self.granting.val() & self.grant_after_last[i].val();
             }
+            self.granted[i].d.next = self.grant[i].val();
             if self.grant[i].val() {
-                self.winner.next = self.port_index[i].val();
-                self.winner_bit.next = self.port_bit[i].val();
-                self.chosen_kind.next = self.candidate_kind[i].val();
-                self.chosen_payload.next = self.candidate_payload[i].val();
-                self.chosen_offset.next = self.candidate_offset[i].val();
                 self.chosen_forged.next = self.candidate_forged[i].val();
                 self.chosen_is_write.next = self.candidate_is_write[i].val();
+                self.chosen_is_ack.next = self.candidate_is_ack[i].val();
+                self.chosen_from_tx.next = self.from_tx[i].val();
+                self.chosen_is_down.next = self.candidate_is_down[i].val();
                 self.is_broadcast.next = self.candidate_is_broadcast[i].val();
                 self.chosen_in_range.next = self.candidate_in_range[i].val();
                 self.chosen_to.next = self.candidate_to[i].val();
             }
         }
 
-        // Grant: onto the bus, with where it goes.
+        // Grant: onto the bus, with where it goes. The message itself is read next cycle,
+        // from the granted port's registers (which hold still for that cycle: a port's
+        // holding register refills at the earliest one cycle after its grant, and no
+        // acknowledgement is owed anew while one is being sent).
         self.bus_valid.d.next = self.granting.val() & !self.chosen_forged.val();
-        self.bus_kind.d.next = self.chosen_kind.val();
-        self.bus_source.d.next = self.winner.val();
-        self.bus_source_bit.d.next = self.winner_bit.val();
-        self.bus_payload.d.next = self.chosen_payload.val();
-        self.bus_offset.d.next = self.chosen_offset.val();
+        self.took_ack.d.next = self.chosen_is_ack.val();
+        // Next cycle's write block, a cycle early (a superset: an acknowledgement granted
+        // now still blocks next cycle), so the arbiter reads it from a flip-flop.
+        self.writes_blocked.d.next = self.any_ack_pending.val()
+            | self.write_in_flight.val()
+            | (self.granting.val() & self.chosen_is_write.val());
+        self.took_held.d.next = self.chosen_from_tx.val();
+        self.took_down.d.next = self.chosen_is_down.val();
         self.bus_sequence.d.next = self.next_sequence.q.val();
         self.bus_is_write.d.next = self.chosen_is_write.val();
         if self.granting.val() {
@@ -521,13 +515,13 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             if self.grant[i].val() {
                 if self.from_tx[i].val() {
                     self.held_valid[i].d.next = false;
-                } else if self.candidate_kind[i].val() == self.kind_member_down.val() {
+                } else if self.candidate_is_down[i].val() {
                     self.down_pending[i].d.next = false;
                     self.member[i].d.next = false;
-                } else if self.candidate_kind[i].val() == self.kind_member_up.val() {
-                    self.member[i].d.next = true;
-                } else {
+                } else if self.candidate_is_ack[i].val() {
                     self.ack_pending[i].d.next = false;
+                } else {
+                    self.member[i].d.next = true;
                 }
             }
             // Taking a port's offer: into its empty holding register, while its link is up.
@@ -559,30 +553,51 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             }
         }
 
-        // The bus: into receive queues and onto SRAM ports.
+        // The bus: the granted message, into receive queues and onto SRAM ports.
+        self.bus_kind.next = self.kind_member_up.val();
+        self.bus_source.next = self.no_ports.val();
+        self.bus_source_bit.next = self.no_members.val();
+        self.bus_payload.next = self.zero_payload.val();
+        self.bus_offset.next = self.zero_offset.val();
+        for i in 0..N {
+            if self.granted[i].q.val() {
+                self.bus_source.next = self.port_index[i].val();
+                self.bus_source_bit.next = self.port_bit[i].val();
+                if self.took_ack.q.val() {
+                    self.bus_kind.next = self.kind_sram_write_ack.val();
+                    self.bus_payload.next = self.ack_sequence[i].q.val();
+                } else if self.took_held.q.val() {
+                    self.bus_kind.next = self.held_kind[i].q.val();
+                    self.bus_payload.next = self.held_payload[i].q.val();
+                    self.bus_offset.next = self.held_offset[i].q.val();
+                } else if self.took_down.q.val() {
+                    self.bus_kind.next = self.kind_member_down.val();
+                }
+            }
+        }
         for i in 0..N {
             self.ports[i].sram_write.next = self.bus_valid.q.val() & self.bus_write_to[i].q.val();
-            self.ports[i].sram_offset.next = self.bus_offset.q.val();
-            self.ports[i].sram_data.next = self.bus_payload.q.val();
+            self.ports[i].sram_offset.next = self.bus_offset.val();
+            self.ports[i].sram_data.next = self.bus_payload.val();
             if self.bus_valid.q.val() & self.bus_write_to[i].q.val() {
                 self.ack_pending[i].d.next = true;
-                self.ack_to[i].d.next = self.bus_source_bit.q.val();
+                self.ack_to[i].d.next = self.bus_source_bit.val();
                 self.ack_sequence[i].d.next = self.bus_sequence.q.val();
             }
             if self.bus_valid.q.val() & self.bus_deliver[i].q.val() & self.ports[i].link_up.val() {
                 self.rx_write_slot[i].d.next = !self.rx_write_slot[i].q.val();
                 if self.rx_write_slot[i].q.val() {
                     self.filled1_next[i].next = true;
-                    self.rx1_kind[i].d.next = self.bus_kind.q.val();
-                    self.rx1_source[i].d.next = self.bus_source.q.val();
+                    self.rx1_kind[i].d.next = self.bus_kind.val();
+                    self.rx1_source[i].d.next = self.bus_source.val();
                     self.rx1_sequence[i].d.next = self.bus_sequence.q.val();
-                    self.rx1_payload[i].d.next = self.bus_payload.q.val();
+                    self.rx1_payload[i].d.next = self.bus_payload.val();
                 } else {
                     self.filled0_next[i].next = true;
-                    self.rx0_kind[i].d.next = self.bus_kind.q.val();
-                    self.rx0_source[i].d.next = self.bus_source.q.val();
+                    self.rx0_kind[i].d.next = self.bus_kind.val();
+                    self.rx0_source[i].d.next = self.bus_source.val();
                     self.rx0_sequence[i].d.next = self.bus_sequence.q.val();
-                    self.rx0_payload[i].d.next = self.bus_payload.q.val();
+                    self.rx0_payload[i].d.next = self.bus_payload.val();
                 }
             }
             self.read_next[i].next = self.rx_read_slot[i].q.val() ^ self.pop[i].val();
