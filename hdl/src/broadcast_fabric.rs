@@ -301,7 +301,14 @@ impl<const N: usize> BroadcastFabric<N> {
 impl<const N: usize> Logic for BroadcastFabric<N> {
     #[hdl_gen]
     fn update(&mut self) {
-        dff_setup!(self, clock, bus_valid, writes_blocked, took_ack, took_held, took_down,
+        dff_setup!(
+            self,
+            clock,
+            bus_valid,
+            writes_blocked,
+            took_ack,
+            took_held,
+            took_down,
             bus_sequence,
             bus_is_write,
             next_sequence
@@ -419,7 +426,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.candidate_to[i].next = self.held_to[i].q.val();
                 // An SRAM write waits while any acknowledgement is owed or about to be, so
                 // one target never owes two.
-                self.request[i].next = !(self.held_is_write[i].q.val() & self.writes_blocked.q.val());
+                self.request[i].next =
+                    !(self.held_is_write[i].q.val() & self.writes_blocked.q.val());
             } else if self.down_pending[i].q.val() {
                 self.candidate_is_down[i].next = true;
             } else {

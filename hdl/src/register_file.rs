@@ -17,12 +17,11 @@ use shared_regs::regs::{self, ErrorCode, Limits};
 /// Bits of a BAR0 offset.
 pub const ADDRESS_BITS: usize = 32;
 
-/// What this card can do: P and P+Q parity, a fabric port, SRAM, and an interrupt line.
-pub const CARD_CAPS: u32 = regs::CAP_PARITY_P
-    | regs::CAP_PARITY_PQ
-    | regs::CAP_FABRIC
-    | regs::CAP_SRAM
-    | regs::CAP_INTERRUPTS;
+/// What this card can do: P and P+Q parity, SRAM, and an interrupt line. Not
+/// `CAP_FABRIC`: a driver that sees it sets up the fabric rings, which the RTL does not
+/// have yet (its fabric reaches the SRAM only); the bit comes with those rings.
+pub const CARD_CAPS: u32 =
+    regs::CAP_PARITY_P | regs::CAP_PARITY_PQ | regs::CAP_SRAM | regs::CAP_INTERRUPTS;
 
 const _: () = {
     assert!(RING_ENTRIES_MAX.is_power_of_two());
@@ -77,7 +76,8 @@ fn offset(value: u32) -> Constant<Bits<WORD_BITS>> {
 pub struct RegisterFile {
     /// Clock of every register.
     pub clock: Signal<In, Clock>,
-    /// Power-on reset (the host's `CONTROL_RESET` comes out as `soft_reset` instead).
+    /// Power-on reset (the host's `CONTROL_RESET` resets the registers too, and comes out
+    /// as `soft_reset` for the rest of the card).
     pub reset: Signal<In, Bit>,
     /// Read request at `bus_address`.
     pub bus_read: Signal<In, Bit>,
@@ -128,6 +128,8 @@ pub struct RegisterFile {
     fault: Signal<Local, Bits<32>>,
     status: Signal<Local, Bits<32>>,
     irq_cleared: Signal<Local, Bits<32>>,
+    /// The host writes `CONTROL_RESET` this cycle.
+    host_reset: Signal<Local, Bit>,
     irq_next: Signal<Local, Bits<32>>,
     at_id: Constant<Bits<WORD_BITS>>,
     at_version: Constant<Bits<WORD_BITS>>,
@@ -219,6 +221,7 @@ impl RegisterFile {
             fault: Default::default(),
             status: Default::default(),
             irq_cleared: Default::default(),
+            host_reset: Default::default(),
             irq_next: Default::default(),
             at_id: offset(regs::ID),
             at_version: offset(regs::VERSION),
@@ -391,11 +394,12 @@ impl Logic for RegisterFile {
         // Writes.
         self.reset_pulse.d.next = false;
         self.irq_cleared.next = self.no_causes.val();
+        self.host_reset.next = false;
         if self.bus_write.val() & self.writable.val() & self.mapped.val() {
             if self.word.val() == self.at_control.val() {
                 self.control.d.next = self.bus_write_data.val() & self.control_writable.val();
-                self.reset_pulse.d.next =
-                    (self.bus_write_data.val() & self.control_reset.val()).any();
+                self.host_reset.next = (self.bus_write_data.val() & self.control_reset.val()).any();
+                self.reset_pulse.d.next = self.host_reset.val();
             }
             if self.word.val() == self.at_error_code.val() {
                 self.error_code.d.next = self.error_none.val();
@@ -433,14 +437,20 @@ impl Logic for RegisterFile {
         self.ready.d.next = true;
         self.done.d.next = self.bus_read.val() | self.bus_write.val();
         self.read_data.d.next = self.read_value.val();
-        if self.reset.val() {
+        // The host's CONTROL_RESET returns the registers to their reset values as power-on
+        // does (shared-regs: "reset the card"; SRAM survives), with the write that asks for
+        // it; that write is still answered.
+        if self.reset.val() | self.host_reset.val() {
             self.control.d.next = self.zero.val();
             self.error_code.d.next = self.error_none.val();
             self.error_info.d.next = self.zero.val();
             self.irq_status.d.next = self.no_causes.val();
             self.irq_mask.d.next = self.no_causes.val();
+            self.scratch.d.next = self.zero.val();
             self.window.d.next = self.zero.val();
             self.ready.d.next = false;
+        }
+        if self.reset.val() {
             self.done.d.next = false;
         }
         self.bus_done.next = self.done.q.val();
@@ -645,11 +655,16 @@ mod tests {
             regs::CONTROL,
             regs::CONTROL_RESET | regs::CONTROL_ENABLE,
         );
-        assert!(uut.soft_reset.val() && uut.enabled.val());
+        assert!(uut.soft_reset.val() && !uut.enabled.val());
         assert_eq!(
             read(&mut uut, regs::CONTROL),
-            regs::CONTROL_ENABLE,
-            "reset clears itself"
+            0,
+            "reset clears CONTROL, itself included"
+        );
+        assert_eq!(
+            read(&mut uut, regs::IRQ_STATUS),
+            0,
+            "and every pending cause"
         );
         assert!(!uut.soft_reset.val());
     }
