@@ -50,7 +50,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use parity::{PARITY_BUFFER_ALIGN_BYTES, SOURCE_LIST_ALIGN_BYTES};
+pub use parity::{PARITY_BUFFER_ALIGN_BYTES, SOURCE_LIST_ALIGN_BYTES, SimMutation};
 
 const READ: &str = "read";
 const WRITE: &str = "write";
@@ -76,6 +76,8 @@ pub struct SimConfig {
     pub fabric_port_id: u8,
     /// Most DMA memory the host may have mapped at once.
     pub dma_bytes_max: u64,
+    /// A deliberate bug, for tests that show the driver suite catches a wrong card.
+    pub mutation: Option<SimMutation>,
 }
 
 impl SimConfig {
@@ -89,6 +91,7 @@ impl SimConfig {
             execution: Execution::Threaded,
             fabric_port_id: 0,
             dma_bytes_max: Self::DMA_BYTES_MAX_DEFAULT,
+            mutation: None,
         }
     }
 
@@ -204,7 +207,10 @@ impl SimCard {
         joined: Option<fabric::Joined>,
     ) -> Result<Self, SimError> {
         let dma = DmaSpace::new(config.dma_bytes_max);
-        let mut model = Model::new(sram, dma, u32::from(config.fabric_port_id));
+        let parity = parity::SoftwareParity {
+            mutation: config.mutation,
+        };
+        let mut model = Model::new(sram, dma, u32::from(config.fabric_port_id), parity);
         let pending = joined.map(|joined| {
             model.attach_fabric(joined.port);
             joined.link

@@ -128,11 +128,17 @@ pub struct Model {
     window_select: u32,
     rings: [RingState; regs::RINGS.len()],
     fabric: Option<PortState>,
+    parity: parity::SoftwareParity,
 }
 
 impl Model {
     /// A card out of power-on reset (not yet ready: the first step makes it so).
-    pub fn new(sram: SramFile, dma: DmaSpace, fabric_port_id: u32) -> Self {
+    pub fn new(
+        sram: SramFile,
+        dma: DmaSpace,
+        fabric_port_id: u32,
+        parity: parity::SoftwareParity,
+    ) -> Self {
         assert!(
             sram.len_bytes()
                 .is_multiple_of(u64::from(SRAM_WINDOW_BYTES))
@@ -151,6 +157,7 @@ impl Model {
             window_select: 0,
             rings: [RingState::default(); regs::RINGS.len()],
             fabric: None,
+            parity,
         }
     }
 
@@ -223,7 +230,10 @@ impl Model {
         fault
     }
 
-    fn decode(offset: u32, width_bytes: u32) -> Result<Location, Fault> {
+    /// Where an access of `width_bytes` at `offset` lands, or the fault the card latches
+    /// for it (past BAR0, misaligned, a width the register does not have, nothing there).
+    /// The rtl backend's bus bridge applies the same rules before it splits an access.
+    pub fn decode(offset: u32, width_bytes: u32) -> Result<Location, Fault> {
         let in_bar = offset
             .checked_add(width_bytes)
             .is_some_and(|end| end <= regs::BAR0_BYTES);
@@ -697,7 +707,7 @@ impl Model {
             Some(descriptor) => (
                 descriptor.tag.get(),
                 descriptor.flags & PARITY_FLAG_INTERRUPT != 0,
-                parity::execute(&mut self.dma, &descriptor),
+                parity::execute(&mut self.dma, &descriptor, &mut self.parity),
             ),
             None => (0, true, CompletionStatus::DmaFault),
         };
