@@ -23,6 +23,12 @@ const MODELS: [&str; 6] = [
     "card_top",
 ];
 
+/// Deliberately wrong variants of a model, for tests that show a suite catches a wrong RTL:
+/// (variant name, model it is made from, Verilog text replaced everywhere, replacement).
+/// `card_top_wrong_q` drops the x^2 term from Q's reduction (polynomial 0x119, not 0x11d).
+const MUTANTS: [(&str, &str, &str, &str); 1] =
+    [("card_top_wrong_q", "card_top", " ^ (q_high << 32'h2)", "")];
+
 /// A top-level port of a module.
 struct Port {
     name: String,
@@ -53,21 +59,41 @@ fn main() {
     let modules = hdl::verilog::card_modules();
     let mut models = Vec::new();
     let mut build = cc::Build::new();
-    for name in MODELS {
+    let verilog_of = |name: &str| {
         let module = modules
             .iter()
             .find(|m| m.name == name)
             .expect("gen-verilog writes every model");
+        module.verilog.clone()
+    };
+    let mutants = MUTANTS.iter().map(|&(name, base, from, to)| {
+        let verilog = verilog_of(base);
+        assert!(
+            verilog.contains(from),
+            "mutant {name}: {from:?} is not in {base}"
+        );
+        // Every module of the base is named after it, so renaming the prefix renames them all.
+        // The file keeps the base's name at its end, so the base's lint waivers apply.
+        (
+            name,
+            format!("{name}_of_{base}.v"),
+            verilog.replace(from, to).replace(base, name),
+        )
+    });
+    let models_plain = MODELS
+        .iter()
+        .map(|&name| (name, format!("{name}.v"), verilog_of(name)));
+    for (name, file, text) in models_plain.chain(mutants) {
         let model_dir = out_dir.join(name);
         std::fs::create_dir_all(&model_dir).expect("create the model directory");
-        let verilog = model_dir.join(format!("{name}.v"));
-        write(&verilog, &module.verilog);
+        let verilog = model_dir.join(file);
+        write(&verilog, &text);
         verilate(&verilator, &waivers, &verilog, name, &model_dir);
         for source in cpp_files(&model_dir) {
             build.file(source);
         }
         build.include(&model_dir);
-        models.push((name, ports(&module.verilog, name)));
+        models.push((name, ports(&text, name)));
     }
     let include = verilator_include(&verilator);
     let shim = out_dir.join("shim.cpp");

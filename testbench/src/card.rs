@@ -65,7 +65,12 @@ pub struct CardModel {
 impl CardModel {
     /// A card, held in reset for one cycle.
     pub fn new() -> Result<Self, TestbenchError> {
-        let model = Model::new("card_top")?;
+        Self::named("card_top")
+    }
+
+    /// A card from the Verilated model `name` (`card_top` or a variant with its ports).
+    pub fn named(name: &str) -> Result<Self, TestbenchError> {
+        let model = Model::new(name)?;
         let port = |name: &str| model.port(name);
         let ports = Ports {
             reset: port("reset")?,

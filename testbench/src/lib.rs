@@ -9,7 +9,8 @@
 //! * [`fabric`]: drives every port of a fabric model with a message plan and records what
 //!   each port received, the SRAM writes, and what was refused;
 //! * [`card`]: the co-simulation bridge of one card (reset, clock stepping, 32-bit register
-//!   access, the parity DMA stream, fabric writes), for the host's `rtl` backend.
+//!   access, the parity DMA stream, fabric writes);
+//! * [`backend`]: the `rtl` card backend, `amf_card::CardBackend` over that bridge.
 //!
 //! The tests in `tests/` check the models bit for bit against the host's software reference
 //! and ISA-L; `src/bin/rtl-speed.rs` measures simulated cycles per second. Without
@@ -17,6 +18,7 @@
 //! [`TestbenchError::VerilatorMissing`].
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod card;
 pub mod fabric;
 pub mod parity;

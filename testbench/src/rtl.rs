@@ -245,6 +245,12 @@ mod ffi {
     #[derive(Debug)]
     pub struct Handle(*mut c_void);
 
+    // SAFETY: the model is reached only through this handle, which `&mut` access keeps to
+    // one thread at a time; the models are Verilated single-threaded (no --threads), so
+    // nothing in them is tied to the thread that created them. `amf serve` moves the rtl
+    // card between its worker threads under a mutex.
+    unsafe impl Send for Handle {}
+
     impl Handle {
         pub fn new(model: u32) -> Self {
             // SAFETY: `model` is an index into MODELS, which the shim's switch covers; the
