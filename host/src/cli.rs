@@ -64,8 +64,9 @@ struct ServeArgs {
     nbd: String,
     /// Parity engine and intent journal: "sim:PATH" (a sim card whose SRAM is PATH; default
     /// card.sram beside the members), "vfio:DDDD:BB:DD.F" (a card bound to vfio-pci; see
-    /// docs/VFIO.md) or "host" (parity on the CPU, intents in intent.journal beside the
-    /// members).
+    /// docs/VFIO.md), "host" (parity on the CPU, intents in intent.journal beside the
+    /// members) or "rtl" (parity on the Verilated card, intents in intent.journal; needs an
+    /// amf built with `--features rtl`).
     #[arg(long, value_name = "SPEC")]
     card: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9109).
@@ -185,8 +186,9 @@ struct ScrubArgs {
     #[arg(long)]
     repair: bool,
     /// Offline only: where parity is computed: "host" (this CPU, the default), "sim:PATH"
-    /// (a sim card whose SRAM is the file PATH, created if missing) or "vfio:DDDD:BB:DD.F"
-    /// (a card bound to vfio-pci). Online, the running amf serve uses its own card.
+    /// (a sim card whose SRAM is the file PATH, created if missing), "vfio:DDDD:BB:DD.F" (a
+    /// card bound to vfio-pci) or "rtl" (the Verilated card; needs an amf built with
+    /// `--features rtl`). Online, the running amf serve uses its own card.
     #[arg(long, value_name = "SPEC")]
     card: Option<String>,
     /// Online only: most bytes read from each member per second (e.g. 50M).

@@ -159,7 +159,7 @@ fn render_serving(serving: &ServeStatus) -> String {
 /// What `amf status --card SPEC` says about the card (`"card"` in the JSON).
 #[derive(Debug, Serialize)]
 pub struct CardReport {
-    /// "host", "sim" or "vfio".
+    /// "host", "sim", "vfio" or "rtl".
     pub kind: &'static str,
     /// sim: the SRAM file.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +210,7 @@ pub fn card_report(spec: &CardSpec) -> Result<CardReport, amf_vfio::VfioError> {
             report.sram_path = Some(path.display().to_string());
             report.sram_bytes = std::fs::metadata(path).ok().map(|metadata| metadata.len());
         }
+        CardSpec::Rtl => report.kind = "rtl",
         CardSpec::Vfio(address) => {
             let probe = VfioCard::probe(&VfioPaths::default(), *address)?;
             report.kind = "vfio";

@@ -18,6 +18,10 @@ pub enum CardSpec {
     Sim(PathBuf),
     /// A card bound to vfio-pci at this PCI address.
     Vfio(PciAddress),
+    /// The Verilated card (`testbench::backend::RtlCard`): parity by the RTL's engine,
+    /// cycle by cycle. Its SRAM lives in this process, so the journal stays in the intent
+    /// file, as with `host`.
+    Rtl,
 }
 
 /// A `--card` value that names no engine.
@@ -25,7 +29,7 @@ pub enum CardSpec {
 pub enum CardSpecError {
     /// Not one of the forms.
     #[error(
-        "--card '{spec}': expected 'host', 'sim:PATH' (a sim card's SRAM file) or 'vfio:DDDD:BB:DD.F' (a card bound to vfio-pci)"
+        "--card '{spec}': expected 'host', 'sim:PATH' (a sim card's SRAM file), 'vfio:DDDD:BB:DD.F' (a card bound to vfio-pci) or 'rtl' (the Verilated card)"
     )]
     Unknown {
         /// The value given.
@@ -43,10 +47,11 @@ pub enum CardSpecError {
 }
 
 impl CardSpec {
-    /// Parses `host`, `sim:PATH` or `vfio:DDDD:BB:DD.F`.
+    /// Parses `host`, `sim:PATH`, `vfio:DDDD:BB:DD.F` or `rtl`.
     pub fn parse(spec: &str) -> Result<CardSpec, CardSpecError> {
         match spec.split_once(':') {
             None if spec == "host" => Ok(CardSpec::Host),
+            None if spec == "rtl" => Ok(CardSpec::Rtl),
             Some(("sim", path)) if !path.is_empty() => Ok(CardSpec::Sim(PathBuf::from(path))),
             Some(("vfio", address)) => {
                 address
@@ -86,6 +91,15 @@ pub enum CardOpenError {
         #[source]
         source: BoxError,
     },
+    /// The Verilated card (missing Verilator at build time, or the driver refused it).
+    #[error("--card rtl")]
+    Rtl(#[source] BoxError),
+    /// This `amf` was built without the rtl backend.
+    #[error(
+        "--card rtl: this amf was built without the rtl backend (rebuild with \
+         `cargo build -p amflink --features rtl`; building it needs Verilator)"
+    )]
+    RtlNotBuilt,
 }
 
 /// The parity engine `--card` named, open until [`Engine::close`].
@@ -97,6 +111,9 @@ pub enum Engine {
     Sim(Box<CardParity<SimCard>>),
     /// A real card through VFIO (parity and SRAM).
     Vfio(Box<CardParity<VfioCard>>),
+    /// The Verilated card (parity only).
+    #[cfg(feature = "rtl")]
+    Rtl(Box<CardParity<testbench::backend::RtlCard>>),
 }
 
 impl Engine {
@@ -120,6 +137,7 @@ impl Engine {
             CardSpec::Vfio(address) => open_vfio(*address)
                 .map(|engine| Engine::Vfio(Box::new(engine)))
                 .map_err(|source| CardOpenError::Vfio { source }),
+            CardSpec::Rtl => open_rtl(),
         }
     }
 
@@ -129,6 +147,8 @@ impl Engine {
             Engine::Host(engine) => engine,
             Engine::Sim(engine) => engine.as_mut(),
             Engine::Vfio(engine) => engine.as_mut(),
+            #[cfg(feature = "rtl")]
+            Engine::Rtl(engine) => engine.as_mut(),
         }
     }
 
@@ -153,10 +173,13 @@ impl Engine {
         ))
     }
 
-    /// The card's SRAM size; `None` for the host engine, which has no SRAM.
+    /// The size of the card's SRAM when it outlives this process (sim, vfio); `None` for
+    /// the host engine, which has none, and the rtl card, whose SRAM is simulated here.
     pub fn sram_bytes(&self) -> Option<u64> {
         match self {
             Engine::Host(_) => None,
+            #[cfg(feature = "rtl")]
+            Engine::Rtl(_) => None,
             Engine::Sim(card) => Some(card.card().identity().sram_bytes),
             Engine::Vfio(card) => Some(card.card().identity().sram_bytes),
         }
@@ -169,6 +192,8 @@ impl Engine {
             Engine::Host(_) => unreachable!("the host engine has no SRAM"),
             Engine::Sim(card) => card.card_mut().sram_write(offset, source),
             Engine::Vfio(card) => card.card_mut().sram_write(offset, source),
+            #[cfg(feature = "rtl")]
+            Engine::Rtl(_) => unreachable!("the rtl card's SRAM does not hold the journal"),
         }
     }
 
@@ -179,6 +204,8 @@ impl Engine {
             Engine::Host(_) => unreachable!("the host engine has no SRAM"),
             Engine::Sim(card) => card.card_mut().sram_read(offset, target),
             Engine::Vfio(card) => card.card_mut().sram_read(offset, target),
+            #[cfg(feature = "rtl")]
+            Engine::Rtl(_) => unreachable!("the rtl card's SRAM does not hold the journal"),
         }
     }
 
@@ -189,6 +216,8 @@ impl Engine {
             Engine::Host(_) => unreachable!("the host engine has no SRAM"),
             Engine::Sim(card) => Ok(card.card().backend().flush_sram()?),
             Engine::Vfio(_) => Ok(()),
+            #[cfg(feature = "rtl")]
+            Engine::Rtl(_) => unreachable!("the rtl card's SRAM does not hold the journal"),
         }
     }
 
@@ -204,6 +233,11 @@ impl Engine {
                 Ok(())
             }
             Engine::Vfio(engine) => Ok(engine.into_card()?.close()?.close()?),
+            #[cfg(feature = "rtl")]
+            Engine::Rtl(engine) => {
+                engine.into_card()?.close()?;
+                Ok(())
+            }
         }
     }
 }
@@ -213,6 +247,25 @@ fn open_vfio(address: PciAddress) -> Result<CardParity<VfioCard>, BoxError> {
     let card = VfioCard::open(&VfioCardOptions::default(), address)?;
     let card = Card::open(card, CardConfig::default())?;
     Ok(CardParity::new(card)?)
+}
+
+/// The Verilated card, opened by the driver like any other.
+#[cfg(feature = "rtl")]
+fn open_rtl() -> Result<Engine, CardOpenError> {
+    use testbench::backend::{RtlCard, RtlConfig};
+    let opened = || -> Result<CardParity<RtlCard>, BoxError> {
+        let rtl = RtlCard::new(RtlConfig::default())?;
+        let card = Card::open(rtl, CardConfig::default())?;
+        Ok(CardParity::new(card)?)
+    };
+    opened()
+        .map(|engine| Engine::Rtl(Box::new(engine)))
+        .map_err(CardOpenError::Rtl)
+}
+
+#[cfg(not(feature = "rtl"))]
+fn open_rtl() -> Result<Engine, CardOpenError> {
+    Err(CardOpenError::RtlNotBuilt)
 }
 
 /// The length of the file at `path`, or `None` when there is none.
@@ -239,8 +292,9 @@ mod tests {
             CardSpec::parse("vfio:0000:03:00.0").unwrap(),
             CardSpec::Vfio("0000:03:00.0".parse().unwrap())
         );
+        assert_eq!(CardSpec::parse("rtl").unwrap(), CardSpec::Rtl);
         for bad in [
-            "", "Host", "host:", "sim", "sim:", "rtl:/x", "vfio", ":host",
+            "", "Host", "host:", "sim", "sim:", "rtl:/x", "rtl:", "vfio", ":host",
         ] {
             let error = CardSpec::parse(bad).unwrap_err();
             assert!(error.to_string().contains("--card"), "{bad}: {error}");
@@ -263,5 +317,13 @@ mod tests {
             let cause = std::error::Error::source(&error).expect("the address error");
             assert!(cause.to_string().contains("DDDD:BB:DD.F"), "{bad}: {cause}");
         }
+    }
+
+    #[cfg(not(feature = "rtl"))]
+    #[test]
+    fn rtl_in_an_amf_built_without_it_says_how_to_build_it() {
+        let error = Engine::open(&CardSpec::Rtl).unwrap_err();
+        assert!(matches!(error, CardOpenError::RtlNotBuilt), "{error:?}");
+        assert!(error.to_string().contains("--features rtl"), "{error}");
     }
 }

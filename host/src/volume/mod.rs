@@ -284,8 +284,12 @@ impl Volume {
         array.check_available()?;
         let geometry = array.geometry;
         let host_parity = matches!(engine, Engine::Host(_));
-        let (store, store_bytes, slots_max) = match &engine {
-            Engine::Host(_) => {
+        // A card whose SRAM outlives the process (sim, vfio) keeps the journal there; the
+        // host and the rtl card (whose SRAM is simulated in this process) journal to the
+        // intent file.
+        let (store, store_bytes, slots_max) = match engine.sram_bytes() {
+            Some(sram_bytes) => (Store::Sram, sram_bytes, journal::SLOTS_MAX),
+            None => {
                 let context = |source| VolumeError::IntentFile {
                     path: intent_file.to_path_buf(),
                     source,
@@ -306,11 +310,6 @@ impl Volume {
                 let path = intent_file.to_path_buf();
                 (Store::File { file, path }, wanted, journal::FILE_SLOTS)
             }
-            Engine::Sim(_) | Engine::Vfio(_) => (
-                Store::Sram,
-                engine.sram_bytes().expect("a card has SRAM"),
-                journal::SLOTS_MAX,
-            ),
         };
         let layout = Layout::for_store(&geometry, store_bytes, slots_max).ok_or_else(|| {
             VolumeError::StoreTooSmall {
