@@ -72,6 +72,15 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9109).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Join a cluster as this AMF (fabric port 0..7): the coherency protocol runs with the
+    /// other AMFs on --fabric; the card is a sim card (default card-N.sram beside the
+    /// members) whose fabric port joins the fabric.
+    #[arg(long, value_name = "N", requires = "fabric", value_parser = clap::value_parser!(u8).range(0..8))]
+    id: Option<u8>,
+    /// The fabric the cluster's cards share (`amf fabric --listen`): tcp:HOST:PORT,
+    /// HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "ADDR", requires = "id")]
+    fabric: Option<amf_fabric::Address>,
     #[command(flatten)]
     control: ControlArgs,
     #[command(flatten)]
@@ -300,6 +309,9 @@ fn run(cli: Cli) -> CliResult {
 
 fn run_serve(args: ServeArgs) -> CliResult {
     let card = args.card.as_deref().map(CardSpec::parse).transpose()?;
+    if let (Some(port), Some(fabric)) = (args.id, args.fabric.clone()) {
+        return run_serve_cluster(args, port, fabric, card);
+    }
     let config = crate::serve::ServeConfig {
         members: args.members.members,
         address: args.nbd,
@@ -311,6 +323,42 @@ fn run_serve(args: ServeArgs) -> CliResult {
     crate::serve::run(&config, |address| {
         use std::io::Write;
         println!("amf serve: nbd://{address}");
+        let _ = std::io::stdout().flush();
+    })
+    .map_err(|error| -> Box<dyn std::error::Error> { error })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_serve_cluster(
+    args: ServeArgs,
+    port: u8,
+    fabric: amf_fabric::Address,
+    card: Option<CardSpec>,
+) -> CliResult {
+    let sram_path = match card {
+        None => None,
+        Some(CardSpec::Sim(path)) => Some(path),
+        Some(_) => {
+            return Err("--id: a cluster AMF needs a sim card (--card sim:PATH), whose fabric \
+                        port joins the fabric"
+                .into());
+        }
+    };
+    if args.metrics.is_some() || args.control.control.is_some() {
+        return Err("--id: --metrics and --control are not served by a cluster AMF yet \
+                    (amf status reads its amf-N.status.json)"
+            .into());
+    }
+    let config = crate::serve_cluster::ClusterServeConfig {
+        members: args.members.members,
+        address: args.nbd,
+        port,
+        fabric,
+        sram_path,
+    };
+    crate::serve_cluster::run(&config, |address| {
+        use std::io::Write;
+        println!("amf serve: AMF {port}: nbd://{address}");
         let _ = std::io::stdout().flush();
     })
     .map_err(|error| -> Box<dyn std::error::Error> { error })?;
@@ -395,7 +443,9 @@ fn run_status(args: StatusArgs) -> CliResult {
         };
         let array = open_array(&members, false)?;
         let serving = serving(&args.control.socket(&members.members))?;
-        Some(status::report(&array, serving))
+        let mut report = status::report(&array, serving);
+        report.cluster = crate::serve_cluster::read_reports(&members.members);
+        Some(report)
     };
     if args.json {
         let mut json = match &array {

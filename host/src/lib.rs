@@ -16,10 +16,10 @@
 //! * [`bench`]: throughput of our parity kernels beside ISA-L's;
 //! * [`bench_nbd`]: `amf serve` beside `nbdkit file` under fio;
 //! * [`fabric_cmd`]: `amf fabric`, the software fabric (`amf-fabric`) as a process;
+//! * [`serve`]: `amf serve`, one AMF over NBD; [`serve_cluster`]: `amf serve --id N
+//!   --fabric ADDR`, one AMF of an active-active cluster;
 //! * [`cli`]: the `amf` command line.
 //!
-//! Later issues add the coherency core (sans-IO, driven by `amf serve` and the simulator)
-//! and the NBD front end.
 #![forbid(unsafe_code)]
 
 pub mod active;
@@ -37,6 +37,7 @@ pub mod nbd;
 pub mod online;
 pub mod scrub;
 pub mod serve;
+pub mod serve_cluster;
 pub mod simulate;
 pub mod status;
 pub mod tasks;

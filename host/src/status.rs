@@ -3,6 +3,7 @@
 
 use crate::array::{Array, Health, level_number};
 use crate::control::ServeStatus;
+use crate::serve_cluster::AmfReport;
 use crate::volume::CardSpec;
 use amf_vfio::{CardProbe, VfioCard, VfioPaths};
 use serde::Serialize;
@@ -38,6 +39,10 @@ pub struct StatusReport {
     /// The running `amf serve`, when one answers on the control socket: its counters,
     /// failed members, rebuild and jobs with their progress; null when none runs.
     pub serving: Option<ServeStatus>,
+    /// The AMFs of a cluster on these members (`amf serve --id N --fabric ADDR`), as each
+    /// last wrote its `amf-N.status.json`: fabric membership, stripes held, intent records,
+    /// protocol counters. Empty when no cluster AMF runs here.
+    pub cluster: Vec<AmfReport>,
 }
 
 /// One member slot.
@@ -89,6 +94,7 @@ pub fn report(array: &Array, serving: Option<ServeStatus>) -> StatusReport {
         rebuild_next_stripe: superblock.rebuild_next_stripe,
         members,
         serving,
+        cluster: Vec::new(),
     }
 }
 
@@ -121,7 +127,43 @@ pub fn render(report: &StatusReport) -> String {
     if let Some(serving) = &report.serving {
         text.push_str(&render_serving(serving));
     }
+    for amf in &report.cluster {
+        text.push_str(&render_cluster_amf(amf));
+    }
     text
+}
+
+/// A status file older than this belongs to an AMF that no longer runs.
+const CLUSTER_REPORT_STALE_MS: u64 = 3_000;
+
+fn render_cluster_amf(amf: &AmfReport) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let age_ms = now_ms.saturating_sub(amf.updated_unix_ms);
+    let cluster = &amf.cluster;
+    let state = match (&cluster.down, age_ms > CLUSTER_REPORT_STALE_MS) {
+        (Some(why), _) => format!("down ({why})"),
+        (None, true) => format!("not answering (last seen {}s ago)", age_ms / 1000),
+        (None, false) => "serving".to_owned(),
+    };
+    format!(
+        "AMF {} (pid {}, nbd://{}): {state}; fabric ports {:?}; {} stripes held; {} intent \
+         writes outstanding; {} dead peers' records; broadcasts {} (avoided {}), forwards {}, \
+         invalidations {}, replays {}\n",
+        cluster.port,
+        amf.pid,
+        amf.nbd,
+        cluster.live_ports,
+        cluster.stripes_held,
+        cluster.intent_writes_outstanding,
+        cluster.dead_records,
+        cluster.broadcasts,
+        cluster.broadcasts_avoided,
+        cluster.forwards,
+        cluster.invalidations,
+        cluster.replays,
+    )
 }
 
 fn render_serving(serving: &ServeStatus) -> String {

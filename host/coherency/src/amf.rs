@@ -439,6 +439,19 @@ impl Amf {
         self.failed_members
     }
 
+    /// Live ports in join order, as this AMF knows them.
+    pub fn live_ports(&self) -> &[u8] {
+        &self.live
+    }
+
+    /// Stripes this AMF holds, shared or exclusive.
+    pub fn stripes_held(&self) -> usize {
+        self.stripes
+            .values()
+            .filter(|state| state.held.is_some())
+            .count()
+    }
+
     /// The mode this AMF holds `stripe` in.
     pub fn holding(&self, stripe: u64) -> Option<Mode> {
         self.stripes.get(&stripe).and_then(|state| state.held)

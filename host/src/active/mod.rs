@@ -11,12 +11,15 @@
 //! * [`node`]: [`ActiveNode`], which starts the core at the fabric's welcome (its join
 //!   order is the core's `live_ports`) and then delivers frames and drains transmits.
 //!
-//! Not yet wired into `amf serve`; see the report of the fabric issue for what that needs.
+//! * [`cluster`]: [`ClusterVolume`], the I/O shell `amf serve --id N --fabric ADDR` runs:
+//!   the node and the card on a driver thread, member I/O on worker threads, NBD in front.
 
+pub mod cluster;
 pub mod link;
 pub mod node;
 pub mod port;
 
+pub use cluster::{ClusterConfig, ClusterOpenError, ClusterStatus, ClusterVolume};
 pub use link::{Delivery, FabricLink, LinkError, OutFrame};
 pub use node::{ActiveError, ActiveNode};
 pub use port::{CardSram, FabricPort, SEND_TIMEOUT_MS};

@@ -11,7 +11,7 @@ use std::fs::OpenOptions;
 use std::sync::atomic::Ordering;
 
 /// An error and its causes on one line.
-pub(super) fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -17,6 +17,7 @@ impl Volume {
                 .engine()
                 .sram_write(offset, bytes)
                 .map_err(|error| failed(super::faults::chain(&error))),
+            Store::Peers => unreachable!("a cluster AMF keeps no journal to write"),
         }
     }
 
@@ -31,6 +32,7 @@ impl Volume {
                 .engine()
                 .sram_read(offset, bytes)
                 .map_err(|error| failed(super::faults::chain(&error))),
+            Store::Peers => unreachable!("a cluster AMF keeps no journal to read"),
         }
     }
 
@@ -41,7 +43,7 @@ impl Volume {
             Store::File { file, path } => file.sync_data().map_err(|error| {
                 BlockError::Io(format!("intent file {}: {error}", path.display()))
             }),
-            Store::Sram => Ok(()),
+            Store::Sram | Store::Peers => Ok(()),
         }
     }
 
@@ -57,6 +59,7 @@ impl Volume {
                     super::faults::chain(error.as_ref())
                 ))
             }),
+            Store::Peers => Ok(()),
         }
     }
 

@@ -179,6 +179,11 @@ enum Store {
     Sram,
     /// A file, written with pwrite and synced before member writes.
     File { file: File, path: PathBuf },
+    /// No local journal: an AMF of a cluster, whose coherency core replicates every
+    /// write's intent record into its peers' card SRAM before the member writes. A local
+    /// journal would be wrong there: replayed at a restart, it would write a dead AMF's old
+    /// data over what the survivors wrote since they completed that write.
+    Peers,
 }
 
 #[derive(Debug)]
@@ -283,7 +288,6 @@ impl Volume {
         let array = Array::open(paths, true)?;
         array.check_available()?;
         let geometry = array.geometry;
-        let host_parity = matches!(engine, Engine::Host(_));
         // A card whose SRAM outlives the process (sim, vfio) keeps the journal there; the
         // host and the rtl card (whose SRAM is simulated in this process) journal to the
         // intent file.
@@ -318,11 +322,36 @@ impl Volume {
                 slot_bytes: journal::REGION_BYTES + Layout::slot_bytes_for(&geometry),
             }
         })?;
+        let volume = Self::assemble(array, engine, store, layout);
+        let recovery = volume.recover()?;
+        Ok((volume, recovery))
+    }
+
+    /// Opens the members at `paths` read-write for one AMF of a cluster: parity on the
+    /// host, and no local journal (see `Store::Peers`): the caller's coherency core
+    /// replicates each write's intent to the peers and replays a dead peer's writes.
+    pub fn open_in_cluster(paths: &[PathBuf]) -> Result<Volume, VolumeError> {
+        let array = Array::open(paths, true)?;
+        array.check_available()?;
+        // Unused without a journal; sized as for one slot of an unbounded store.
+        let layout =
+            Layout::for_store(&array.geometry, u64::MAX, 1).expect("an unbounded store fits a slot");
+        Ok(Self::assemble(
+            array,
+            Engine::Host(HostParity),
+            Store::Peers,
+            layout,
+        ))
+    }
+
+    fn assemble(array: Array, engine: Engine, store: Store, layout: Layout) -> Volume {
+        let geometry = array.geometry;
+        let host_parity = matches!(engine, Engine::Host(_));
         let members = geometry.members();
         let failed: MemberSet = array.unusable_members().into_iter().collect();
         let generation = array.superblock.generation;
         let rebuild = pending_rebuild(&array);
-        let volume = Volume {
+        Volume {
             members: RwLock::new(array.shared_members()),
             array,
             geometry,
@@ -344,9 +373,7 @@ impl Volume {
             flushes: AtomicU64::new(0),
             stripe_writes: StripeWriteCounters::default(),
             degraded_reads: AtomicU64::new(0),
-        };
-        let recovery = volume.recover()?;
-        Ok((volume, recovery))
+        }
     }
 
     /// The array's geometry.
@@ -476,10 +503,11 @@ fn store_name(store: &Store) -> String {
     match store {
         Store::Sram => "card SRAM".to_owned(),
         Store::File { path, .. } => format!("intent file {}", path.display()),
+        Store::Peers => "the peers' card SRAM".to_owned(),
     }
 }
 
-mod faults;
+pub(crate) mod faults;
 mod io;
 mod rebuild;
 mod recover;
@@ -599,6 +627,9 @@ impl Volume {
     ) -> Result<(), BlockError> {
         assert!(extent.stripe_offset().is_multiple_of(BLOCK));
         assert!(extent.length().is_multiple_of(BLOCK));
+        if matches!(self.store, Store::Peers) {
+            return self.write_stripe(extent, data, None, touched);
+        }
         let slot = self.slots.take();
         let mut committed = false;
         let result = self.write_stripe(extent, data, Some((slot, &mut committed)), touched);

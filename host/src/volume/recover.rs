@@ -4,13 +4,17 @@
 use super::journal::{
     BlockRun, HEADER_BYTES, HeaderError, Layout, Region, SlotHeader, decode_records,
 };
-use super::{Recovery, Volume, VolumeError, store_name};
+use super::{Recovery, Store, Volume, VolumeError, store_name};
 use crate::block::{BlockDevice, BlockError};
 use amf_raid::MemberSet;
 
 impl Volume {
     /// Replays what the journal holds, then resets it for this array.
     pub(super) fn recover(&self) -> Result<Recovery, VolumeError> {
+        if matches!(self.store, Store::Peers) {
+            // No journal here: a dead AMF's writes are its survivors' to complete.
+            return Ok(Recovery::default());
+        }
         let store = store_name(&self.store);
         let journal_error = |source| VolumeError::Journal {
             store: store.clone(),

@@ -1,0 +1,687 @@
+//! One AMF of a cluster as a [`BlockDevice`]: the coherency core on the sim card's fabric
+//! port, the members behind it (`amf serve --id N --fabric ADDR`).
+//!
+//! Three kinds of thread meet here:
+//!
+//! * the NBD server's blocking threads call [`ClusterVolume`]'s `read`/`write`; each call
+//!   becomes a core [`Request`] sent to the driver, and waits for its [`Event`];
+//! * the **driver** thread owns the core ([`ActiveNode`]) and the card: it feeds the core
+//!   host requests, frames the card received and member I/O completions, sends what the
+//!   core transmits, hands member I/O to the workers and answers the waiting callers;
+//! * the **member workers** run the core's stripe reads, writes and replays on the
+//!   [`Volume`] (parity on the host, no local journal: the core replicates each write's
+//!   intent record into the peers' card SRAM before the member writes).
+//!
+//! The clock (`now`, milliseconds since start) is read here, in the shell; the core only
+//! orders it. When the card's fabric link dies the AMF can no longer keep its cache
+//! coherent: every request from then on fails with an I/O error naming why.
+
+use super::{ActiveError, ActiveNode, CardSram};
+use crate::block::{BlockDevice, BlockError, check_range};
+use crate::volume::Volume;
+use amf_card::{Card, CardConfig, CardError, SimCard, SimConfig, SimFabric};
+use amf_coherency::{
+    Config as CoreConfig, Counters, Event, MemberOutcome, MemberRequest, Request, RequestError,
+};
+use amf_raid::MemberSet;
+use serde::{Deserialize, Serialize};
+use shared_regs::limits::{BLOCK_BYTES, FABRIC_PORTS_MAX, SRAM_BYTES_DEFAULT};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Member I/O run at once (stripe reads, writes, replays).
+const MEMBER_WORKERS: usize = 8;
+/// Most intent slots an AMF uses in each peer's SRAM: writes in flight at once.
+const INTENT_SLOTS_MAX: u32 = 32;
+/// How long the card may take to be welcomed by the fabric.
+const WELCOME_TIMEOUT_MS: u32 = 10_000;
+/// Longest the driver sleeps when idle before it polls the card again.
+const IDLE_POLL_US_MAX: u64 = 1_000;
+/// Bytes of one write-zeroes piece.
+const ZEROES_BYTES_MAX: u64 = 1 << 20;
+const BLOCK: u64 = BLOCK_BYTES as u64;
+
+/// What one AMF of a cluster is.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This AMF's fabric port (`--id`).
+    pub port: u8,
+    /// The fabric to join (`--fabric`).
+    pub fabric: amf_fabric::Address,
+    /// This AMF's card SRAM file (peers' intent records land there).
+    pub sram_path: PathBuf,
+}
+
+/// Why the cluster AMF could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterOpenError {
+    /// The sim card would not open or join the fabric.
+    #[error("card {path}: could not join the fabric as port {port}")]
+    Card {
+        path: PathBuf,
+        port: u8,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The fabric never welcomed the card.
+    #[error("port {port}: the fabric sent no welcome within {WELCOME_TIMEOUT_MS} ms")]
+    NoWelcome { port: u8 },
+    /// The welcome was not for this port.
+    #[error(transparent)]
+    Welcome(#[from] ActiveError),
+    /// The card's SRAM is too small for the core's intent slots.
+    #[error("card SRAM of {sram_bytes} bytes holds no intent slot for {FABRIC_PORTS_MAX} ports")]
+    SramTooSmall { sram_bytes: u64 },
+    /// The driver thread could not start.
+    #[error("could not start the cluster driver thread")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// What `amf status` and the log say about this AMF in the cluster.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This AMF's port.
+    pub port: u8,
+    /// Live ports in join order, as the core knows them.
+    pub live_ports: Vec<u8>,
+    /// Stripes this AMF holds (shared or exclusive).
+    pub stripes_held: u64,
+    /// Intent records sent to peers and not yet acknowledged.
+    pub intent_writes_outstanding: u64,
+    /// Dead peers' records this AMF holds and has not seen retired.
+    pub dead_records: u64,
+    /// Why the AMF stopped serving, once it did.
+    pub down: Option<String>,
+    /// Acquire broadcasts sent.
+    pub broadcasts: u64,
+    /// Stripe operations started without a broadcast (ownership already held).
+    pub broadcasts_avoided: u64,
+    /// Ownership changes granted to this AMF.
+    pub grants: u64,
+    /// Read misses served by a peer's forwarded blocks.
+    pub forwards: u64,
+    /// Cached copies dropped on a peer's exclusive acquire.
+    pub invalidations: u64,
+    /// Dead peers' writes completed from their records.
+    pub replays: u64,
+    /// Dead peers' records refused by their checksum.
+    pub records_corrupt: u64,
+    /// Stripe writes and reads performed.
+    pub stripe_writes: u64,
+    pub stripe_reads: u64,
+    /// Member I/O errors met.
+    pub member_errors: u64,
+}
+
+impl ClusterStatus {
+    fn update(&mut self, node: &ActiveNode) {
+        let amf = node.amf();
+        let counters: Counters = amf.counters();
+        self.live_ports = amf.live_ports().to_vec();
+        self.stripes_held = amf.stripes_held() as u64;
+        self.intent_writes_outstanding = node.writes_outstanding() as u64;
+        self.dead_records = amf.dead_records().len() as u64;
+        self.broadcasts = counters.broadcasts;
+        self.broadcasts_avoided = counters.broadcasts_avoided;
+        self.grants = counters.grants;
+        self.forwards = counters.forwards;
+        self.invalidations = counters.invalidations;
+        self.replays = counters.replays;
+        self.records_corrupt = counters.records_corrupt;
+        self.stripe_writes = counters.writes;
+        self.stripe_reads = counters.reads;
+        self.member_errors = counters.member_errors;
+    }
+}
+
+/// A caller's answer: the blocks read, or nothing for a write.
+type Answer = Result<Option<Vec<u8>>, BlockError>;
+
+/// What the driver thread is told.
+enum Input {
+    Request {
+        request: Request,
+        answer: SyncSender<Answer>,
+    },
+    Completed {
+        io: u64,
+        outcome: MemberOutcome,
+    },
+    Stop,
+}
+
+/// One AMF of a cluster; see the [module docs](self).
+#[derive(Debug)]
+pub struct ClusterVolume {
+    volume: Arc<Volume>,
+    inputs: Mutex<Sender<Input>>,
+    status: Arc<Mutex<ClusterStatus>>,
+    driver: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ClusterVolume {
+    /// Opens this AMF's card on the fabric, waits for the fabric's welcome and starts the
+    /// core and its threads over `volume` (opened with [`Volume::open_in_cluster`]).
+    pub fn start(config: &ClusterConfig, volume: Volume) -> Result<Self, ClusterOpenError> {
+        let volume = Arc::new(volume);
+        let mut card = open_card(config, &volume)?;
+        let core_config = core_config(config.port, &volume, card.identity().sram_bytes)?;
+        let welcome = card
+            .fabric_recv(WELCOME_TIMEOUT_MS)
+            .map_err(|source| card_error(config, source.into()))?
+            .ok_or(ClusterOpenError::NoWelcome { port: config.port })?;
+        let node = {
+            let mut sram = CardSram::new(&mut card);
+            let node = ActiveNode::from_welcome(core_config, welcome, &mut sram)?;
+            sram.finish()
+                .map_err(|source| card_error(config, source.into()))?;
+            node
+        };
+        tracing::info!(port = config.port, live_ports = ?node.amf().live_ports(), "joined the fabric");
+        let (inputs, received) = mpsc::channel();
+        let status = Arc::new(Mutex::new(ClusterStatus {
+            port: config.port,
+            ..ClusterStatus::default()
+        }));
+        let workers = Workers::start(Arc::clone(&volume), inputs.clone());
+        let driver = Driver {
+            card,
+            node,
+            inputs: received,
+            workers,
+            waiting: BTreeMap::new(),
+            backlog: VecDeque::new(),
+            next_id: 0,
+            started: Instant::now(),
+            status: Arc::clone(&status),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("amf-cluster-{}", config.port))
+            .spawn(move || driver.run())
+            .map_err(ClusterOpenError::Spawn)?;
+        Ok(Self {
+            volume,
+            inputs: Mutex::new(inputs),
+            status,
+            driver: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The volume under the core (geometry, member state, flush).
+    pub fn volume(&self) -> &Arc<Volume> {
+        &self.volume
+    }
+
+    /// This AMF's place in the cluster now.
+    pub fn status(&self) -> ClusterStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Stops the driver (the card leaves the fabric) and flushes the members.
+    pub fn close(&self) -> Result<(), BlockError> {
+        // The driver may already be gone (link down); then there is nobody to tell.
+        let _ = lock(&self.inputs).send(Input::Stop);
+        if let Some(handle) = lock(&self.driver).take() {
+            handle
+                .join()
+                .map_err(|_| BlockError::Io("the cluster driver thread panicked".into()))?;
+        }
+        self.volume.flush()
+    }
+
+    /// Runs `request` through the core and waits for its answer.
+    fn submit(&self, request: Request) -> Answer {
+        let (answer, received) = mpsc::sync_channel(1);
+        let sent = lock(&self.inputs).send(Input::Request { request, answer });
+        if sent.is_err() {
+            return Err(self.stopped());
+        }
+        received.recv().unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    fn stopped(&self) -> BlockError {
+        let why = lock(&self.status).down.clone();
+        BlockError::Io(format!(
+            "this AMF left the cluster: {}",
+            why.as_deref().unwrap_or("stopping")
+        ))
+    }
+
+    /// Reads whole blocks `first_block..first_block + block_count` through the core.
+    fn read_blocks(&self, first_block: u64, block_count: u64) -> Result<Vec<u8>, BlockError> {
+        let block_count = u32::try_from(block_count)
+            .map_err(|_| BlockError::Invalid(format!("{block_count} blocks in one read")))?;
+        let answer = self.submit(Request::Read {
+            first_block,
+            block_count,
+        })?;
+        let data = answer.ok_or_else(|| BlockError::Io("a read completed without data".into()))?;
+        assert_eq!(data.len() as u64, u64::from(block_count) * BLOCK);
+        Ok(data)
+    }
+}
+
+impl Drop for ClusterVolume {
+    fn drop(&mut self) {
+        let _ = lock(&self.inputs).send(Input::Stop);
+    }
+}
+
+impl BlockDevice for ClusterVolume {
+    fn size_bytes(&self) -> u64 {
+        self.volume.size_bytes()
+    }
+
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> Result<(), BlockError> {
+        let length = buffer.len() as u64;
+        check_range(offset, length, self.size_bytes())?;
+        if length == 0 {
+            return Ok(());
+        }
+        let (first_block, end_block) = (offset / BLOCK, (offset + length).div_ceil(BLOCK));
+        let data = self.read_blocks(first_block, end_block - first_block)?;
+        let start = (offset - first_block * BLOCK) as usize;
+        buffer.copy_from_slice(&data[start..start + buffer.len()]);
+        Ok(())
+    }
+
+    /// A write of whole blocks goes to the core as it is; a partial block is read through
+    /// the core, patched and written whole (the core's unit is the 4 KiB block; a client
+    /// writing parts of one block through two AMFs at once races, as on one disk with a
+    /// 4 KiB sector).
+    fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), BlockError> {
+        let length = data.len() as u64;
+        check_range(offset, length, self.size_bytes())?;
+        if length == 0 {
+            return Ok(());
+        }
+        let (first_block, end_block) = (offset / BLOCK, (offset + length).div_ceil(BLOCK));
+        let aligned = offset.is_multiple_of(BLOCK) && length.is_multiple_of(BLOCK);
+        let blocks = if aligned {
+            data.to_vec()
+        } else {
+            let mut blocks = self.read_blocks(first_block, end_block - first_block)?;
+            let start = (offset - first_block * BLOCK) as usize;
+            blocks[start..start + data.len()].copy_from_slice(data);
+            blocks
+        };
+        self.submit(Request::Write {
+            first_block,
+            data: blocks,
+        })?;
+        if fua {
+            self.volume.flush()?;
+        }
+        Ok(())
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, fua: bool) -> Result<(), BlockError> {
+        check_range(offset, length, self.size_bytes())?;
+        let zeros = vec![0u8; length.min(ZEROES_BYTES_MAX) as usize];
+        let mut done = 0;
+        while done < length {
+            let piece = (length - done).min(ZEROES_BYTES_MAX);
+            self.write(offset + done, &zeros[..piece as usize], false)?;
+            done += piece;
+        }
+        if fua {
+            self.volume.flush()?;
+        }
+        Ok(())
+    }
+
+    fn trim(&self, offset: u64, length: u64) -> Result<(), BlockError> {
+        // NBD lets a trim do nothing; the data stays as it was, parity with it.
+        check_range(offset, length, self.size_bytes())
+    }
+
+    /// Every write completed by any AMF is in the shared member files; syncing them here
+    /// makes them all durable.
+    fn flush(&self) -> Result<(), BlockError> {
+        self.volume.flush()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn card_error(
+    config: &ClusterConfig,
+    source: Box<dyn std::error::Error + Send + Sync>,
+) -> ClusterOpenError {
+    ClusterOpenError::Card {
+        path: config.sram_path.clone(),
+        port: config.port,
+        source,
+    }
+}
+
+/// The sim card on `config.sram_path`, joined to the fabric under the array's uuid.
+fn open_card(config: &ClusterConfig, volume: &Volume) -> Result<Card<SimCard>, ClusterOpenError> {
+    let sram_bytes = std::fs::metadata(&config.sram_path)
+        .map(|metadata| metadata.len())
+        .unwrap_or(SRAM_BYTES_DEFAULT);
+    let sim_config = SimConfig {
+        fabric_port_id: config.port,
+        ..SimConfig::new(sram_bytes)
+    };
+    let fabric = SimFabric::new(config.fabric.clone(), volume.array().superblock.array_uuid);
+    let sim = SimCard::open_with_fabric(&config.sram_path, sim_config, &fabric)
+        .map_err(|source| card_error(config, source.into()))?;
+    Card::open(sim, CardConfig::default()).map_err(|source| card_error(config, source.into()))
+}
+
+/// The core's configuration for this volume, with as many intent slots as the SRAM holds
+/// for every port (at most [`INTENT_SLOTS_MAX`]).
+fn core_config(port: u8, volume: &Volume, sram_bytes: u64) -> Result<CoreConfig, ClusterOpenError> {
+    let geometry = volume.geometry();
+    let stripe_data_blocks = u32::try_from(geometry.stripe_data_bytes() / BLOCK)
+        .expect("a stripe holds fewer than 2^32 blocks");
+    let mut config = CoreConfig {
+        port,
+        incarnation: incarnation(),
+        live_ports: vec![port],
+        stripe_count: geometry.stripe_count(),
+        stripe_data_blocks,
+        array_generation: volume.array().superblock.generation,
+        intent_slots: 1,
+        parity_count: geometry.parity_count(),
+        mutation: Default::default(),
+    };
+    let per_slot = u64::from(FABRIC_PORTS_MAX) * u64::from(config.slot_bytes());
+    let slots = (sram_bytes / per_slot).min(u64::from(INTENT_SLOTS_MAX));
+    if slots == 0 {
+        return Err(ClusterOpenError::SramTooSmall { sram_bytes });
+    }
+    config.intent_slots = slots as u32;
+    assert!(config.sram_bytes() <= sram_bytes);
+    Ok(config)
+}
+
+/// This start's incarnation: the seconds since 2025 (a restart needs the fabric to have
+/// declared the old port down first, which takes longer than a second).
+fn incarnation() -> u32 {
+    const EPOCH_2025_S: u64 = 1_735_689_600;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    u32::try_from(now_s.saturating_sub(EPOCH_2025_S)).unwrap_or(u32::MAX)
+}
+
+/// The member I/O threads.
+struct Workers {
+    jobs: Sender<MemberRequest>,
+}
+
+impl Workers {
+    fn start(volume: Arc<Volume>, inputs: Sender<Input>) -> Self {
+        let (jobs, queue) = mpsc::channel::<MemberRequest>();
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..MEMBER_WORKERS {
+            let (volume, inputs, queue) = (Arc::clone(&volume), inputs.clone(), Arc::clone(&queue));
+            std::thread::Builder::new()
+                .name(format!("amf-member-io-{index}"))
+                .spawn(move || {
+                    loop {
+                        // Ends when the driver drops the job sender.
+                        let next = lock(&queue).recv();
+                        let Ok(job) = next else { break };
+                        let (io, outcome) = execute(&volume, job);
+                        if inputs.send(Input::Completed { io, outcome }).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .expect("a member I/O thread starts");
+        }
+        Self { jobs }
+    }
+}
+
+/// Byte offset in the volume of block `first_block` of `stripe`'s data.
+fn volume_offset(volume: &Volume, stripe: u64, first_block: u32) -> u64 {
+    stripe * volume.geometry().stripe_data_bytes() + u64::from(first_block) * BLOCK
+}
+
+/// Runs one stripe operation of the core on the members.
+fn execute(volume: &Volume, job: MemberRequest) -> (u64, MemberOutcome) {
+    match job {
+        MemberRequest::Read {
+            io,
+            stripe,
+            first_block,
+            block_count,
+            failed_members,
+        } => {
+            let mut buffer = vec![0u8; block_count as usize * BLOCK as usize];
+            let offset = volume_offset(volume, stripe, first_block);
+            let outcome = match volume.read(offset, &mut buffer) {
+                Ok(()) => MemberOutcome::Read(buffer),
+                Err(error) => failure(volume, failed_members, &error),
+            };
+            (io, outcome)
+        }
+        MemberRequest::Write {
+            io,
+            stripe,
+            first_block,
+            data,
+            failed_members,
+        } => {
+            let offset = volume_offset(volume, stripe, first_block);
+            let outcome = match volume.write(offset, &data, false) {
+                Ok(()) => MemberOutcome::Written,
+                Err(error) => failure(volume, failed_members, &error),
+            };
+            (io, outcome)
+        }
+        MemberRequest::Replay {
+            io,
+            stripe,
+            first_block,
+            data,
+            failed_members,
+        } => (io, replay(volume, stripe, first_block, &data, failed_members)),
+    }
+}
+
+/// Completes a dead owner's write: the stripe's data as the members hold it, the record's
+/// blocks laid over it, written back whole so that parity comes from the data alone.
+fn replay(
+    volume: &Volume,
+    stripe: u64,
+    first_block: u32,
+    data: &[u8],
+    failed_members: u32,
+) -> MemberOutcome {
+    let start = volume_offset(volume, stripe, 0);
+    let mut whole = vec![0u8; volume.geometry().stripe_data_bytes() as usize];
+    if let Err(error) = volume.read(start, &mut whole) {
+        return failure(volume, failed_members, &error);
+    }
+    let at = first_block as usize * BLOCK as usize;
+    whole[at..at + data.len()].copy_from_slice(data);
+    match volume.write(start, &whole, false) {
+        Ok(()) => MemberOutcome::Written,
+        Err(error) => failure(volume, failed_members, &error),
+    }
+}
+
+/// The volume could not work around a member error: blame a member the core does not yet
+/// know as failed (one the volume marked, else the lowest), so the core's redo either
+/// works degraded or fails the request once more members are out than the parity covers.
+fn failure(volume: &Volume, known_failed: u32, error: &BlockError) -> MemberOutcome {
+    let known = MemberSet::from_bits(known_failed);
+    let members = volume.geometry().members();
+    let member = volume
+        .failed_members()
+        .iter()
+        .find(|&member| !known.contains(member))
+        .or_else(|| (0..members).find(|&member| !known.contains(member)))
+        .unwrap_or(0);
+    tracing::warn!(member, %error, "member I/O failed");
+    MemberOutcome::Failed { member }
+}
+
+/// The driver thread's state; see the [module docs](self).
+struct Driver {
+    card: Card<SimCard>,
+    node: ActiveNode,
+    inputs: Receiver<Input>,
+    workers: Workers,
+    /// Callers waiting for their request, by core request id.
+    waiting: BTreeMap<u64, SyncSender<Answer>>,
+    /// Requests the core refused as busy, retried as others complete.
+    backlog: VecDeque<(Request, SyncSender<Answer>)>,
+    next_id: u64,
+    started: Instant,
+    status: Arc<Mutex<ClusterStatus>>,
+}
+
+/// Why the driver stopped serving.
+#[derive(Debug, thiserror::Error)]
+enum DriverError {
+    #[error("card: {0}")]
+    Card(#[from] CardError),
+    #[error(transparent)]
+    Active(#[from] ActiveError),
+}
+
+impl Driver {
+    fn run(mut self) {
+        let outcome = self.serve();
+        let why = match &outcome {
+            Ok(()) => "stopped".to_owned(),
+            Err(error) => crate::volume::faults::chain(error),
+        };
+        if outcome.is_err() {
+            tracing::error!(port = self.node.amf().port(), why, "left the cluster");
+        }
+        lock(&self.status).down = Some(why.clone());
+        for (_, answer) in std::mem::take(&mut self.waiting) {
+            let _ = answer.send(Err(BlockError::Io(format!("this AMF left the cluster: {why}"))));
+        }
+        for (_, answer) in std::mem::take(&mut self.backlog) {
+            let _ = answer.send(Err(BlockError::Io(format!("this AMF left the cluster: {why}"))));
+        }
+        // Dropping the card closes its fabric link: the fabric tells the peers.
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The loop: inputs, then frames, then whatever the core wants done; sleeps only when
+    /// nothing moved, a little longer each idle round, up to [`IDLE_POLL_US_MAX`].
+    fn serve(&mut self) -> Result<(), DriverError> {
+        let mut idle_us = 0;
+        loop {
+            let first = match self.inputs.recv_timeout(Duration::from_micros(idle_us)) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            let mut moved = false;
+            for input in first.into_iter().chain(self.inputs.try_iter().collect::<Vec<_>>()) {
+                moved = true;
+                if !self.take(input) {
+                    return Ok(());
+                }
+            }
+            while let Some(frame) = self.card.fabric_poll()? {
+                moved = true;
+                let now = self.now_ms();
+                let mut sram = CardSram::new(&mut self.card);
+                let delivered = self.node.deliver(now, frame, &mut sram);
+                sram.finish()?;
+                delivered?;
+            }
+            moved |= self.drain()?;
+            if !self.card.fabric_link_up()? {
+                return Err(CardError::FabricLinkDown.into());
+            }
+            lock(&self.status).update(&self.node);
+            idle_us = if moved {
+                0
+            } else {
+                (idle_us * 2).clamp(50, IDLE_POLL_US_MAX)
+            };
+        }
+    }
+
+    /// Takes one input; false on `Stop`.
+    fn take(&mut self, input: Input) -> bool {
+        let now = self.now_ms();
+        match input {
+            Input::Request { request, answer } => self.admit(now, request, answer),
+            Input::Completed { io, outcome } => self
+                .node
+                .amf_mut()
+                .handle_member_completion(now, io, outcome),
+            Input::Stop => return false,
+        }
+        true
+    }
+
+    /// Gives `request` to the core, or keeps it for later when the core is busy.
+    fn admit(&mut self, now: u64, request: Request, answer: SyncSender<Answer>) {
+        let id = self.next_id;
+        match self.node.amf_mut().handle_request(now, id, request.clone()) {
+            Ok(()) => {
+                self.next_id += 1;
+                self.waiting.insert(id, answer);
+            }
+            Err(RequestError::Busy) => self.backlog.push_back((request, answer)),
+            Err(error) => {
+                let _ = answer.send(Err(BlockError::Invalid(error.to_string())));
+            }
+        }
+    }
+
+    /// Sends the core's transmits, starts its member I/O, answers its completions and
+    /// retries the backlog; true when anything moved.
+    fn drain(&mut self) -> Result<bool, DriverError> {
+        let mut moved = self.node.transmit(&mut self.card)? > 0;
+        while let Some(job) = self.node.amf_mut().poll_member_io() {
+            moved = true;
+            self.workers
+                .jobs
+                .send(job)
+                .expect("member I/O threads outlive the driver");
+        }
+        let mut completed = false;
+        while let Some(event) = self.node.amf_mut().poll_event() {
+            moved = true;
+            completed = true;
+            let (id, answer) = match event {
+                Event::Completed { id, data } => (id, Ok(data)),
+                Event::Failed { id } => (
+                    id,
+                    Err(BlockError::Unavailable(
+                        "more members failed than the parity covers".into(),
+                    )),
+                ),
+            };
+            if let Some(waiting) = self.waiting.remove(&id) {
+                // The caller may have given up (its connection closed): nothing to tell.
+                let _ = waiting.send(answer);
+            }
+        }
+        if completed && !self.backlog.is_empty() {
+            let now = self.now_ms();
+            let backlog = std::mem::take(&mut self.backlog);
+            for (request, answer) in backlog {
+                self.admit(now, request, answer);
+            }
+            moved |= self.node.transmit(&mut self.card)? > 0;
+        }
+        Ok(moved)
+    }
+}

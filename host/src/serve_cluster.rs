@@ -1,0 +1,153 @@
+//! `amf serve --id N --fabric ADDR`: one AMF of an active-active cluster.
+//!
+//! It opens the members (no local journal: see `Volume::open_in_cluster`), joins the
+//! fabric with its sim card (`card-N.sram` beside the members, or `--card sim:PATH`), runs
+//! the coherency core ([`crate::active::ClusterVolume`]) and exports the whole volume over
+//! NBD, as every other AMF of the cluster does. Every half second it writes its place in
+//! the cluster to `amf-N.status.json` beside the members, which `amf status` shows; the
+//! file goes when the AMF stops cleanly. SIGTERM or Ctrl-C: requests in flight finish,
+//! the card leaves the fabric (its peers see it go), members are flushed.
+
+use crate::active::{ClusterConfig, ClusterStatus, ClusterVolume};
+use crate::array::member_paths;
+use crate::block::BlockDevice;
+use crate::nbd::{ServerOptions, ServerStats};
+use crate::serve::{ServeError, shutdown_signal};
+use crate::volume::{Volume, default_sidecar};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the status file is rewritten.
+const STATUS_PERIOD_MS: u64 = 500;
+
+/// What a cluster AMF runs.
+#[derive(Clone, Debug)]
+pub struct ClusterServeConfig {
+    /// DIR|FILE arguments naming the members.
+    pub members: Vec<PathBuf>,
+    /// NBD address (port 0: any free port, printed).
+    pub address: String,
+    /// `--id`: the fabric port.
+    pub port: u8,
+    /// `--fabric`.
+    pub fabric: amf_fabric::Address,
+    /// The sim card's SRAM file; `None`: `card-N.sram` beside the members.
+    pub sram_path: Option<PathBuf>,
+}
+
+/// The status file of AMF `port` for the members `members`.
+pub fn status_path(members: &[PathBuf], port: u8) -> PathBuf {
+    default_sidecar(members, &format!("amf-{port}.status.json"))
+}
+
+/// One AMF's status file: its place in the cluster and whether it still runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AmfReport {
+    /// The process.
+    pub pid: u32,
+    /// Its NBD address.
+    pub nbd: String,
+    /// When the file was written (ms since the Unix epoch).
+    pub updated_unix_ms: u64,
+    /// The core's view.
+    pub cluster: ClusterStatus,
+}
+
+/// Runs one cluster AMF until SIGTERM or Ctrl-C; `on_listening` is told the NBD address.
+pub fn run(
+    config: &ClusterServeConfig,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<ServerStats, ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("amf-serve")
+        .build()?;
+    let paths = member_paths(&config.members)?;
+    let volume = Volume::open_in_cluster(&paths)?;
+    let sram_path = config.sram_path.clone().unwrap_or_else(|| {
+        default_sidecar(&config.members, &format!("card-{}.sram", config.port))
+    });
+    let cluster = Arc::new(ClusterVolume::start(
+        &ClusterConfig {
+            port: config.port,
+            fabric: config.fabric.clone(),
+            sram_path,
+        },
+        volume,
+    )?);
+    let status_file = status_path(&config.members, config.port);
+    let served = runtime.block_on(serve_until_signal(
+        Arc::clone(&cluster),
+        config,
+        &status_file,
+        on_listening,
+    ));
+    drop(runtime);
+    let _ = std::fs::remove_file(&status_file);
+    let closed = cluster.close();
+    let stats = served?;
+    closed?;
+    tracing::info!(?stats, status = ?cluster.status(), "stopped: requests finished, members flushed");
+    Ok(stats)
+}
+
+async fn serve_until_signal(
+    cluster: Arc<ClusterVolume>,
+    config: &ClusterServeConfig,
+    status_file: &Path,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<ServerStats, ServeError> {
+    let listener = tokio::net::TcpListener::bind(&config.address)
+        .await
+        .map_err(|error| format!("--nbd {}: {error}", config.address))?;
+    let address = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
+    tracing::info!(%address, port = config.port, "serving NBD as a cluster AMF");
+    write_status(&cluster, address, status_file)?;
+    on_listening(address);
+    let reporter = tokio::spawn(report_status(
+        Arc::clone(&cluster),
+        address,
+        status_file.to_path_buf(),
+    ));
+    let device: Arc<dyn BlockDevice> = cluster;
+    let stats = crate::nbd::serve(listener, device, ServerOptions::default(), shutdown).await;
+    reporter.abort();
+    Ok(stats?)
+}
+
+async fn report_status(cluster: Arc<ClusterVolume>, address: SocketAddr, path: PathBuf) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(STATUS_PERIOD_MS)).await;
+        if let Err(error) = write_status(&cluster, address, &path) {
+            tracing::warn!(path = %path.display(), %error, "could not write the status file");
+        }
+    }
+}
+
+/// Writes the status file whole (a temporary file renamed over it).
+fn write_status(cluster: &ClusterVolume, address: SocketAddr, path: &Path) -> std::io::Result<()> {
+    let report = AmfReport {
+        pid: std::process::id(),
+        nbd: address.to_string(),
+        updated_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64),
+        cluster: cluster.status(),
+    };
+    let text = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?;
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// The status files beside `members`, by port: what the cluster's AMFs last said.
+pub fn read_reports(members: &[PathBuf]) -> Vec<AmfReport> {
+    (0..shared_regs::limits::FABRIC_PORTS_MAX as u8)
+        .filter_map(|port| std::fs::read(status_path(members, port)).ok())
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .collect()
+}
