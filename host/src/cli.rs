@@ -339,15 +339,19 @@ fn run_serve_cluster(
         None => None,
         Some(CardSpec::Sim(path)) => Some(path),
         Some(_) => {
-            return Err("--id: a cluster AMF needs a sim card (--card sim:PATH), whose fabric \
+            return Err(
+                "--id: a cluster AMF needs a sim card (--card sim:PATH), whose fabric \
                         port joins the fabric"
-                .into());
+                    .into(),
+            );
         }
     };
     if args.metrics.is_some() || args.control.control.is_some() {
-        return Err("--id: --metrics and --control are not served by a cluster AMF yet \
+        return Err(
+            "--id: --metrics and --control are not served by a cluster AMF yet \
                     (amf status reads its amf-N.status.json)"
-            .into());
+                .into(),
+        );
     }
     let config = crate::serve_cluster::ClusterServeConfig {
         members: args.members.members,

@@ -67,9 +67,10 @@ pub fn run(
         .build()?;
     let paths = member_paths(&config.members)?;
     let volume = Volume::open_in_cluster(&paths)?;
-    let sram_path = config.sram_path.clone().unwrap_or_else(|| {
-        default_sidecar(&config.members, &format!("card-{}.sram", config.port))
-    });
+    let sram_path = config
+        .sram_path
+        .clone()
+        .unwrap_or_else(|| default_sidecar(&config.members, &format!("card-{}.sram", config.port)));
     let cluster = Arc::new(ClusterVolume::start(
         &ClusterConfig {
             port: config.port,

@@ -488,7 +488,10 @@ fn execute(volume: &Volume, job: MemberRequest) -> (u64, MemberOutcome) {
             first_block,
             data,
             failed_members,
-        } => (io, replay(volume, stripe, first_block, &data, failed_members)),
+        } => (
+            io,
+            replay(volume, stripe, first_block, &data, failed_members),
+        ),
     }
 }
 
@@ -566,10 +569,14 @@ impl Driver {
         }
         lock(&self.status).down = Some(why.clone());
         for (_, answer) in std::mem::take(&mut self.waiting) {
-            let _ = answer.send(Err(BlockError::Io(format!("this AMF left the cluster: {why}"))));
+            let _ = answer.send(Err(BlockError::Io(format!(
+                "this AMF left the cluster: {why}"
+            ))));
         }
         for (_, answer) in std::mem::take(&mut self.backlog) {
-            let _ = answer.send(Err(BlockError::Io(format!("this AMF left the cluster: {why}"))));
+            let _ = answer.send(Err(BlockError::Io(format!(
+                "this AMF left the cluster: {why}"
+            ))));
         }
         // Dropping the card closes its fabric link: the fabric tells the peers.
     }
@@ -589,7 +596,10 @@ impl Driver {
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
             let mut moved = false;
-            for input in first.into_iter().chain(self.inputs.try_iter().collect::<Vec<_>>()) {
+            for input in first
+                .into_iter()
+                .chain(self.inputs.try_iter().collect::<Vec<_>>())
+            {
                 moved = true;
                 if !self.take(input) {
                     return Ok(());

@@ -1,11 +1,13 @@
 //! Translation between the coherency core's transmits and fabric frames, without I/O.
 //!
-//! Outgoing: a [`Transmit`] becomes an [`OutFrame`]. Point-to-point frames are numbered
-//! by the fabric per sender (`docs/PROTOCOL.md`, "Fabric frame"), so this port counts its
-//! own and remembers, for each SRAM write, the stamp it will get; the target card's
-//! `SramWriteAck` carries that stamp back, and [`FabricLink::take_ack`] turns it into the
-//! `(target, offset)` the core waits for. Incoming frames are classified as a
-//! [`Delivery`] for the core.
+//! Outgoing: a [`Transmit`] becomes an [`OutFrame`]; each SRAM write is remembered, in the
+//! order sent, until its target's card acknowledges it. Incoming frames are classified as a
+//! [`Delivery`] for the core. An `SramWriteAck` is matched to the oldest write outstanding
+//! with the card that sent it: writes to one card reach it in order (per-pair FIFO), it
+//! applies and acknowledges them in that order, and its acks come back in order. The ack's
+//! own payload (the write's fabric stamp) cannot be matched by this port: the fabric counts
+//! every point-to-point frame of the port, and the card sends its acks of peers' writes
+//! on that port without the host seeing them.
 
 use amf_coherency::Transmit;
 use amf_fabric::OwnedFrame;
@@ -65,8 +67,9 @@ struct PendingWrite {
 #[derive(Debug)]
 pub struct FabricLink {
     port: u8,
-    /// Point-to-point frames sent since the join: the last stamp given.
-    sent_point_to_point: u64,
+    /// SRAM writes sent since the join: the key of the next one.
+    writes_sent: u64,
+    /// Writes not yet acknowledged, by the order they were sent.
     pending: BTreeMap<u64, PendingWrite>,
 }
 
@@ -75,7 +78,7 @@ impl FabricLink {
     pub fn new(port: u8) -> Self {
         Self {
             port,
-            sent_point_to_point: 0,
+            writes_sent: 0,
             pending: BTreeMap::new(),
         }
     }
@@ -85,7 +88,7 @@ impl FabricLink {
         self.pending.len()
     }
 
-    /// The frame for `transmit`, noting the stamp a point-to-point frame will get.
+    /// The frame for `transmit`, remembering an SRAM write until its ack.
     pub fn outgoing(&mut self, transmit: Transmit) -> OutFrame {
         let frame = match transmit {
             Transmit::Broadcast { payload } => OutFrame {
@@ -111,15 +114,13 @@ impl FabricLink {
                 payload: bytes,
             },
         };
-        if frame.kind != MessageKind::Broadcast {
-            self.sent_point_to_point += 1;
-        }
         if frame.kind == MessageKind::SramWrite {
             let pending = PendingWrite {
                 target: frame.target,
                 offset: frame.sram_offset,
             };
-            self.pending.insert(self.sent_point_to_point, pending);
+            self.writes_sent += 1;
+            self.pending.insert(self.writes_sent, pending);
         }
         frame
     }
@@ -154,19 +155,16 @@ impl FabricLink {
         })
     }
 
-    /// The write an ack from `from` carrying `payload` (the write's stamp) acknowledges.
+    /// The write an ack from `from` acknowledges: the oldest outstanding with that card.
+    /// `payload` (the write's fabric stamp) only names it in an error.
     fn take_ack(&mut self, from: u8, payload: &[u8]) -> Result<Delivery, LinkError> {
         let sequence = u64::from_le_bytes(payload.try_into().expect("8 bytes, checked by parse"));
-        let unknown = LinkError::UnknownAck { from, sequence };
-        let write = self
+        let (&key, &write) = self
             .pending
-            .get(&sequence)
-            .copied()
-            .ok_or(unknown.clone())?;
-        if write.target != from {
-            return Err(unknown);
-        }
-        self.pending.remove(&sequence);
+            .iter()
+            .find(|(_, write)| write.target == from)
+            .ok_or(LinkError::UnknownAck { from, sequence })?;
+        self.pending.remove(&key);
         Ok(Delivery::SramAck {
             target: write.target,
             offset: write.offset,
@@ -197,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn acks_match_writes_by_the_senders_own_numbering() {
+    fn acks_match_the_oldest_write_outstanding_with_their_card() {
         let mut link = FabricLink::new(0);
         link.outgoing(Transmit::Broadcast { payload: vec![1] });
         link.outgoing(sram_write(1, 0x100));
@@ -206,22 +204,30 @@ mod tests {
             payload: vec![2],
         });
         link.outgoing(sram_write(2, 0x200));
-        assert_eq!(link.writes_outstanding(), 2);
-        // Stamps: broadcasts do not count; the write to 2 is the third point-to-point.
+        link.outgoing(sram_write(2, 0x300));
+        assert_eq!(link.writes_outstanding(), 3);
+        // The stamps are the fabric's and need not be what this port would count.
         assert_eq!(
-            link.incoming(ack(2, 0, 3)),
+            link.incoming(ack(2, 0, 17)),
             Ok(Delivery::SramAck {
                 target: 2,
                 offset: 0x200
             })
         );
         assert_eq!(
-            link.incoming(ack(2, 0, 1)),
+            link.incoming(ack(2, 0, 18)),
+            Ok(Delivery::SramAck {
+                target: 2,
+                offset: 0x300
+            })
+        );
+        assert_eq!(
+            link.incoming(ack(2, 0, 19)),
             Err(LinkError::UnknownAck {
                 from: 2,
-                sequence: 1
+                sequence: 19
             }),
-            "write 1 went to port 1"
+            "port 2 holds no write of ours any more"
         );
         assert_eq!(
             link.incoming(ack(1, 0, 1)),
@@ -230,7 +236,7 @@ mod tests {
                 offset: 0x100
             })
         );
-        assert!(link.incoming(ack(1, 0, 1)).is_err(), "acked once only");
+        assert!(link.incoming(ack(1, 0, 2)).is_err(), "acked once only");
     }
 
     #[test]

@@ -334,8 +334,8 @@ impl Volume {
         let array = Array::open(paths, true)?;
         array.check_available()?;
         // Unused without a journal; sized as for one slot of an unbounded store.
-        let layout =
-            Layout::for_store(&array.geometry, u64::MAX, 1).expect("an unbounded store fits a slot");
+        let layout = Layout::for_store(&array.geometry, u64::MAX, 1)
+            .expect("an unbounded store fits a slot");
         Ok(Self::assemble(
             array,
             Engine::Host(HostParity),

@@ -1,0 +1,419 @@
+//! Active-active for real: an `amf fabric` process and two `amf serve --id N --fabric`
+//! processes on one RAID-6 of files, driven by qemu-io and qemu-img as a user would.
+//! Coherency (write through one AMF, read through the other; write-invalidate; a read miss
+//! served by a peer's forward), concurrent writers through both AMFs, `kill -9` of an AMF
+//! in the middle of writes (every acknowledged write reads back through the survivor, which
+//! replays the dead AMF's records; scrub finds parity consistent; the AMF restarts and
+//! serves again), and refusals (a port already in use, an AMF of another array).
+
+mod serve_support;
+
+use serve_support::{AMF, Pattern, Server, amf, create, qemu_io, scrub_mismatches, text};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KIB: u64 = 1024;
+/// RAID-6 of 5 members with 64 KiB chunks: 192 KiB of data a stripe.
+const STRIPE_DATA_BYTES: u64 = 192 * KIB;
+/// Failover rounds (`AMF_FAILOVER_ROUNDS` for a soak run).
+const FAILOVER_ROUNDS_DEFAULT: u32 = 20;
+const WAIT_MAX: Duration = Duration::from_secs(20);
+
+/// A running `amf fabric` on a Unix socket.
+struct Fabric {
+    child: Child,
+    address: String,
+}
+
+impl Fabric {
+    fn start(root: &Path) -> Fabric {
+        let socket = root.join("fabric.sock");
+        let address = format!("unix:{}", socket.display());
+        let mut child = Command::new(AMF)
+            .args(["fabric", "--listen", &address])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("amf fabric starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening"), "amf fabric printed {line:?}");
+        Fabric { child, address }
+    }
+}
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two AMFs over one array.
+struct Cluster {
+    root: tempfile::TempDir,
+    dir: PathBuf,
+    fabric: Fabric,
+    amfs: Vec<Option<Server>>,
+}
+
+impl Cluster {
+    fn start(size: &str) -> Cluster {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("array");
+        create(&dir, "6", 5, size);
+        let fabric = Fabric::start(root.path());
+        let mut cluster = Cluster {
+            root,
+            dir,
+            fabric,
+            amfs: vec![None, None],
+        };
+        cluster.start_amf(0);
+        cluster.start_amf(1);
+        cluster
+    }
+
+    fn start_amf(&mut self, port: u8) {
+        let id = port.to_string();
+        let server = Server::start(&self.dir, &["--id", &id, "--fabric", &self.fabric.address]);
+        self.amfs[port as usize] = Some(server);
+    }
+
+    fn amf(&self, port: u8) -> &Server {
+        self.amfs[port as usize].as_ref().expect("the AMF runs")
+    }
+
+    fn uri(&self, port: u8) -> String {
+        self.amf(port).uri()
+    }
+
+    /// A counter of AMF `port`'s status file (rewritten every half second).
+    fn counter(&self, port: u8, name: &str) -> u64 {
+        let path = self.dir.join(format!("amf-{port}.status.json"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|_| panic!("{} exists", path.display()));
+        let report: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        report["cluster"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} in {report}"))
+    }
+
+    /// Waits until `counter` of AMF `port` reaches `at_least`; its last value.
+    fn await_counter(&self, port: u8, name: &str, at_least: u64) -> u64 {
+        let deadline = Instant::now() + WAIT_MAX;
+        loop {
+            let value = self.counter(port, name);
+            if value >= at_least || Instant::now() > deadline {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM to both AMFs: each must stop cleanly.
+    fn stop(&mut self) {
+        for slot in &mut self.amfs {
+            if let Some(server) = slot.take() {
+                let (status, log) = server.terminate_with_log();
+                assert!(status.success(), "amf serve exited {status}; log:\n{log}");
+            }
+        }
+    }
+}
+
+fn must(uri: &str, commands: &[String]) -> String {
+    let (ok, output) = qemu_io(uri, commands);
+    assert!(ok, "qemu-io {uri} {commands:?}:\n{output}");
+    output
+}
+
+/// Aligned and unaligned, within a block, across chunks and across stripes.
+fn patterns(first_byte: u8) -> Vec<Pattern> {
+    [
+        (0, 4 * KIB),
+        (8 * KIB + 512, 512),
+        (64 * KIB - 1024, 3 * KIB),
+        (STRIPE_DATA_BYTES - 5000, 10_000),
+        (3 * STRIPE_DATA_BYTES + 4 * KIB, 256 * KIB),
+        (5 * STRIPE_DATA_BYTES + 7, 70 * KIB),
+        (9 * STRIPE_DATA_BYTES, 2 * STRIPE_DATA_BYTES),
+        (14 * STRIPE_DATA_BYTES - 1, 2),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(index, &(offset, length))| Pattern {
+        offset,
+        length,
+        byte: first_byte.wrapping_add(index as u8 * 7),
+    })
+    .collect()
+}
+
+#[test]
+fn both_amfs_see_one_volume_write_invalidate_and_forward() {
+    let mut cluster = Cluster::start("16M");
+    let written = patterns(0x31);
+    must(
+        &cluster.uri(0),
+        &written.iter().map(Pattern::write).collect::<Vec<_>>(),
+    );
+    must(
+        &cluster.uri(1),
+        &written.iter().map(Pattern::read).collect::<Vec<_>>(),
+    );
+
+    // AMF 1 now caches these blocks; a write through AMF 0 must invalidate them there.
+    let newer = patterns(0x91);
+    let invalidations_before = cluster.counter(1, "invalidations");
+    must(
+        &cluster.uri(0),
+        &newer.iter().map(Pattern::write).collect::<Vec<_>>(),
+    );
+    must(
+        &cluster.uri(1),
+        &newer.iter().map(Pattern::read).collect::<Vec<_>>(),
+    );
+    let invalidations = cluster.await_counter(1, "invalidations", invalidations_before + 1);
+    assert!(
+        invalidations > invalidations_before,
+        "AMF 1 dropped no cached copy"
+    );
+
+    // Written and read through AMF 0 (cached there), then a first read through AMF 1: a
+    // miss that AMF 0's forward serves.
+    let fresh = Pattern {
+        offset: 20 * STRIPE_DATA_BYTES,
+        length: 64 * KIB,
+        byte: 0x5a,
+    };
+    must(&cluster.uri(0), &[fresh.write(), fresh.read()]);
+    let forwards_before = cluster.counter(1, "forwards");
+    must(&cluster.uri(1), &[fresh.read()]);
+    let forwards = cluster.await_counter(1, "forwards", forwards_before + 1);
+    assert!(forwards > forwards_before, "no forward served AMF 1's miss");
+
+    cluster.stop();
+    assert_eq!(scrub_mismatches(&cluster.dir), 0);
+}
+
+/// Runs qemu-io writes (each its own pattern byte) through `uri` in the background.
+fn spawn_writer(uri: &str, writes: &[Pattern]) -> Child {
+    let mut command = Command::new("qemu-io");
+    command.args(["-f", "raw"]);
+    for write in writes {
+        command.args(["-c", &write.write()]);
+    }
+    command
+        .arg(uri)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-io starts")
+}
+
+/// The writes qemu-io reported done ("wrote N/N bytes at offset X"), in its order.
+fn acknowledged(child: Child, writes: &[Pattern]) -> Vec<Pattern> {
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let offsets: Vec<u64> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("wrote "))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(offsets.len() <= writes.len());
+    for (offset, write) in offsets.iter().zip(writes) {
+        assert_eq!(*offset, write.offset, "qemu-io runs its commands in order");
+    }
+    writes[..offsets.len()].to_vec()
+}
+
+#[test]
+fn concurrent_writers_through_both_amfs_leave_one_acknowledged_value_per_block() {
+    let mut cluster = Cluster::start("16M");
+    // Both clients write the same 24 blocks-wide windows, in opposite orders, with their
+    // own pattern bytes: every block ends holding the last value one of them wrote there.
+    let window = 96 * KIB;
+    let plan = |first_byte: u8, reverse: bool| -> Vec<Pattern> {
+        let mut writes: Vec<Pattern> = (0..48u64)
+            .map(|index| Pattern {
+                offset: (index % 16) * 40 * KIB,
+                length: window,
+                byte: first_byte + index as u8,
+            })
+            .collect();
+        if reverse {
+            writes.reverse();
+        }
+        writes
+    };
+    let (plan_a, plan_b) = (plan(0x10, false), plan(0x80, true));
+    let writer_a = spawn_writer(&cluster.uri(0), &plan_a);
+    let writer_b = spawn_writer(&cluster.uri(1), &plan_b);
+    let (done_a, done_b) = (
+        acknowledged(writer_a, &plan_a),
+        acknowledged(writer_b, &plan_b),
+    );
+    assert_eq!((done_a.len(), done_b.len()), (plan_a.len(), plan_b.len()));
+
+    let span = 16 * 40 * KIB + window;
+    for port in [0, 1] {
+        let image = read_volume(&cluster, port, span);
+        for block in 0..span / (4 * KIB) {
+            let offset = block * 4 * KIB;
+            let last_of = |writes: &[Pattern]| {
+                writes
+                    .iter()
+                    .rev()
+                    .find(|w| w.offset <= offset && offset < w.offset + w.length)
+                    .map(|w| w.byte)
+            };
+            let allowed = [last_of(&done_a), last_of(&done_b)];
+            let found = &image[offset as usize..(offset + 4 * KIB) as usize];
+            let value = if allowed == [None, None] { 0 } else { found[0] };
+            assert!(
+                found.iter().all(|&byte| byte == value)
+                    && (allowed.contains(&Some(value)) || allowed == [None, None]),
+                "AMF {port}: block {block} holds {:#x}.., allowed {allowed:x?}",
+                found[0]
+            );
+        }
+    }
+    cluster.stop();
+    assert_eq!(scrub_mismatches(&cluster.dir), 0);
+}
+
+/// The first `length` bytes of the volume through AMF `port` (qemu-img over NBD).
+fn read_volume(cluster: &Cluster, port: u8, length: u64) -> Vec<u8> {
+    let target = cluster.root.path().join(format!("image-{port}.raw"));
+    let options = format!(
+        "driver=raw,offset=0,size={length},file.driver=nbd,file.host=127.0.0.1,file.port={}",
+        cluster.amf(port).port
+    );
+    let output = Command::new("qemu-img")
+        .args(["convert", "-O", "raw", "--image-opts", &options])
+        .arg(&target)
+        .output()
+        .expect("qemu-img runs");
+    assert!(output.status.success(), "qemu-img: {}", text(&output));
+    std::fs::read(&target).unwrap()
+}
+
+/// A cheap random number per round (the test's own, not the product's).
+fn round_random(round: u32, bound: u64) -> u64 {
+    let mut state = u64::from(round).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    state ^= state >> 29;
+    state = state.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    state ^= state >> 32;
+    state % bound
+}
+
+#[test]
+fn kill9_of_an_amf_mid_writes_loses_no_acknowledged_write() {
+    let rounds = std::env::var("AMF_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(FAILOVER_ROUNDS_DEFAULT);
+    let mut cluster = Cluster::start("32M");
+    // What each acknowledged write left, by offset: checked after every round.
+    let mut expected: BTreeMap<u64, Pattern> = BTreeMap::new();
+    for round in 0..rounds {
+        let byte = 1 + (round % 250) as u8;
+        // AMF 0's writer covers the first 60 stripes, AMF 1's the next ones: each block is
+        // written by one client, so what an acknowledged write left is known.
+        let through = |first: u64, count: u64| -> Vec<Pattern> {
+            (0..count)
+                .map(|index| Pattern {
+                    offset: (first + index * 2) * STRIPE_DATA_BYTES / 2,
+                    length: 128 * KIB,
+                    byte,
+                })
+                .collect()
+        };
+        let (plan_0, plan_1) = (through(0, 60), through(120, 30));
+        let writer_0 = spawn_writer(&cluster.uri(0), &plan_0);
+        let writer_1 = spawn_writer(&cluster.uri(1), &plan_1);
+        std::thread::sleep(Duration::from_millis(20 + round_random(round, 250)));
+        cluster.amfs[0].take().expect("AMF 0 runs").kill9();
+        let done_1 = acknowledged(writer_1, &plan_1);
+        let done_0 = acknowledged(writer_0, &plan_0);
+        assert_eq!(
+            done_1.len(),
+            plan_1.len(),
+            "round {round}: AMF 1 stopped serving"
+        );
+        eprintln!(
+            "round {round}: AMF 0 acknowledged {} of {} writes before kill -9",
+            done_0.len(),
+            plan_0.len()
+        );
+        for write in done_0.iter().chain(&done_1) {
+            expected.insert(write.offset, *write);
+        }
+        // Writes AMF 0 took but never acknowledged may or may not have landed.
+        for lost in &plan_0[done_0.len()..] {
+            expected.remove(&lost.offset);
+        }
+        let reads: Vec<String> = expected.values().map(Pattern::read).collect();
+        let (ok, output) = qemu_io(&cluster.uri(1), &reads);
+        assert!(
+            ok,
+            "round {round}: an acknowledged write does not read back through the survivor \
+             ({} of AMF 0's writes acknowledged):\n{output}",
+            done_0.len()
+        );
+        cluster.start_amf(0);
+    }
+    let replays = cluster.await_counter(1, "replays", 1);
+    eprintln!("the survivor replayed {replays} of the dead AMF's writes in {rounds} rounds");
+    assert!(
+        replays >= 1,
+        "in {rounds} rounds the survivor completed none of the dead AMF's writes"
+    );
+    let reads: Vec<String> = expected.values().map(Pattern::read).collect();
+    must(&cluster.uri(0), &reads);
+    cluster.stop();
+    assert_eq!(scrub_mismatches(&cluster.dir), 0);
+}
+
+#[test]
+fn a_port_in_use_and_an_amf_of_another_array_are_refused() {
+    let cluster = Cluster::start("8M");
+    let refused = |dir: &Path, id: &str| {
+        let output = amf(&[
+            "serve",
+            "--nbd",
+            "127.0.0.1:0",
+            "--id",
+            id,
+            "--fabric",
+            &cluster.fabric.address,
+            "--card",
+            &format!("sim:{}", cluster.root.path().join("spare.sram").display()),
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let in_use = refused(&cluster.dir, "1");
+    assert!(
+        in_use.contains("port 1") && in_use.contains("in use"),
+        "{in_use}"
+    );
+    let other = cluster.root.path().join("other");
+    create(&other, "6", 5, "8M");
+    let foreign = refused(&other, "2");
+    assert!(foreign.contains("array"), "{foreign}");
+    // Both AMFs still serve.
+    let pattern = Pattern {
+        offset: 0,
+        length: 4 * KIB,
+        byte: 0x42,
+    };
+    must(&cluster.uri(0), &[pattern.write()]);
+    must(&cluster.uri(1), &[pattern.read()]);
+}
