@@ -1,15 +1,19 @@
 //! `amf up`: the README's one command. On the embedded defaults it creates (if absent) a
-//! RAID-6 of six 1 GiB file members under `./amf-data`, serves it over NBD on loopback with
-//! a sim card beside the members, prints the address and how to use it, and stays in the
-//! foreground with a live status line until Ctrl-C.
+//! RAID-6 of six 1 GiB file members under `./amf-data` and starts a local cluster on it:
+//! an `amf fabric` process (on `amf-data/fabric.sock`) and two `amf serve --id N` processes,
+//! each with its sim card (`amf-data/card-N.sram`) and its NBD export on loopback (ports
+//! 10809 and 10810). It prints the addresses and how to use them, and stays in the
+//! foreground with a live status line until Ctrl-C, which stops the AMFs, then the fabric.
 
 use crate::array::member_files_in;
 use crate::create::{CreateSpec, Targets, create};
-use crate::serve::{NBD_ADDRESS_DEFAULT, ServeConfig, ServeError};
+use crate::serve::{NBD_ADDRESS_DEFAULT, ServeError};
 use amf_raid::Level;
 use shared_regs::limits::CHUNK_BYTES_DEFAULT;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// Where `amf up` keeps its members, relative to the working directory.
 pub const UP_DIRECTORY_DEFAULT: &str = "amf-data";
@@ -69,38 +73,202 @@ fn ensure_array(directory: &Path) -> Result<(), ServeError> {
     Ok(())
 }
 
-fn print_hint(address: SocketAddr, volume_bytes: u64) {
-    let uri = format!("nbd://{address}");
+/// AMFs `amf up` starts.
+pub const UP_AMFS: u8 = 2;
+
+fn print_hint(addresses: &[SocketAddr], volume_bytes: u64) {
     println!(
-        "amf up: serving {} volume at",
+        "amf up: {UP_AMFS} AMFs serve one {} volume, active-active, at",
         crate::status::human_bytes(volume_bytes)
     );
     println!();
-    println!("    {uri}");
+    for (id, address) in addresses.iter().enumerate() {
+        println!("    nbd://{address}      (AMF {id})");
+    }
+    let uri = format!("nbd://{}", addresses[0]);
     println!();
     println!("  nbdinfo {uri}");
     println!("  qemu-io -f raw -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' {uri}");
     println!("  nbdcopy disk.img {uri}      # or: qemu-img convert -n -O raw disk.img {uri}");
+    println!("  amf status amf-data             # fabric ports, stripes held, protocol counters");
     println!();
     println!("Ctrl-C stops (requests in flight finish, members are flushed).");
 }
 
-/// Runs `amf up` until Ctrl-C or SIGTERM.
+/// The NBD addresses of the AMFs: `base`, then the following ports.
+fn amf_addresses(base: &str) -> Result<Vec<SocketAddr>, ServeError> {
+    let first: SocketAddr = base
+        .parse()
+        .map_err(|error| format!("--nbd {base}: {error} (expected IP:PORT)"))?;
+    (0..u16::from(UP_AMFS))
+        .map(|id| {
+            let port = first
+                .port()
+                .checked_add(id)
+                .filter(|_| first.port() != 0)
+                .ok_or_else(|| format!("--nbd {base}: needs a port below 65535, not 0"))?;
+            Ok(SocketAddr::new(first.ip(), port))
+        })
+        .collect()
+}
+
+/// The processes `amf up` started; killed if `amf up` ends before stopping them.
+#[derive(Default)]
+struct Processes(Vec<(String, Child)>);
+
+impl Processes {
+    /// Starts `amf ARGUMENTS`, logging to `log`, and waits for the first line it prints
+    /// containing `ready` (returned).
+    fn start(
+        &mut self,
+        name: &str,
+        arguments: &[&str],
+        log: &Path,
+        ready: &str,
+    ) -> Result<String, ServeError> {
+        let log_file =
+            std::fs::File::create(log).map_err(|error| format!("{}: {error}", log.display()))?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(arguments)
+            .env(
+                "AMF_LOG",
+                std::env::var("AMF_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()?;
+        let mut reader = BufReader::new(child.stdout.take().expect("piped"));
+        self.0.push((name.to_owned(), child));
+        let mut line = String::new();
+        while !line.contains(ready) {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(
+                    format!("{name} stopped before it was ready; see {}", log.display()).into(),
+                );
+            }
+        }
+        // Whatever it prints later goes nowhere, but must not block it.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        Ok(line.trim().to_owned())
+    }
+
+    /// The first process that has exited, if any.
+    fn exited(&mut self) -> Option<String> {
+        self.0.iter_mut().find_map(|(name, child)| {
+            let status = child.try_wait().ok().flatten()?;
+            Some(format!("{name} exited ({status})"))
+        })
+    }
+
+    /// SIGTERM to each, newest first (the AMFs before the fabric), waiting for each to end.
+    fn stop(&mut self) -> Result<(), ServeError> {
+        let mut failed = Vec::new();
+        while let Some((name, mut child)) = self.0.pop() {
+            let pid = rustix::process::Pid::from_child(&child);
+            // It may have ended already; the wait below tells either way.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let status = child.wait()?;
+            if !status.success() {
+                failed.push(format!("{name} exited {status}"));
+            }
+        }
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(failed.join("; ").into()),
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `amf up` until Ctrl-C or SIGTERM: `amf fabric` and two `amf serve --id N` as
+/// processes over the array, each logging to `DIR/amf-*.log`.
 pub fn run(config: &UpConfig) -> Result<(), ServeError> {
     ensure_array(&config.directory)?;
-    let serve = ServeConfig {
-        members: vec![config.directory.clone()],
-        address: config.address.clone(),
-        card: None,
-        status_line: true,
-        control: None,
-        metrics: None,
-    };
-    let paths = crate::array::member_paths(&serve.members)?;
+    let members = vec![config.directory.clone()];
+    let paths = crate::array::member_paths(&members)?;
     let volume_bytes = crate::array::Array::open(&paths, false)?
         .geometry
         .volume_bytes();
-    crate::serve::run(&serve, |address| print_hint(address, volume_bytes))?;
+    let addresses = amf_addresses(&config.address)?;
+    let directory = config.directory.display().to_string();
+    let fabric = format!("unix:{}", config.directory.join("fabric.sock").display());
+    let mut processes = Processes::default();
+    let log = |name: &str| config.directory.join(format!("{name}.log"));
+    processes.start(
+        "amf fabric",
+        &["fabric", "--listen", &fabric],
+        &log("amf-fabric"),
+        "listening",
+    )?;
+    for (id, address) in addresses.iter().enumerate() {
+        let (id, address) = (id.to_string(), address.to_string());
+        let arguments = [
+            "serve", "--id", &id, "--fabric", &fabric, "--nbd", &address, &directory,
+        ];
+        processes.start(
+            &format!("AMF {id}"),
+            &arguments,
+            &log(&format!("amf-{id}")),
+            "nbd://",
+        )?;
+    }
+    print_hint(&addresses, volume_bytes);
+    let _ = std::io::stdout().flush();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let ended = runtime.block_on(watch(&mut processes, &members));
+    let stopped = processes.stop();
+    ended?;
+    stopped?;
     println!("amf up: stopped cleanly");
     Ok(())
+}
+
+/// Until a signal: a status line a second on a terminal, and an error if a process ends.
+async fn watch(processes: &mut Processes, members: &[PathBuf]) -> Result<(), ServeError> {
+    let shutdown = crate::serve::shutdown_signal()?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let terminal = std::io::stderr().is_terminal();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        if let Some(exited) = processes.exited() {
+            return Err(format!("{exited}; see the logs in the array directory").into());
+        }
+        if terminal {
+            let line = crate::serve_cluster::read_reports(members)
+                .iter()
+                .map(|amf| {
+                    let cluster = &amf.cluster;
+                    format!(
+                        "AMF {}: ports {:?}, {} stripes, {} bcast, {} fwd, {} inval, {} replays",
+                        cluster.port,
+                        cluster.live_ports,
+                        cluster.stripes_held,
+                        cluster.broadcasts,
+                        cluster.forwards,
+                        cluster.invalidations,
+                        cluster.replays
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K{line}");
+            let _ = stderr.flush();
+        }
+    }
 }

@@ -1,6 +1,7 @@
-//! `amf up`: on the embedded defaults it creates a RAID-6 of six 1 GiB files, serves it,
-//! prints the NBD address and a hint; a client writes and reads; Ctrl-C stops it cleanly;
-//! a second `amf up` serves the same array and the data is still there.
+//! `amf up`: on the embedded defaults it creates a RAID-6 of six 1 GiB files and starts the
+//! fabric and two AMFs on it, printing both NBD addresses and a hint; what a client writes
+//! through one AMF reads back through the other; Ctrl-C stops everything cleanly; a second
+//! `amf up` serves the same array and the data is still there.
 
 mod serve_support;
 
@@ -8,9 +9,15 @@ use serve_support::{AMF, Pattern, qemu_io};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+/// A port `p` free with `p + 1` free too (AMF 0 and AMF 1).
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs `amf up` in `dir` until its address shows; returns the child and all it printed.
@@ -57,10 +64,12 @@ fn up_creates_serves_and_stops_on_ctrl_c() {
         printed.contains("created a RAID-6 of 6 members"),
         "{printed}"
     );
-    assert!(
-        printed.contains(&format!("nbd://127.0.0.1:{port}")),
-        "{printed}"
-    );
+    for amf_port in [port, port + 1] {
+        assert!(
+            printed.contains(&format!("nbd://127.0.0.1:{amf_port}")),
+            "{printed}"
+        );
+    }
     assert!(
         printed.contains("qemu-io") && printed.contains("nbdinfo"),
         "{printed}"
@@ -73,6 +82,9 @@ fn up_creates_serves_and_stops_on_ctrl_c() {
     };
     let (ok, output) = qemu_io(&uri, &[pattern.write(), pattern.read()]);
     assert!(ok, "{output}");
+    let other = format!("nbd://127.0.0.1:{}", port + 1);
+    let (ok, output) = qemu_io(&other, &[pattern.read()]);
+    assert!(ok, "AMF 1 does not see what AMF 0 wrote: {output}");
     assert!(interrupt(&mut child).success());
     for index in 0..6 {
         let member = base.path().join(format!("amf-data/member-{index:02}.img"));
