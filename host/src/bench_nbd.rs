@@ -190,7 +190,7 @@ pub fn render_table(report: &NbdBenchReport) -> String {
 }
 
 /// fio (with its nbd engine) and nbdkit, or a one-line error naming the Debian package.
-fn check_tools() -> Result<(), BenchError> {
+pub(crate) fn check_tools() -> Result<(), BenchError> {
     let fio = Command::new("fio")
         .arg("--enghelp=nbd")
         .stdout(Stdio::piped())
@@ -224,7 +224,7 @@ fn check_tools() -> Result<(), BenchError> {
 
 /// Creates a RAID-6 of [`MEMBERS`] sparse files in `dir` holding `size_bytes` of volume
 /// (rounded down to whole stripes, at least one); returns the volume's bytes.
-fn create_array(dir: &Path, size_bytes: u64) -> Result<u64, BenchError> {
+pub(crate) fn create_array(dir: &Path, size_bytes: u64) -> Result<u64, BenchError> {
     let chunk = u64::from(CHUNK_BYTES_DEFAULT);
     let data_members = u64::from(MEMBERS - PARITY_MEMBERS);
     let chunks = (size_bytes / (chunk * data_members)).max(1);
@@ -459,12 +459,12 @@ fn log_file(path: &Path) -> Result<std::fs::File, BenchError> {
 }
 
 /// A directory under `$TMPDIR`, removed with everything in it when dropped.
-struct TempDir {
-    path: PathBuf,
+pub(crate) struct TempDir {
+    pub(crate) path: PathBuf,
 }
 
 impl TempDir {
-    fn new() -> Result<TempDir, BenchError> {
+    pub(crate) fn new() -> Result<TempDir, BenchError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());

@@ -235,6 +235,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = crate::bench_nbd::SECONDS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
         seconds: u64,
     },
+    /// 4 KiB random writes through one AMF, then two AMFs on disjoint and on shared ranges
+    /// (fabric and AMFs as processes, fio's nbd engine): IOPS, latency, fabric frames/write.
+    Cluster {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Volume size, on one disk under $TMPDIR.
+        #[arg(long, default_value = crate::bench_cluster::SIZE_DEFAULT, value_parser = parse_bytes)]
+        size: u64,
+        /// Seconds of each case.
+        #[arg(long, default_value_t = crate::bench_cluster::SECONDS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+    },
 }
 
 /// A failure the CLI prints as one line.
@@ -300,6 +313,11 @@ fn run(cli: Cli) -> CliResult {
             size,
             seconds,
         }) => run_bench_nbd(json, size, seconds),
+        Command::Bench(BenchCommand::Cluster {
+            json,
+            size,
+            seconds,
+        }) => run_bench_cluster(json, size, seconds),
         Command::Serve(args) => run_serve(args),
         Command::Up(args) => run_up(args),
         Command::Sim(args) => Ok(crate::simulate::run(&args)),
@@ -623,6 +641,21 @@ fn run_bench_nbd(json: bool, size_bytes: u64, seconds: u64) -> CliResult {
         emit(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
         emit(&crate::bench_nbd::render_table(&report))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench_cluster(json: bool, size_bytes: u64, seconds: u64) -> CliResult {
+    let options = crate::bench_cluster::ClusterBenchOptions {
+        size_bytes,
+        seconds,
+    };
+    let report = crate::bench_cluster::run(&options, |step| eprintln!("amf bench cluster: {step}"))
+        .map_err(|error| error as Box<dyn std::error::Error>)?;
+    if json {
+        emit(&format!("{}\n", serde_json::to_string(&report)?))?;
+    } else {
+        emit(&crate::bench_cluster::render_table(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }

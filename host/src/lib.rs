@@ -15,6 +15,7 @@
 //! * [`scrub`]: offline parity verification (and repair);
 //! * [`bench`]: throughput of our parity kernels beside ISA-L's;
 //! * [`bench_nbd`]: `amf serve` beside `nbdkit file` under fio;
+//! * [`bench_cluster`]: 4 KiB writes through one AMF and through two, with fabric costs;
 //! * [`fabric_cmd`]: `amf fabric`, the software fabric (`amf-fabric`) as a process;
 //! * [`serve`]: `amf serve`, one AMF over NBD; [`serve_cluster`]: `amf serve --id N
 //!   --fabric ADDR`, one AMF of an active-active cluster;
@@ -25,6 +26,7 @@
 pub mod active;
 pub mod array;
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_nbd;
 pub mod block;
 pub mod cli;

@@ -114,12 +114,12 @@ fn amf_addresses(base: &str) -> Result<Vec<SocketAddr>, ServeError> {
 
 /// The processes `amf up` started; killed if `amf up` ends before stopping them.
 #[derive(Default)]
-struct Processes(Vec<(String, Child)>);
+pub(crate) struct Processes(Vec<(String, Child)>);
 
 impl Processes {
     /// Starts `amf ARGUMENTS`, logging to `log`, and waits for the first line it prints
     /// containing `ready` (returned).
-    fn start(
+    pub(crate) fn start(
         &mut self,
         name: &str,
         arguments: &[&str],
@@ -155,7 +155,7 @@ impl Processes {
     }
 
     /// The first process that has exited, if any.
-    fn exited(&mut self) -> Option<String> {
+    pub(crate) fn exited(&mut self) -> Option<String> {
         self.0.iter_mut().find_map(|(name, child)| {
             let status = child.try_wait().ok().flatten()?;
             Some(format!("{name} exited ({status})"))
@@ -163,7 +163,7 @@ impl Processes {
     }
 
     /// SIGTERM to each, newest first (the AMFs before the fabric), waiting for each to end.
-    fn stop(&mut self) -> Result<(), ServeError> {
+    pub(crate) fn stop(&mut self) -> Result<(), ServeError> {
         let mut failed = Vec::new();
         while let Some((name, mut child)) = self.0.pop() {
             let pid = rustix::process::Pid::from_child(&child);

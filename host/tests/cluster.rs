@@ -381,6 +381,56 @@ fn kill9_of_an_amf_mid_writes_loses_no_acknowledged_write() {
 }
 
 #[test]
+fn an_amf_writing_its_own_range_stops_broadcasting_after_warm_up() {
+    let mut cluster = Cluster::start("16M");
+    // AMF 0 writes stripes 0..16, AMF 1 stripes 16..32: 4 KiB writes spread over them.
+    let writes = |port: u8, count: u64| -> Vec<String> {
+        let first_stripe = u64::from(port) * 16;
+        (0..count)
+            .map(|index| {
+                let stripe = first_stripe + index % 16;
+                let block = (index * 7) % (STRIPE_DATA_BYTES / (4 * KIB));
+                let offset = stripe * STRIPE_DATA_BYTES + block * 4 * KIB;
+                format!("write -P {} {offset} 4k", 1 + index % 200)
+            })
+            .collect()
+    };
+    // Warm-up: each AMF comes to own its stripes.
+    for port in [0, 1] {
+        must(&cluster.uri(port), &writes(port, 16));
+    }
+    let counts_of = |cluster: &Cluster, port: u8| {
+        (
+            cluster.counter(port, "broadcasts"),
+            cluster.counter(port, "stripe_writes"),
+        )
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let before = [counts_of(&cluster, 0), counts_of(&cluster, 1)];
+    const WRITES: u64 = 400;
+    for port in [0, 1] {
+        must(&cluster.uri(port), &writes(port, WRITES));
+    }
+    for port in [0u8, 1] {
+        let (broadcasts_before, writes_before) = before[port as usize];
+        let stripe_writes = cluster.await_counter(port, "stripe_writes", writes_before + WRITES);
+        let broadcasts = cluster.counter(port, "broadcasts") - broadcasts_before;
+        let written = stripe_writes - writes_before;
+        eprintln!("AMF {port}: {broadcasts} broadcasts for {written} stripe writes after warm-up");
+        assert!(
+            written >= WRITES,
+            "AMF {port}: {written} stripe writes counted"
+        );
+        assert!(
+            broadcasts * 100 < written,
+            "AMF {port}: {broadcasts} broadcasts for {written} writes on its own range"
+        );
+    }
+    cluster.stop();
+    assert_eq!(scrub_mismatches(&cluster.dir), 0);
+}
+
+#[test]
 fn a_port_in_use_and_an_amf_of_another_array_are_refused() {
     let cluster = Cluster::start("8M");
     let refused = |dir: &Path, id: &str| {

@@ -115,6 +115,8 @@ pub struct ClusterStatus {
     pub stripe_reads: u64,
     /// Member I/O errors met.
     pub member_errors: u64,
+    /// Frames this AMF's card sent on the fabric (broadcasts, unicasts, intent records).
+    pub frames_sent: u64,
 }
 
 impl ClusterStatus {
@@ -196,6 +198,7 @@ impl ClusterVolume {
             waiting: BTreeMap::new(),
             backlog: VecDeque::new(),
             next_id: 0,
+            frames_sent: 0,
             started: Instant::now(),
             status: Arc::clone(&status),
         };
@@ -544,6 +547,8 @@ struct Driver {
     /// Requests the core refused as busy, retried as others complete.
     backlog: VecDeque<(Request, SyncSender<Answer>)>,
     next_id: u64,
+    /// Frames sent on the fabric so far.
+    frames_sent: u64,
     started: Instant,
     status: Arc<Mutex<ClusterStatus>>,
 }
@@ -617,7 +622,9 @@ impl Driver {
             if !self.card.fabric_link_up()? {
                 return Err(CardError::FabricLinkDown.into());
             }
-            lock(&self.status).update(&self.node);
+            let mut status = lock(&self.status);
+            status.update(&self.node);
+            status.frames_sent = self.frames_sent;
             idle_us = if moved {
                 0
             } else {
@@ -658,7 +665,7 @@ impl Driver {
     /// Sends the core's transmits, starts its member I/O, answers its completions and
     /// retries the backlog; true when anything moved.
     fn drain(&mut self) -> Result<bool, DriverError> {
-        let mut moved = self.node.transmit(&mut self.card)? > 0;
+        let mut moved = self.send()? > 0;
         while let Some(job) = self.node.amf_mut().poll_member_io() {
             moved = true;
             self.workers
@@ -690,8 +697,15 @@ impl Driver {
             for (request, answer) in backlog {
                 self.admit(now, request, answer);
             }
-            moved |= self.node.transmit(&mut self.card)? > 0;
+            moved |= self.send()? > 0;
         }
         Ok(moved)
+    }
+
+    /// Sends what the core transmits; how many frames went.
+    fn send(&mut self) -> Result<usize, CardError> {
+        let sent = self.node.transmit(&mut self.card)?;
+        self.frames_sent += sent as u64;
+        Ok(sent)
     }
 }
