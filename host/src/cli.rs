@@ -358,16 +358,16 @@ fn run_serve_cluster(
         Some(CardSpec::Sim(path)) => Some(path),
         Some(_) => {
             return Err(
-                "--id: a cluster AMF needs a sim card (--card sim:PATH), whose fabric \
-                        port joins the fabric"
+                "--id: a cluster AMF needs a sim card (--card sim:PATH), whose \
+                 fabric port joins the fabric"
                     .into(),
             );
         }
     };
-    if args.metrics.is_some() || args.control.control.is_some() {
+    if args.control.control.is_some() {
         return Err(
-            "--id: --metrics and --control are not served by a cluster AMF yet \
-                    (amf status reads its amf-N.status.json)"
+            "--id: a cluster AMF has no control socket yet (amf status reads its \
+             amf-N.status.json)"
                 .into(),
         );
     }
@@ -377,6 +377,7 @@ fn run_serve_cluster(
         port,
         fabric,
         sram_path,
+        metrics: args.metrics,
     };
     crate::serve_cluster::run(&config, |address| {
         use std::io::Write;

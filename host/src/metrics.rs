@@ -9,6 +9,7 @@
 //! 404 or 405; it reads at most [`REQUEST_HEAD_BYTES_MAX`] of a request and gives a slow
 //! client [`REQUEST_TIMEOUT`], so a bad scraper cannot hold the server.
 
+use crate::active::{ClusterStatus, ClusterVolume};
 use crate::nbd::server::{RequestKind, RequestObserver};
 use crate::tasks::{TaskKind, TaskState, Tasks};
 use crate::volume::Volume;
@@ -42,6 +43,11 @@ struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabel {
     mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +93,18 @@ pub struct Metrics {
     volume: Arc<Volume>,
     tasks: Arc<Tasks>,
     mirrored: Mirrored,
+    /// A cluster AMF's protocol, when this is one.
+    cluster: Option<(Arc<ClusterVolume>, ClusterMirrored)>,
+}
+
+/// A cluster AMF's coherency protocol, copied from its status at each scrape.
+#[derive(Debug, Default)]
+struct ClusterMirrored {
+    events: Family<EventLabel, Counter>,
+    live_ports: Gauge,
+    stripes_held: Gauge,
+    intent_writes_outstanding: Gauge,
+    dead_records: Gauge,
 }
 
 /// Metrics copied from the volume and its jobs at each scrape.
@@ -144,7 +162,17 @@ impl Metrics {
             volume,
             tasks,
             mirrored,
+            cluster: None,
         }
+    }
+
+    /// Adds the coherency protocol of the cluster AMF `cluster` (fabric ports, stripes
+    /// held, intent records, broadcast/forward/invalidation/replay counters).
+    pub fn with_cluster(mut self, cluster: Arc<ClusterVolume>) -> Metrics {
+        let mirrored = ClusterMirrored::default();
+        mirrored.register(&mut self.registry);
+        self.cluster = Some((cluster, mirrored));
+        self
     }
 
     /// What the NBD server reports its requests to.
@@ -155,6 +183,9 @@ impl Metrics {
     /// The OpenMetrics text of everything, as of now.
     pub fn render(&self) -> String {
         self.mirrored.update(&self.volume, &self.tasks);
+        if let Some((cluster, mirrored)) = &self.cluster {
+            mirrored.update(&cluster.status());
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String does not fail");
@@ -242,6 +273,62 @@ impl Mirrored {
                 .get_or_create(&job)
                 .set((task.state == TaskState::Running).into());
         }
+    }
+}
+
+impl ClusterMirrored {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "cluster_events",
+            "Coherency protocol events of this AMF: broadcasts (acquires sent), \
+             broadcasts_avoided (stripe operations on a stripe already held), grants, \
+             forwards (read misses a peer served), invalidations, replays (dead peers' writes \
+             completed), records_corrupt, stripe_writes, stripe_reads, member_errors, frames_sent",
+            self.events.clone(),
+        );
+        registry.register(
+            "cluster_live_ports",
+            "Fabric ports live as this AMF knows them",
+            self.live_ports.clone(),
+        );
+        registry.register(
+            "cluster_stripes_held",
+            "Stripes this AMF holds, shared or exclusive",
+            self.stripes_held.clone(),
+        );
+        registry.register(
+            "cluster_intent_writes_outstanding",
+            "Intent records sent to peers' SRAM and not yet acknowledged",
+            self.intent_writes_outstanding.clone(),
+        );
+        registry.register(
+            "cluster_dead_records",
+            "Dead peers' intent records this AMF holds and has not seen retired",
+            self.dead_records.clone(),
+        );
+    }
+
+    fn update(&self, status: &ClusterStatus) {
+        for (event, total) in [
+            ("broadcasts", status.broadcasts),
+            ("broadcasts_avoided", status.broadcasts_avoided),
+            ("grants", status.grants),
+            ("forwards", status.forwards),
+            ("invalidations", status.invalidations),
+            ("replays", status.replays),
+            ("records_corrupt", status.records_corrupt),
+            ("stripe_writes", status.stripe_writes),
+            ("stripe_reads", status.stripe_reads),
+            ("member_errors", status.member_errors),
+            ("frames_sent", status.frames_sent),
+        ] {
+            catch_up(&self.events.get_or_create(&EventLabel { event }), total);
+        }
+        self.live_ports.set(status.live_ports.len() as i64);
+        self.stripes_held.set(gauge_value(status.stripes_held));
+        self.intent_writes_outstanding
+            .set(gauge_value(status.intent_writes_outstanding));
+        self.dead_records.set(gauge_value(status.dead_records));
     }
 }
 

@@ -11,8 +11,11 @@
 use crate::active::{ClusterConfig, ClusterStatus, ClusterVolume};
 use crate::array::member_paths;
 use crate::block::BlockDevice;
+use crate::metrics::Metrics;
+use crate::nbd::server::RequestObserver;
 use crate::nbd::{ServerOptions, ServerStats};
 use crate::serve::{ServeError, shutdown_signal};
+use crate::tasks::Tasks;
 use crate::volume::{Volume, default_sidecar};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -36,6 +39,8 @@ pub struct ClusterServeConfig {
     pub fabric: amf_fabric::Address,
     /// The sim card's SRAM file; `None`: `card-N.sram` beside the members.
     pub sram_path: Option<PathBuf>,
+    /// `--metrics`: address to serve Prometheus metrics on.
+    pub metrics: Option<String>,
 }
 
 /// The status file of AMF `port` for the members `members`.
@@ -107,6 +112,15 @@ async fn serve_until_signal(
     let address = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
     tracing::info!(%address, port = config.port, "serving NBD as a cluster AMF");
+    let mut options = ServerOptions::default();
+    let metrics = match &config.metrics {
+        Some(metrics_address) => {
+            let (task, observer) = start_metrics(metrics_address, &cluster).await?;
+            options.observer = Some(observer);
+            Some(task)
+        }
+        None => None,
+    };
     write_status(&cluster, address, status_file)?;
     on_listening(address);
     let reporter = tokio::spawn(report_status(
@@ -115,9 +129,32 @@ async fn serve_until_signal(
         status_file.to_path_buf(),
     ));
     let device: Arc<dyn BlockDevice> = cluster;
-    let stats = crate::nbd::serve(listener, device, ServerOptions::default(), shutdown).await;
+    let stats = crate::nbd::serve(listener, device, options, shutdown).await;
     reporter.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     Ok(stats?)
+}
+
+/// Serves the cluster AMF's metrics (its volume's, the NBD requests', the protocol's).
+async fn start_metrics(
+    address: &str,
+    cluster: &Arc<ClusterVolume>,
+) -> Result<(tokio::task::JoinHandle<()>, Arc<dyn RequestObserver>), ServeError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("--metrics {address}: {error}"))?;
+    let bound = listener.local_addr()?;
+    let volume = Arc::clone(cluster.volume());
+    let tasks = Arc::new(Tasks::new(Arc::clone(&volume)));
+    let metrics = Arc::new(Metrics::new(volume, tasks).with_cluster(Arc::clone(cluster)));
+    let observer = metrics.observer();
+    tracing::info!(address = %bound, "serving metrics at http://{bound}/metrics");
+    Ok((
+        tokio::spawn(crate::metrics::serve(listener, metrics)),
+        observer,
+    ))
 }
 
 async fn report_status(cluster: Arc<ClusterVolume>, address: SocketAddr, path: PathBuf) {

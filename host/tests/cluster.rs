@@ -80,9 +80,14 @@ impl Cluster {
     }
 
     fn start_amf(&mut self, port: u8) {
+        self.start_amf_with(port, &[]);
+    }
+
+    fn start_amf_with(&mut self, port: u8, extra: &[&str]) {
         let id = port.to_string();
-        let server = Server::start(&self.dir, &["--id", &id, "--fabric", &self.fabric.address]);
-        self.amfs[port as usize] = Some(server);
+        let mut arguments = vec!["--id", &id, "--fabric", &self.fabric.address];
+        arguments.extend_from_slice(extra);
+        self.amfs[port as usize] = Some(Server::start(&self.dir, &arguments));
     }
 
     fn amf(&self, port: u8) -> &Server {
@@ -197,8 +202,44 @@ fn both_amfs_see_one_volume_write_invalidate_and_forward() {
     let forwards = cluster.await_counter(1, "forwards", forwards_before + 1);
     assert!(forwards > forwards_before, "no forward served AMF 1's miss");
 
+    // The same counters in AMF 0's Prometheus metrics (AMF 0 restarted with --metrics).
+    cluster.amfs[0].take().unwrap().terminate();
+    let metrics_port = free_port();
+    let metrics_address = format!("127.0.0.1:{metrics_port}");
+    cluster.start_amf_with(0, &["--metrics", &metrics_address]);
+    must(&cluster.uri(0), &[fresh.write()]);
+    let text = scrape(&metrics_address);
+    let written = metric(&text, "amf_cluster_events_total{event=\"stripe_writes\"}");
+    assert!(written >= 1.0, "{text}");
+    assert_eq!(metric(&text, "amf_cluster_live_ports"), 2.0, "{text}");
+
     cluster.stop();
     assert_eq!(scrub_mismatches(&cluster.dir), 0);
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `GET /metrics` from `address`: the body.
+fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("metrics listen");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: amf\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the sample `name` (with its labels) in the metrics `text`.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 /// Runs qemu-io writes (each its own pattern byte) through `uri` in the background.
