@@ -41,6 +41,8 @@ const INTENT_SLOTS_MAX: u32 = 32;
 const WELCOME_TIMEOUT_MS: u32 = 10_000;
 /// Longest the driver sleeps when idle before it polls the card again.
 const IDLE_POLL_US_MAX: u64 = 1_000;
+/// How often the status walks the node's stripes and records (stripes held, records).
+const STATUS_WALK_PERIOD: Duration = Duration::from_millis(100);
 /// Bytes of one write-zeroes piece.
 const ZEROES_BYTES_MAX: u64 = 1 << 20;
 const BLOCK: u64 = BLOCK_BYTES as u64;
@@ -120,13 +122,18 @@ pub struct ClusterStatus {
 }
 
 impl ClusterStatus {
-    fn update(&mut self, node: &ActiveNode) {
+    /// Copies the node's counters; with `walk`, also what takes a walk over every stripe
+    /// and record the node holds (too slow for every turn of the driver's loop).
+    fn update(&mut self, node: &ActiveNode, walk: bool) {
         let amf = node.amf();
         let counters: Counters = amf.counters();
-        self.live_ports = amf.live_ports().to_vec();
-        self.stripes_held = amf.stripes_held() as u64;
+        if walk {
+            self.stripes_held = amf.stripes_held() as u64;
+            self.dead_records = amf.dead_records().len() as u64;
+        }
+        self.live_ports.clear();
+        self.live_ports.extend_from_slice(amf.live_ports());
         self.intent_writes_outstanding = node.writes_outstanding() as u64;
-        self.dead_records = amf.dead_records().len() as u64;
         self.broadcasts = counters.broadcasts;
         self.broadcasts_avoided = counters.broadcasts_avoided;
         self.grants = counters.grants;
@@ -200,6 +207,7 @@ impl ClusterVolume {
             next_id: 0,
             frames_sent: 0,
             started: Instant::now(),
+            status_walked: Instant::now(),
             status: Arc::clone(&status),
         };
         let handle = std::thread::Builder::new()
@@ -550,6 +558,8 @@ struct Driver {
     /// Frames sent on the fabric so far.
     frames_sent: u64,
     started: Instant,
+    /// When the status last walked the node's stripes.
+    status_walked: Instant,
     status: Arc<Mutex<ClusterStatus>>,
 }
 
@@ -622,9 +632,14 @@ impl Driver {
             if !self.card.fabric_link_up()? {
                 return Err(CardError::FabricLinkDown.into());
             }
+            let walk = self.status_walked.elapsed() >= STATUS_WALK_PERIOD;
+            if walk {
+                self.status_walked = Instant::now();
+            }
             let mut status = lock(&self.status);
-            status.update(&self.node);
+            status.update(&self.node, walk);
             status.frames_sent = self.frames_sent;
+            drop(status);
             idle_us = if moved {
                 0
             } else {
