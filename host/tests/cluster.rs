@@ -411,6 +411,11 @@ fn kill9_of_an_amf_mid_writes_loses_no_acknowledged_write() {
     }
     let replays = cluster.await_counter(1, "replays", 1);
     eprintln!("the survivor replayed {replays} of the dead AMF's writes in {rounds} rounds");
+    let log = cluster.amf(1).log_text();
+    assert!(
+        log.contains("completed a dead AMF's writes from the intent records"),
+        "the survivor's log does not say it replayed:\n{log}"
+    );
     assert!(
         replays >= 1,
         "in {rounds} rounds the survivor completed none of the dead AMF's writes"

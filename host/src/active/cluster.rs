@@ -620,31 +620,54 @@ impl Driver {
                     return Ok(());
                 }
             }
-            while let Some(frame) = self.card.fabric_poll()? {
-                moved = true;
-                let now = self.now_ms();
-                let mut sram = CardSram::new(&mut self.card);
-                let delivered = self.node.deliver(now, frame, &mut sram);
-                sram.finish()?;
-                delivered?;
-            }
+            moved |= self.receive()?;
             moved |= self.drain()?;
             if !self.card.fabric_link_up()? {
                 return Err(CardError::FabricLinkDown.into());
             }
-            let walk = self.status_walked.elapsed() >= STATUS_WALK_PERIOD;
-            if walk {
-                self.status_walked = Instant::now();
-            }
-            let mut status = lock(&self.status);
-            status.update(&self.node, walk);
-            status.frames_sent = self.frames_sent;
-            drop(status);
+            self.publish();
             idle_us = if moved {
                 0
             } else {
                 (idle_us * 2).clamp(50, IDLE_POLL_US_MAX)
             };
+        }
+    }
+
+    /// Gives the core every frame the card holds; true when there was one.
+    fn receive(&mut self) -> Result<bool, DriverError> {
+        let mut received = false;
+        while let Some(frame) = self.card.fabric_poll()? {
+            received = true;
+            let now = self.now_ms();
+            let mut sram = CardSram::new(&mut self.card);
+            let delivered = self.node.deliver(now, frame, &mut sram);
+            sram.finish()?;
+            delivered?;
+        }
+        Ok(received)
+    }
+
+    /// Updates the shared status, and logs what an operator should see: the fabric's
+    /// membership changing, and a dead peer's writes completed from this card's SRAM.
+    fn publish(&mut self) {
+        let walk = self.status_walked.elapsed() >= STATUS_WALK_PERIOD;
+        if walk {
+            self.status_walked = Instant::now();
+        }
+        let mut status = lock(&self.status);
+        let (ports_before, replays_before) = (status.live_ports.clone(), status.replays);
+        status.update(&self.node, walk);
+        status.frames_sent = self.frames_sent;
+        if status.live_ports != ports_before {
+            tracing::info!(live_ports = ?status.live_ports, "fabric membership changed");
+        }
+        if status.replays > replays_before {
+            tracing::warn!(
+                completed = status.replays - replays_before,
+                replays_total = status.replays,
+                "completed a dead AMF's writes from the intent records in this card's SRAM"
+            );
         }
     }
 
