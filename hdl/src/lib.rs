@@ -2,9 +2,9 @@
 //!
 //! One module per file, each with a rust-hdl simulation test beside it:
 //!
-//! * [`parity_lane`] and [`parity_engine`]: P (XOR) and Q (GF(2^8), generator 2, polynomial
-//!   0x11d, Horner's rule) over a `W`-bit datapath with valid/ready on both sides, and a
-//!   P-only (RAID-5) mode;
+//! * [`parity_lane`], [`parity_control`] and [`parity_engine`]: P (XOR) and Q (GF(2^8),
+//!   generator 2, polynomial 0x11d, Horner's rule) over a `W`-bit datapath with
+//!   valid/ready on both sides, and a P-only (RAID-5) mode;
 //! * [`broadcast_fabric`]: N ports, a round-robin arbiter, one total order of broadcasts,
 //!   point-to-point messages, remote SRAM writes with acknowledgement, and port-down
 //!   ordered after the port's last message;
@@ -23,6 +23,7 @@
 pub mod broadcast_fabric;
 pub mod card_top;
 pub mod dual_port_sram;
+pub mod parity_control;
 pub mod parity_engine;
 pub mod parity_lane;
 pub mod register_file;

@@ -2,12 +2,15 @@
 //!
 //! The stream protocol is the lane's (see [`crate::parity_lane`]): beats column by column,
 //! data chunks in descending index order, `first` on the highest index and `last` on chunk
-//! 0; one P (and Q) result per column. Every lane gets the same control inputs and reset,
-//! so all lanes accept and emit together and lane 0's handshake speaks for the engine (an
-//! AND over 16 lanes' flip-flops was the slowest path of the 512-bit engine; the tests
-//! check every cycle that the lanes agree). `W` is a
-//! multiple of 64 (two lanes): 64 bytes per beat (512 bits) is the card's
-//! [`shared_regs::limits::PARITY_BEAT_BYTES`].
+//! 0; one P (and Q) result per column. One [`ParityControl`] keeps the handshake (results
+//! owed, filled slots) and hands every lane its `ready` and `valid` flip-flops; every lane
+//! gets the same control inputs and reset, so all lanes accept and emit together (the
+//! tests check every cycle that the lanes' slot pointers agree with the control's). An AND
+//! over 16 lanes' flip-flops, then a copy of the handshake logic in every lane (two levels
+//! of logic after inputs that cross the whole datapath) were the slowest paths of the
+//! 512-bit engine. `W` is a multiple of 64 (two lanes): 64 bytes per beat (512 bits) is
+//! the card's [`shared_regs::limits::PARITY_BEAT_BYTES`].
+use crate::parity_control::ParityControl;
 use crate::parity_lane::{LANE_BITS, ParityLane};
 use rust_hdl::prelude::*;
 
@@ -38,6 +41,7 @@ pub struct ParityEngine<const W: usize> {
     pub out_p: Signal<Out, Bits<W>>,
     /// Q of the column (zero in P-only mode).
     pub out_q: Signal<Out, Bits<W>>,
+    control: ParityControl,
     lanes: Vec<ParityLane>,
     lane_p: Signal<Local, Bits<LANE_BITS>>,
     lane_q: Signal<Local, Bits<LANE_BITS>>,
@@ -74,6 +78,7 @@ impl<const W: usize> ParityEngine<W> {
             out_ready: Default::default(),
             out_p: Default::default(),
             out_q: Default::default(),
+            control: ParityControl::default(),
             lanes: (0..Self::LANES).map(|_| ParityLane::default()).collect(),
             lane_p: Default::default(),
             lane_q: Default::default(),
@@ -94,6 +99,11 @@ impl<const W: usize> Logic for ParityEngine<W> {
     fn update(&mut self) {
         // The outputs are assembled lane by lane: each step shifts what is there down one
         // lane and puts the next lane on top, so lane 0 ends in the low bits.
+        self.control.clock.next = self.clock.val();
+        self.control.reset.next = self.reset.val();
+        self.control.in_valid.next = self.in_valid.val();
+        self.control.in_last.next = self.in_last.val();
+        self.control.out_ready.next = self.out_ready.val();
         self.out_p.next = self.zero.val();
         self.out_q.next = self.zero.val();
         for i in 0..Self::LANES {
@@ -105,6 +115,8 @@ impl<const W: usize> Logic for ParityEngine<W> {
             self.lanes[i].in_pq.next = self.in_pq.val();
             self.lanes[i].in_data.next = self.in_data.val().get_bits::<LANE_BITS>(i * 32);
             self.lanes[i].out_ready.next = self.out_ready.val();
+            self.lanes[i].ready.next = self.control.ready.val();
+            self.lanes[i].valid.next = self.control.valid.val();
             // (bit_cast cannot name the loop index: go through one-lane locals.)
             self.lane_p.next = self.lanes[i].out_p.val();
             self.lane_q.next = self.lanes[i].out_q.val();
@@ -113,8 +125,8 @@ impl<const W: usize> Logic for ParityEngine<W> {
             self.out_q.next = (self.out_q.val() >> 32)
                 | (bit_cast::<W, LANE_BITS>(self.lane_q.val()) << self.top_lane_shift.val());
         }
-        self.in_ready.next = self.lanes[0].in_ready.val();
-        self.out_valid.next = self.lanes[0].out_valid.val();
+        self.in_ready.next = self.control.ready.val();
+        self.out_valid.next = self.control.valid.val();
     }
 }
 
@@ -222,10 +234,14 @@ mod tests {
             uut.out_ready.next = !rng.gen_ratio(stall_percent, 100);
             settle(&mut uut);
             for lane in &uut.lanes {
-                assert_eq!(lane.in_ready.val(), uut.in_ready.val(), "lanes out of step");
                 assert_eq!(
-                    lane.out_valid.val(),
-                    uut.out_valid.val(),
+                    lane.write_slot.q.val(),
+                    uut.control.write_slot.q.val(),
+                    "lanes out of step"
+                );
+                assert_eq!(
+                    lane.read_slot.q.val(),
+                    uut.control.read_slot.q.val(),
                     "lanes out of step"
                 );
             }

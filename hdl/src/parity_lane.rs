@@ -6,21 +6,25 @@
 //! the last one, and `P <- P ^ D` gives the XOR. Each column's P and Q leave through the
 //! output port, one result per column.
 //!
-//! Every control flip-flop sits in the lane, so a wide engine built from lanes fans each
-//! control net out to 64-bit slices only (the engine's wide control nets were what limited
-//! its clock). Timing of the pipeline:
+//! Each lane has its own copy of the flip-flops that steer its wide registers, so a wide
+//! engine built from lanes fans each control net out to 32-bit slices only (the engine's wide
+//! control nets were what limited its clock). The handshake bookkeeping (filled slots,
+//! results owed) is not the lane's: [`crate::parity_control::ParityControl`] keeps one
+//! copy for the engine and hands every lane its registered `ready` and `valid`, so each
+//! control flip-flop here is one level of logic after the engine's inputs. Timing of the
+//! pipeline:
 //!
 //! * stage A registers the accepted beat (data loads every cycle, no enable);
 //! * stage B folds it into the accumulators and, on `last`, files the column's result in
 //!   one of two result slots, used in turn;
-//! * the consumer reads the slot `read_slot` points at; `out_valid` and `in_ready` are
-//!   flip-flops.
+//! * the consumer reads the slot `read_slot` points at; `ready` and `valid` come from the
+//!   control's flip-flops.
 //!
 //! Every wide register is steered by one flip-flop and no logic: the accumulators by
 //! `stage_valid` (and `stage_first` as a data input), each result slot by its own load
-//! strobe, registered when the `last` beat is accepted. `in_ready` is a register computed
-//! from the results owed to the consumer, so no combinational path runs from `out_ready` to
-//! `in_ready`, and the lane accepts one beat every cycle while the consumer keeps up.
+//! strobe, registered when the `last` beat is accepted. The lane's slot pointers and load
+//! strobes follow the same inputs as the control's and agree with them every cycle (the
+//! engine's tests check it).
 use rust_hdl::prelude::*;
 
 /// Bits of one lane: narrow enough that each lane's control flip-flops drive few loads
@@ -33,10 +37,7 @@ const fn every_byte(byte: u8) -> u64 {
     u64::from_le_bytes([byte; 8]) >> (64 - LANE_BITS)
 }
 
-/// Result slots: a column's result waits in one while the next column accumulates.
-const RESULT_SLOTS: u64 = 2;
-
-/// One 32-bit P+Q lane with valid/ready on both sides.
+/// One 32-bit P+Q lane, following a [`crate::parity_control::ParityControl`].
 #[derive(Debug, LogicBlock)]
 pub struct ParityLane {
     /// Clock of every register.
@@ -45,8 +46,8 @@ pub struct ParityLane {
     pub reset: Signal<In, Bit>,
     /// A beat is offered.
     pub in_valid: Signal<In, Bit>,
-    /// The lane takes the offered beat this cycle.
-    pub in_ready: Signal<Out, Bit>,
+    /// The engine takes an offered beat this cycle (the control's flip-flop).
+    pub ready: Signal<In, Bit>,
     /// The beat starts a column (highest data index).
     pub in_first: Signal<In, Bit>,
     /// The beat ends a column (data index 0).
@@ -55,8 +56,8 @@ pub struct ParityLane {
     pub in_pq: Signal<In, Bit>,
     /// Beat data.
     pub in_data: Signal<In, Bits<LANE_BITS>>,
-    /// A column's result is offered.
-    pub out_valid: Signal<Out, Bit>,
+    /// A column's result is offered (the control's flip-flop).
+    pub valid: Signal<In, Bit>,
     /// The consumer takes the offered result this cycle.
     pub out_ready: Signal<In, Bit>,
     /// P of the column.
@@ -71,23 +72,14 @@ pub struct ParityLane {
     acc_q: DFF<Bits<LANE_BITS>>,
     load_slot0: DFF<Bit>,
     load_slot1: DFF<Bit>,
-    filled_slot0: DFF<Bit>,
-    filled_slot1: DFF<Bit>,
     slot0_p: DFF<Bits<LANE_BITS>>,
     slot0_q: DFF<Bits<LANE_BITS>>,
     slot1_p: DFF<Bits<LANE_BITS>>,
     slot1_q: DFF<Bits<LANE_BITS>>,
-    write_slot: DFF<Bit>,
-    read_slot: DFF<Bit>,
-    valid_reg: DFF<Bit>,
-    owed: DFF<Bits<2>>,
-    ready_reg: DFF<Bit>,
+    pub(crate) write_slot: DFF<Bit>,
+    pub(crate) read_slot: DFF<Bit>,
     accept_last: Signal<Local, Bit>,
     pop: Signal<Local, Bit>,
-    filled0_next: Signal<Local, Bit>,
-    filled1_next: Signal<Local, Bit>,
-    read_next: Signal<Local, Bit>,
-    owed_next: Signal<Local, Bits<2>>,
     q_doubled: Signal<Local, Bits<LANE_BITS>>,
     q_high: Signal<Local, Bits<LANE_BITS>>,
     p_next: Signal<Local, Bits<LANE_BITS>>,
@@ -95,9 +87,6 @@ pub struct ParityLane {
     low_bits_mask: Constant<Bits<LANE_BITS>>,
     high_bits_mask: Constant<Bits<LANE_BITS>>,
     zero: Constant<Bits<LANE_BITS>>,
-    result_slots: Constant<Bits<2>>,
-    one_result: Constant<Bits<2>>,
-    no_results: Constant<Bits<2>>,
 }
 
 impl Default for ParityLane {
@@ -106,12 +95,12 @@ impl Default for ParityLane {
             clock: Default::default(),
             reset: Default::default(),
             in_valid: Default::default(),
-            in_ready: Default::default(),
+            ready: Default::default(),
             in_first: Default::default(),
             in_last: Default::default(),
             in_pq: Default::default(),
             in_data: Default::default(),
-            out_valid: Default::default(),
+            valid: Default::default(),
             out_ready: Default::default(),
             out_p: Default::default(),
             out_q: Default::default(),
@@ -123,23 +112,14 @@ impl Default for ParityLane {
             acc_q: Default::default(),
             load_slot0: Default::default(),
             load_slot1: Default::default(),
-            filled_slot0: Default::default(),
-            filled_slot1: Default::default(),
             slot0_p: Default::default(),
             slot0_q: Default::default(),
             slot1_p: Default::default(),
             slot1_q: Default::default(),
             write_slot: Default::default(),
             read_slot: Default::default(),
-            valid_reg: Default::default(),
-            owed: Default::default(),
-            ready_reg: Default::default(),
             accept_last: Default::default(),
             pop: Default::default(),
-            filled0_next: Default::default(),
-            filled1_next: Default::default(),
-            read_next: Default::default(),
-            owed_next: Default::default(),
             q_doubled: Default::default(),
             q_high: Default::default(),
             p_next: Default::default(),
@@ -149,10 +129,6 @@ impl Default for ParityLane {
             low_bits_mask: Constant::new(every_byte(0xFE).into()),
             high_bits_mask: Constant::new(every_byte(0x01).into()),
             zero: Constant::new(0_u64.into()),
-            result_slots: Constant::new(RESULT_SLOTS.into()),
-            // Constants rather than literals: rust-hdl writes literals 32 bits wide.
-            one_result: Constant::new(1_u64.into()),
-            no_results: Constant::new(0_u64.into()),
         }
     }
 }
@@ -171,25 +147,20 @@ impl Logic for ParityLane {
             acc_q,
             load_slot0,
             load_slot1,
-            filled_slot0,
-            filled_slot1,
             slot0_p,
             slot0_q,
             slot1_p,
             slot1_q,
             write_slot,
-            read_slot,
-            valid_reg,
-            owed,
-            ready_reg
+            read_slot
         );
         // Stage A: data loads every cycle; only its valid bit says whether it counts. A
         // `last` beat also picks the slot its result will go to.
-        self.stage_valid.d.next = self.in_valid.val() & self.ready_reg.q.val();
+        self.stage_valid.d.next = self.in_valid.val() & self.ready.val();
         self.stage_first.d.next = self.in_first.val();
         self.stage_pq.d.next = self.in_pq.val();
         self.stage_data.d.next = self.in_data.val();
-        self.accept_last.next = self.in_valid.val() & self.ready_reg.q.val() & self.in_last.val();
+        self.accept_last.next = self.in_valid.val() & self.ready.val() & self.in_last.val();
         self.load_slot0.d.next = self.accept_last.val() & !self.write_slot.q.val();
         self.load_slot1.d.next = self.accept_last.val() & self.write_slot.q.val();
         self.write_slot.d.next = self.write_slot.q.val() ^ self.accept_last.val();
@@ -217,32 +188,17 @@ impl Logic for ParityLane {
             self.q_next.next = self.zero.val();
         }
         // Result slots, used in turn by the producer (`write_slot`) and the consumer
-        // (`read_slot`). `valid_reg` is next cycle's `out_valid`, worked out a cycle early
-        // so the handshake leaves the lane straight from a flip-flop.
-        self.pop.next = self.valid_reg.q.val() & self.out_ready.val();
-        self.filled0_next.next =
-            self.filled_slot0.q.val() & !(self.pop.val() & !self.read_slot.q.val());
-        self.filled1_next.next =
-            self.filled_slot1.q.val() & !(self.pop.val() & self.read_slot.q.val());
+        // (`read_slot`); whether a slot is filled is the control's business.
+        self.pop.next = self.valid.val() & self.out_ready.val();
         if self.load_slot0.q.val() {
             self.slot0_p.d.next = self.p_next.val();
             self.slot0_q.d.next = self.q_next.val();
-            self.filled0_next.next = true;
         }
         if self.load_slot1.q.val() {
             self.slot1_p.d.next = self.p_next.val();
             self.slot1_q.d.next = self.q_next.val();
-            self.filled1_next.next = true;
         }
-        self.read_next.next = self.read_slot.q.val() ^ self.pop.val();
-        self.filled_slot0.d.next = self.filled0_next.val();
-        self.filled_slot1.d.next = self.filled1_next.val();
-        self.read_slot.d.next = self.read_next.val();
-        self.valid_reg.d.next = self.filled0_next.val();
-        if self.read_next.val() {
-            self.valid_reg.d.next = self.filled1_next.val();
-        }
-        self.out_valid.next = self.valid_reg.q.val();
+        self.read_slot.d.next = self.read_slot.q.val() ^ self.pop.val();
         self.out_p.next = self.slot0_p.q.val();
         self.out_q.next = self.slot0_q.q.val();
         if self.read_slot.q.val() {
@@ -250,29 +206,12 @@ impl Logic for ParityLane {
             self.out_q.next = self.slot1_q.q.val();
         }
 
-        // Credit: a `last` beat is taken only while a slot is free for its result.
-        self.owed_next.next = self.owed.q.val();
-        if self.accept_last.val() {
-            self.owed_next.next = self.owed_next.val() + self.one_result.val();
-        }
-        if self.pop.val() {
-            self.owed_next.next = self.owed_next.val() - self.one_result.val();
-        }
-        self.owed.d.next = self.owed_next.val();
-        self.ready_reg.d.next = self.owed_next.val() < self.result_slots.val();
-
         if self.reset.val() {
             self.stage_valid.d.next = false;
             self.load_slot0.d.next = false;
             self.load_slot1.d.next = false;
-            self.filled_slot0.d.next = false;
-            self.filled_slot1.d.next = false;
             self.write_slot.d.next = false;
             self.read_slot.d.next = false;
-            self.valid_reg.d.next = false;
-            self.owed.d.next = self.no_results.val();
-            self.ready_reg.d.next = false;
         }
-        self.in_ready.next = self.ready_reg.q.val();
     }
 }
