@@ -51,6 +51,7 @@ enum MutationArg {
     ReplayWithoutData,
     TwoOwners,
     DegradedRecordWithoutImage,
+    AdmitJoinerDuringFence,
 }
 
 /// Parses `A..B` with `A < B`.
@@ -85,6 +86,7 @@ fn options(args: &SimArgs) -> SimOptions {
             MutationArg::ReplayWithoutData => Mutation::ReplayWithoutData,
             MutationArg::TwoOwners => Mutation::TwoOwners,
             MutationArg::DegradedRecordWithoutImage => Mutation::DegradedRecordWithoutImage,
+            MutationArg::AdmitJoinerDuringFence => Mutation::AdmitJoinerDuringFence,
         },
     }
 }

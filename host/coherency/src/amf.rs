@@ -19,8 +19,18 @@ pub const OP_BLOCKS_MAX: u32 = INTENT_PAYLOAD_BYTES_MAX / BLOCK_BYTES;
 /// Op and acquire ids start at `incarnation << INCARNATION_SHIFT`, so that a message
 /// meant for a port's previous incarnation never matches one of the current one's.
 const INCARNATION_SHIFT: u32 = 40;
+/// Incarnations a port may have: its ids must not overflow 64 bits.
+pub const INCARNATIONS_MAX: u64 = 1 << (64 - INCARNATION_SHIFT);
+
+/// The incarnation of the port that issued op (or acquire) id `id`.
+pub fn id_incarnation(id: u64) -> u32 {
+    (id >> INCARNATION_SHIFT) as u32
+}
 /// Bound on the scheduling loop of one stripe per input.
 const ADVANCE_STEPS_MAX: usize = 2 * OPS_MAX;
+/// Messages held from ports that joined during a fence: a joiner waits for the answers to
+/// its acquires (one per operation, at most `OPS_MAX`) and sends little else meanwhile.
+const DEFERRED_MAX: usize = 4 * OPS_MAX;
 
 const _: () = {
     assert!(OP_BLOCKS_MAX >= 1);
@@ -46,6 +56,8 @@ pub enum Mutation {
     /// Record a write on a degraded stripe without the whole stripe (no image of the
     /// lost chunk): the degraded write hole.
     DegradedRecordWithoutImage,
+    /// Take a port that joins during a fence as live at once.
+    AdmitJoinerDuringFence,
 }
 
 /// What an AMF is and what it serves.
@@ -96,6 +108,7 @@ impl Config {
 
     fn check(&self) {
         assert!(u32::from(self.port) < FABRIC_PORTS_MAX);
+        assert!(u64::from(self.incarnation) < INCARNATIONS_MAX);
         assert!(
             self.live_ports.contains(&self.port),
             "a port is live to itself"
@@ -246,6 +259,9 @@ pub struct Counters {
     pub ops_failed: u64,
     /// Writes and replays on a degraded stripe recorded as the whole stripe.
     pub widened: u64,
+    /// Ports that joined while a dead peer's writes were being completed (held until
+    /// the fence ended).
+    pub joins_during_fence: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -369,6 +385,16 @@ struct DeadOwner {
     recovered_sent: bool,
 }
 
+/// A broadcast from a joining port, held until the port is admitted. (Its replies are
+/// not held: point-to-point frames are not ordered with the membership, so one may come
+/// from a later incarnation of the port; a reply only ever counts towards an acquire
+/// that is still waiting, whatever the sender's state.)
+#[derive(Clone, Debug)]
+struct Deferred {
+    from: u8,
+    payload: Vec<u8>,
+}
+
 /// One AMF's coherency core. See the crate docs for the calling pattern.
 #[derive(Debug)]
 pub struct Amf {
@@ -381,6 +407,11 @@ pub struct Amf {
     ios: BTreeMap<u64, u64>,
     slots: Vec<Option<u64>>,
     dead: BTreeMap<u8, DeadOwner>,
+    /// Ports that joined while `dead` was not empty, in join order: admitted (made live)
+    /// at the `Recovered` that empties it. See [`Amf::handle_member_up`].
+    joining: Vec<u8>,
+    /// Their broadcasts meanwhile, in the total order.
+    deferred: VecDeque<Deferred>,
     /// Members every AMF treats as failed, bit `m` for member `m`: grown only by
     /// `MemberFailed` broadcasts, so every AMF changes it at the same point of the order.
     failed_members: u32,
@@ -416,6 +447,8 @@ impl Amf {
             ops: BTreeMap::new(),
             ios: BTreeMap::new(),
             dead: BTreeMap::new(),
+            joining: Vec::new(),
+            deferred: VecDeque::new(),
             failed_members: 0,
             next_op: 0,
             next_io: 0,
@@ -1326,6 +1359,13 @@ impl Amf {
     ) -> Result<(), DecodeError> {
         self.tick(now);
         let message = Message::decode(payload)?;
+        if self.joining.contains(&from) {
+            self.defer(Deferred {
+                from,
+                payload: payload.to_vec(),
+            });
+            return Ok(());
+        }
         match message {
             Message::Acquire {
                 stripe,
@@ -1345,6 +1385,9 @@ impl Amf {
             }
             Message::Recovered { owner } => {
                 self.dead.remove(&owner);
+                if self.dead.is_empty() {
+                    self.admit_joining(sram);
+                }
                 self.advance_all();
             }
             Message::MemberFailed { member } => self.member_failed(member),
@@ -1443,9 +1486,11 @@ impl Amf {
             return Ok(());
         };
         if acquiring.id != acquire_id {
-            // Sent to this port's previous incarnation before the sender learnt of its
-            // death: ids carry the incarnation, so it cannot match one of ours.
-            assert!(acquire_id >> INCARNATION_SHIFT < acquiring.id >> INCARNATION_SHIFT);
+            // A reply to an acquire that no longer waits for it: sent to this port's
+            // previous incarnation before the sender learnt of its death (ids carry the
+            // incarnation), or by a port admitted after a fence to an acquire of ours
+            // that did not wait for it. Either way an older id.
+            assert!(acquire_id < acquiring.id);
             return Ok(());
         }
         acquiring.replied.insert(from);
@@ -1485,14 +1530,44 @@ impl Amf {
     }
 
     /// `port` joined the fabric (ordered with the broadcasts).
+    ///
+    /// While a dead peer's writes are being completed (the fence), a joiner is not made
+    /// live at once: it knows nothing of the fence, and an acquire of its, answered before
+    /// the replays, would let it write a stripe that a replay then overwrites with older
+    /// data. So it joins `joining`: replays neither wait for its answers nor replicate to
+    /// it, and its broadcasts wait in `deferred`. At the `Recovered` that ends the fence it
+    /// becomes live and its messages are taken, in order, as if the fabric had ordered
+    /// them right after that `Recovered`. Every survivor sees the member up and the
+    /// `Recovered` at the same point of the total order, so all defer the same messages.
+    /// The joiner waits for the survivors' answers meanwhile; it holds nothing, so the
+    /// replays need nothing from it.
     pub fn handle_member_up(&mut self, now: u64, port: u8) {
         self.tick(now);
         assert!(!self.live.contains(&port), "port {port} joined twice");
-        assert!(
-            self.dead.is_empty(),
-            "a port rejoined while recovery was pending"
-        );
-        self.live.push(port);
+        assert!(!self.joining.contains(&port), "port {port} joined twice");
+        if self.dead.is_empty() || self.config.mutation == Mutation::AdmitJoinerDuringFence {
+            self.live.push(port);
+        } else {
+            self.counters.joins_during_fence += 1;
+            self.joining.push(port);
+        }
+    }
+
+    fn defer(&mut self, message: Deferred) {
+        assert!(self.joining.contains(&message.from));
+        assert!(self.deferred.len() < DEFERRED_MAX, "a joiner sent too much");
+        self.deferred.push_back(message);
+    }
+
+    /// The fence is over: the joiners become live and their messages are taken.
+    fn admit_joining(&mut self, sram: &mut dyn Sram) {
+        assert!(self.dead.is_empty());
+        self.live.append(&mut self.joining);
+        let now = self.now;
+        while let Some(Deferred { from, payload }) = self.deferred.pop_front() {
+            self.handle_broadcast(now, from, &payload, sram)
+                .expect("decoded when it was deferred");
+        }
     }
 
     /// `port` died (ordered after everything it sent). Reads its records from `sram`;
@@ -1500,6 +1575,20 @@ impl Amf {
     pub fn handle_member_down(&mut self, now: u64, port: u8, sram: &mut dyn Sram) {
         self.tick(now);
         assert_ne!(port, self.config.port, "told of our own death");
+        if let Some(position) = self.joining.iter().position(|&joiner| joiner == port) {
+            // Dead before it was admitted: it held no stripe and wrote no record. Yet a
+            // port that joined after it (and so took it as live at once) now waits for
+            // its `Recovered`: the completer sends one, as for an owner without records.
+            self.joining.remove(position);
+            self.deferred.retain(|message| message.from != port);
+            if !self.dead.contains_key(&port) {
+                self.dead.insert(port, DeadOwner::default());
+                if self.live[0] == self.config.port {
+                    self.queue_replays(port);
+                }
+            }
+            return;
+        }
         let Some(position) = self.live.iter().position(|&live| live == port) else {
             return;
         };

@@ -140,7 +140,9 @@ impl SimSummary {
              writes interrupted by a crash and completed by a survivor {}\n\
              members failing I/O {}, member I/O errors met and redone degraded {}, \
              operations failed beyond the parity {}\n\
-             crashes while degraded {}, degraded writes recorded whole-stripe {}\n",
+             crashes while degraded {}, degraded writes recorded whole-stripe {}\n\
+             AMFs restarted while survivors completed their writes (joins held until \
+             recovered, as seen by each survivor) {}\n",
             self.seeds,
             self.elapsed_ms,
             self.failures.len(),
@@ -167,6 +169,7 @@ impl SimSummary {
             protocol.ops_failed,
             self.totals.degraded_crashes,
             protocol.widened,
+            protocol.joins_during_fence,
         );
         for failure in &self.failures {
             text += &format!(
@@ -222,20 +225,7 @@ pub fn run_seeds(seeds: Range<u64>, options: &SimOptions) -> SimSummary {
 }
 
 fn add_run(total: &mut RunCounters, run: &RunCounters) {
-    let (protocol, more) = (&mut total.protocol, &run.protocol);
-    protocol.broadcasts += more.broadcasts;
-    protocol.exclusive_acquires += more.exclusive_acquires;
-    protocol.grants += more.grants;
-    protocol.broadcasts_avoided += more.broadcasts_avoided;
-    protocol.forwards += more.forwards;
-    protocol.invalidations += more.invalidations;
-    protocol.replays += more.replays;
-    protocol.records_corrupt += more.records_corrupt;
-    protocol.writes += more.writes;
-    protocol.reads += more.reads;
-    protocol.member_errors += more.member_errors;
-    protocol.ops_failed += more.ops_failed;
-    protocol.widened += more.widened;
+    world::add_counters(&mut total.protocol, run.protocol);
     total.steps += run.steps;
     total.crashes += run.crashes;
     total.corruptions += run.corruptions;

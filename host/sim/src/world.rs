@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use amf_coherency::{
+    id_incarnation,
     Amf, Config, Counters, Event, MemberOutcome, MemberRequest, Mode, Request, Sram, Transmit,
 };
 use amf_raid::{Level, MemberWrite};
@@ -139,7 +140,7 @@ pub struct World {
     interrupted: Vec<(u64, u64, u64)>,
 }
 
-fn add_counters(total: &mut Counters, more: Counters) {
+pub(crate) fn add_counters(total: &mut Counters, more: Counters) {
     total.broadcasts += more.broadcasts;
     total.exclusive_acquires += more.exclusive_acquires;
     total.grants += more.grants;
@@ -153,6 +154,7 @@ fn add_counters(total: &mut Counters, more: Counters) {
     total.member_errors += more.member_errors;
     total.ops_failed += more.ops_failed;
     total.widened += more.widened;
+    total.joins_during_fence += more.joins_during_fence;
 }
 
 impl World {
@@ -323,9 +325,9 @@ impl World {
         for (index, node) in self.nodes.iter().enumerate() {
             let port = index as u8;
             let Some(amf) = &node.amf else {
-                if self.restart_allowed() {
-                    actions.push((Action::Restart(port), if self.faults { 2 } else { 50 }));
-                }
+                // Also while the survivors complete its writes: the core holds a port
+                // that joins during the fence until the fence ends.
+                actions.push((Action::Restart(port), if self.faults { 2 } else { 50 }));
                 continue;
             };
             if node.cursor < self.log.len() && self.deliverable(port) {
@@ -409,26 +411,32 @@ impl World {
             .all(|(owner, stripe, first_block)| {
                 self.completer_holds(completer, owner, stripe, first_block, &[])
             });
-        let in_sram = (0..self.nodes.len() as u8)
-            .filter(|&owner| !self.live(owner))
-            .all(|owner| {
-                let config = self.config(owner, 0);
-                (0..config.intent_slots).all(|slot| {
-                    let offset = config.slot_offset(owner, slot) as usize;
-                    let bytes = &self.nodes[victim as usize].sram.0[offset..]
-                        [..config.slot_bytes() as usize];
-                    match shared_regs::intent::Intent::decode(bytes) {
-                        Err(_) => true,
-                        Ok((intent, payload)) => self.completer_holds(
-                            completer,
-                            owner,
-                            intent.stripe,
-                            intent.first_block,
-                            payload,
-                        ),
+        // Records of a dead owner, or of an earlier incarnation of one that has rejoined
+        // since (its new incarnation will not complete them), must outlive the victim.
+        let in_sram = (0..self.nodes.len() as u8).all(|owner| {
+            let config = self.config(owner, 0);
+            let live_incarnation = self
+                .live(owner)
+                .then(|| self.nodes[owner as usize].incarnation);
+            (0..config.intent_slots).all(|slot| {
+                let offset = config.slot_offset(owner, slot) as usize;
+                let bytes = &self.nodes[victim as usize].sram.0[offset..]
+                    [..config.slot_bytes() as usize];
+                match shared_regs::intent::Intent::decode(bytes) {
+                    Err(_) => true,
+                    Ok((intent, _)) if Some(id_incarnation(intent.op_id)) == live_incarnation => {
+                        true
                     }
-                })
-            });
+                    Ok((intent, payload)) => self.completer_holds(
+                        completer,
+                        owner,
+                        intent.stripe,
+                        intent.first_block,
+                        payload,
+                    ),
+                }
+            })
+        });
         own_writes && decoded && in_sram && self.torn_writes_degraded(victim)
     }
 
@@ -495,10 +503,10 @@ impl World {
 
     /// A crash whose writes may not have been replayed yet.
     fn recovery_pending(&self) -> bool {
-        !self.restart_allowed()
+        !self.recovery_settled()
     }
 
-    fn restart_allowed(&self) -> bool {
+    fn recovery_settled(&self) -> bool {
         self.nodes.iter().all(|node| match &node.amf {
             None => true,
             Some(amf) => {

@@ -101,6 +101,11 @@ fn a_degraded_record_without_the_lost_chunks_image_is_caught() {
 }
 
 #[test]
+fn admitting_a_port_that_joins_during_recovery_at_once_is_caught() {
+    first_failure(Mutation::AdmitJoinerDuringFence, 2400..3400);
+}
+
+#[test]
 fn own_ranges_rarely_broadcast_after_warm_up() {
     let options = SimOptions {
         amfs: Some(3),
