@@ -21,13 +21,14 @@ use crate::block::{BlockDevice, BlockError, check_range};
 use crate::volume::Volume;
 use amf_card::{Card, CardConfig, CardError, SimCard, SimConfig, SimFabric};
 use amf_coherency::{
-    Config as CoreConfig, Counters, Event, MemberOutcome, MemberRequest, Request, RequestError,
+    Config as CoreConfig, Counters, Event, INCARNATIONS_MAX, MemberOutcome, MemberRequest, Request,
+    RequestError,
 };
 use amf_raid::MemberSet;
 use serde::{Deserialize, Serialize};
 use shared_regs::limits::{BLOCK_BYTES, FABRIC_PORTS_MAX, SRAM_BYTES_DEFAULT};
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -78,6 +79,13 @@ pub enum ClusterOpenError {
     /// The card's SRAM is too small for the core's intent slots.
     #[error("card SRAM of {sram_bytes} bytes holds no intent slot for {FABRIC_PORTS_MAX} ports")]
     SramTooSmall { sram_bytes: u64 },
+    /// The incarnation counter beside the card's SRAM could not be read or advanced.
+    #[error("incarnation counter {path}")]
+    Incarnation {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The driver thread could not start.
     #[error("could not start the cluster driver thread")]
     Spawn(#[source] std::io::Error),
@@ -178,7 +186,13 @@ impl ClusterVolume {
     pub fn start(config: &ClusterConfig, volume: Volume) -> Result<Self, ClusterOpenError> {
         let volume = Arc::new(volume);
         let mut card = open_card(config, &volume)?;
-        let core_config = core_config(config.port, &volume, card.identity().sram_bytes)?;
+        let incarnation = next_incarnation(&config.sram_path)?;
+        let core_config = core_config(
+            config.port,
+            incarnation,
+            &volume,
+            card.identity().sram_bytes,
+        )?;
         let welcome = card
             .fabric_recv(WELCOME_TIMEOUT_MS)
             .map_err(|source| card_error(config, source.into()))?
@@ -391,13 +405,18 @@ fn open_card(config: &ClusterConfig, volume: &Volume) -> Result<Card<SimCard>, C
 
 /// The core's configuration for this volume, with as many intent slots as the SRAM holds
 /// for every port (at most [`INTENT_SLOTS_MAX`]).
-fn core_config(port: u8, volume: &Volume, sram_bytes: u64) -> Result<CoreConfig, ClusterOpenError> {
+fn core_config(
+    port: u8,
+    incarnation: u32,
+    volume: &Volume,
+    sram_bytes: u64,
+) -> Result<CoreConfig, ClusterOpenError> {
     let geometry = volume.geometry();
     let stripe_data_blocks = u32::try_from(geometry.stripe_data_bytes() / BLOCK)
         .expect("a stripe holds fewer than 2^32 blocks");
     let mut config = CoreConfig {
         port,
-        incarnation: incarnation(),
+        incarnation,
         live_ports: vec![port],
         stripe_count: geometry.stripe_count(),
         stripe_data_blocks,
@@ -416,14 +435,34 @@ fn core_config(port: u8, volume: &Volume, sram_bytes: u64) -> Result<CoreConfig,
     Ok(config)
 }
 
-/// This start's incarnation: the seconds since 2025 (a restart needs the fabric to have
-/// declared the old port down first, which takes longer than a second).
-fn incarnation() -> u32 {
-    const EPOCH_2025_S: u64 = 1_735_689_600;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    u32::try_from(now_s.saturating_sub(EPOCH_2025_S)).unwrap_or(u32::MAX)
+/// This start's incarnation: one more than the last start's, kept in a file beside the
+/// card's SRAM (`CARD.sram.incarnation`) and synced before the card joins, so that op and
+/// acquire ids never repeat across restarts of this port.
+fn next_incarnation(sram_path: &Path) -> Result<u32, ClusterOpenError> {
+    let path = PathBuf::from(format!("{}.incarnation", sram_path.display()));
+    let failed = |source: std::io::Error| ClusterOpenError::Incarnation {
+        path: path.clone(),
+        source,
+    };
+    let last = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|error| failed(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(error) => return Err(failed(error)),
+    };
+    let next = last + 1;
+    if next >= INCARNATIONS_MAX {
+        return Err(failed(std::io::Error::other(format!(
+            "incarnation {next} is past the last one, {}",
+            INCARNATIONS_MAX - 1
+        ))));
+    }
+    let mut file = std::fs::File::create(&path).map_err(failed)?;
+    std::io::Write::write_all(&mut file, format!("{next}\n").as_bytes()).map_err(failed)?;
+    file.sync_all().map_err(failed)?;
+    Ok(next as u32)
 }
 
 /// The member I/O threads.
@@ -745,5 +784,28 @@ impl Driver {
         let sent = self.node.transmit(&mut self.card)?;
         self.frames_sent += sent as u64;
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incarnations_count_up_across_starts_and_garbage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let sram = dir.path().join("card-0.sram");
+        assert_eq!(next_incarnation(&sram).unwrap(), 1);
+        assert_eq!(next_incarnation(&sram).unwrap(), 2);
+        let counter = dir.path().join("card-0.sram.incarnation");
+        assert_eq!(std::fs::read_to_string(&counter).unwrap(), "2\n");
+        std::fs::write(&counter, "many").unwrap();
+        let error = next_incarnation(&sram).unwrap_err();
+        assert!(error.to_string().contains("card-0.sram.incarnation"), "{error}");
+        std::fs::write(&counter, format!("{}", INCARNATIONS_MAX - 1)).unwrap();
+        assert!(matches!(
+            next_incarnation(&sram),
+            Err(ClusterOpenError::Incarnation { .. })
+        ));
     }
 }
