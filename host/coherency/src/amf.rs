@@ -1581,8 +1581,8 @@ impl Amf {
             // its `Recovered`: the completer sends one, as for an owner without records.
             self.joining.remove(position);
             self.deferred.retain(|message| message.from != port);
-            if !self.dead.contains_key(&port) {
-                self.dead.insert(port, DeadOwner::default());
+            if let std::collections::btree_map::Entry::Vacant(entry) = self.dead.entry(port) {
+                entry.insert(DeadOwner::default());
                 if self.live[0] == self.config.port {
                     self.queue_replays(port);
                 }
