@@ -801,7 +801,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&counter).unwrap(), "2\n");
         std::fs::write(&counter, "many").unwrap();
         let error = next_incarnation(&sram).unwrap_err();
-        assert!(error.to_string().contains("card-0.sram.incarnation"), "{error}");
+        assert!(
+            error.to_string().contains("card-0.sram.incarnation"),
+            "{error}"
+        );
         std::fs::write(&counter, format!("{}", INCARNATIONS_MAX - 1)).unwrap();
         assert!(matches!(
             next_incarnation(&sram),
