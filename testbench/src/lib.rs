@@ -10,7 +10,10 @@
 //!   each port received, the SRAM writes, and what was refused;
 //! * [`card`]: the co-simulation bridge of one card (reset, clock stepping, 32-bit register
 //!   access, the parity DMA stream, fabric writes);
-//! * [`backend`]: the `rtl` card backend, `amf_card::CardBackend` over that bridge.
+//! * [`backend`]: the `rtl` card backend, `amf_card::CardBackend` over that bridge;
+//! * [`rtl_pair`]: two such cards on a Verilated fabric, stepped in lockstep, with the
+//!   fabric's remote writes driven into the cards' SRAM and payloads longer than one
+//!   fabric word carried in words.
 //!
 //! The tests in `tests/` check the models bit for bit against the host's software reference
 //! and ISA-L; `src/bin/rtl-speed.rs` measures simulated cycles per second. Without
@@ -23,6 +26,7 @@ pub mod card;
 pub mod fabric;
 pub mod parity;
 pub mod rtl;
+pub mod rtl_pair;
 
 pub use rtl::{Model, Port, TestbenchError};
 
