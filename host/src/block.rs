@@ -40,6 +40,9 @@ impl BlockError {
     }
 }
 
+/// Bytes of zeros one piece of the default [`BlockDevice::write_zeroes`] writes.
+pub const ZEROES_BYTES_MAX: u64 = 4 << 20;
+
 /// A byte-addressed volume.
 pub trait BlockDevice: Send + Sync + 'static {
     /// Bytes the volume exports.
@@ -52,7 +55,21 @@ pub trait BlockDevice: Send + Sync + 'static {
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), BlockError>;
 
     /// Writes zeros over `length` bytes at `offset`; with `fua`, durable before returning.
-    fn write_zeroes(&self, offset: u64, length: u64, fua: bool) -> Result<(), BlockError>;
+    /// By default: plain writes of zeros, [`ZEROES_BYTES_MAX`] at a time, then a flush.
+    fn write_zeroes(&self, offset: u64, length: u64, fua: bool) -> Result<(), BlockError> {
+        check_range(offset, length, self.size_bytes())?;
+        let zeros = vec![0u8; length.min(ZEROES_BYTES_MAX) as usize];
+        let mut done = 0;
+        while done < length {
+            let piece = (length - done).min(ZEROES_BYTES_MAX);
+            self.write(offset + done, &zeros[..piece as usize], false)?;
+            done += piece;
+        }
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
 
     /// Says `length` bytes at `offset` are no longer needed (may do nothing; reads after it
     /// return either the old data or zeros, per NBD).

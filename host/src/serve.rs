@@ -75,15 +75,20 @@ pub fn open_volume(config: &ServeConfig) -> Result<(Volume, Recovery), ServeErro
     Ok(Volume::open(&paths, engine, &intent_file)?)
 }
 
+/// The runtime an `amf serve` process runs NBD (and its other sockets) on.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("amf-serve")
+        .build()
+}
+
 /// Runs `amf serve` until SIGTERM or Ctrl-C; `on_listening` is told the bound address.
 pub fn run(
     config: &ServeConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<ServerStats, ServeError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("amf-serve")
-        .build()?;
+    let runtime = runtime()?;
     // The control socket first: a second `amf serve` on the same members stops here,
     // before it touches the journal the first one is using.
     let control_socket = control_path(&config.members, config.control.as_ref());

@@ -66,10 +66,7 @@ pub fn run(
     config: &ClusterServeConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<ServerStats, ServeError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("amf-serve")
-        .build()?;
+    let runtime = crate::serve::runtime()?;
     let paths = member_paths(&config.members)?;
     let volume = Volume::open_in_cluster(&paths)?;
     let sram_path = config

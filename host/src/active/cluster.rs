@@ -44,8 +44,6 @@ const WELCOME_TIMEOUT_MS: u32 = 10_000;
 const IDLE_POLL_US_MAX: u64 = 1_000;
 /// How often the status walks the node's stripes and records (stripes held, records).
 const STATUS_WALK_PERIOD: Duration = Duration::from_millis(100);
-/// Bytes of one write-zeroes piece.
-const ZEROES_BYTES_MAX: u64 = 1 << 20;
 const BLOCK: u64 = BLOCK_BYTES as u64;
 
 /// What one AMF of a cluster is.
@@ -338,21 +336,6 @@ impl BlockDevice for ClusterVolume {
             first_block,
             data: blocks,
         })?;
-        if fua {
-            self.volume.flush()?;
-        }
-        Ok(())
-    }
-
-    fn write_zeroes(&self, offset: u64, length: u64, fua: bool) -> Result<(), BlockError> {
-        check_range(offset, length, self.size_bytes())?;
-        let zeros = vec![0u8; length.min(ZEROES_BYTES_MAX) as usize];
-        let mut done = 0;
-        while done < length {
-            let piece = (length - done).min(ZEROES_BYTES_MAX);
-            self.write(offset + done, &zeros[..piece as usize], false)?;
-            done += piece;
-        }
         if fua {
             self.volume.flush()?;
         }

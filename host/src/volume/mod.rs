@@ -44,8 +44,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 const BLOCK: u64 = BLOCK_BYTES as u64;
-/// Largest piece `write_zeroes` writes at once.
-const ZEROES_BYTES_MAX: u64 = 4 << 20;
 
 /// Why a volume did not open.
 #[derive(Debug, thiserror::Error)]
@@ -546,21 +544,6 @@ impl BlockDevice for Volume {
         self.written_bytes.fetch_add(length, Ordering::Relaxed);
         if fua {
             self.sync_members(touched)?;
-        }
-        Ok(())
-    }
-
-    fn write_zeroes(&self, offset: u64, length: u64, fua: bool) -> Result<(), BlockError> {
-        check_range(offset, length, self.size_bytes())?;
-        let zeros = vec![0u8; length.min(ZEROES_BYTES_MAX) as usize];
-        let mut done = 0;
-        while done < length {
-            let piece = (length - done).min(ZEROES_BYTES_MAX);
-            self.write(offset + done, &zeros[..piece as usize], false)?;
-            done += piece;
-        }
-        if fua {
-            self.flush()?;
         }
         Ok(())
     }
