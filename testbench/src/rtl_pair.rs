@@ -131,6 +131,8 @@ pub struct RtlPair {
     cards: Vec<Card<RtlCard>>,
     /// The membership and link each card was last shown.
     shown: Vec<(u32, bool)>,
+    /// Whether each card's fabric SRAM port is wired to the fabric.
+    sram_port_wired: Vec<bool>,
     /// How much of each port's inbox and SRAM-write record has been handled.
     inbox_seen: Vec<usize>,
     writes_seen: Vec<usize>,
@@ -162,6 +164,7 @@ impl RtlPair {
             rng: ChaCha8Rng::seed_from_u64(seed),
             cards,
             shown: vec![(u32::MAX, false); PAIR_PORTS],
+            sram_port_wired: vec![true; PAIR_PORTS],
             inbox_seen: vec![0; PAIR_PORTS],
             writes_seen: vec![0; PAIR_PORTS],
             partial: vec![vec![None; PAIR_PORTS]; PAIR_PORTS],
@@ -280,6 +283,13 @@ impl RtlPair {
         self.traffic.link_up[usize::from(port)] = true;
     }
 
+    /// Cuts the wires from the fabric's SRAM port `port` to its card: the fabric still
+    /// presents and acknowledges writes, the card never sees them. For tests that show a
+    /// check depends on the write reaching the card's SRAM.
+    pub fn unwire_sram_port(&mut self, port: u8) {
+        self.sram_port_wired[usize::from(port)] = false;
+    }
+
     /// Takes `port`'s link down, as its card dying would: what it had not yet offered is
     /// lost, and the fabric announces its departure after what it took.
     pub fn drop_link(&mut self, port: u8) {
@@ -324,7 +334,11 @@ impl RtlPair {
             self.fabric.cycles(),
             "a write of this cycle"
         );
-        model.fabric_write(write.offset, write.data);
+        if self.sram_port_wired[port] {
+            model.fabric_write(write.offset, write.data);
+        } else {
+            model.step(1);
+        }
         self.writes_seen[port] += 1;
     }
 
