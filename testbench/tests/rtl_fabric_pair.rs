@@ -254,6 +254,11 @@ impl Cluster {
             cluster.pair.raise_link(port);
             cluster.run_until(|cluster| cluster.amfs[usize::from(port)].is_some());
         }
+        // AMF 0 learns of port 1 when it takes port 1's arrival, maybe cycles later.
+        cluster.run_until(|cluster| {
+            let knows_all = |amf: &Amf| amf.live_ports().len() == PAIR_PORTS;
+            cluster.amfs.iter().flatten().all(knows_all)
+        });
         let card_sram_bytes = cluster.pair.card_mut(0).identity().sram_bytes;
         assert!(config(0, vec![0]).sram_bytes() <= card_sram_bytes);
         cluster
@@ -443,31 +448,49 @@ fn io_of(request: &MemberRequest) -> u64 {
     }
 }
 
-/// AMF 0 writes one block: its acquire and AMF 1's reply cross the RTL fabric, its intent
-/// record crosses it as SRAM writes into card 1, and only the fabric's ack of the last
-/// word lets its member write start. The record read back from card 1's SRAM through the
-/// host driver is the record AMF 0 wrote. AMF 0 then dies before its member write
-/// completes; the RTL fabric announces it, AMF 1 reads the record out of card 1's
-/// Verilated SRAM and replays exactly AMF 0's data, and finishes recovery.
-#[test]
-fn an_intent_record_lands_in_the_peer_card_and_the_survivor_replays_it() {
-    let mut cluster = Cluster::new(FULL_PACE, 4);
-    assert_eq!(cluster.amf(0).live_ports(), [0, 1]);
-    assert_eq!(cluster.amf(1).live_ports(), [0, 1]);
-    let data = pattern(42, BLOCK);
-    let (stripe, block_in_stripe) = (1, 1);
+/// Stripe 1 of two-block stripes, its second block: where AMF 0 writes.
+const WRITTEN_BLOCK: u64 = 3;
+const WRITTEN_STRIPE: u64 = 1;
+const WRITTEN_BLOCK_IN_STRIPE: u32 = 1;
+
+/// AMF 0 takes a one-block write and runs until its member write is issued (and held: it
+/// is mid-write). Returns the block written.
+fn amf0_mid_write(cluster: &mut Cluster) -> Vec<u8> {
+    let data = pattern(42 + cluster.pair.cycles(), BLOCK);
     let request = Request::Write {
-        first_block: 3, // stripe 1 of two-block stripes, its second block
+        first_block: WRITTEN_BLOCK,
         data: data.clone(),
     };
     let now = cluster.pair.cycles();
     cluster.amf(0).handle_request(now, 7, request).unwrap();
     cluster.run_until(|cluster| !cluster.member_io[0].is_empty());
+    data
+}
 
+/// AMF 0 writes one block: its acquire and AMF 1's reply cross the RTL fabric, its intent
+/// record crosses it as SRAM writes into card 1, and only the fabric's ack of the last
+/// word lets its member write start. The record read back from card 1's SRAM through the
+/// host driver is the record AMF 0 wrote. AMF 0 then dies before its member write
+/// completes; the RTL fabric announces it, AMF 1 reads the record out of card 1's
+/// Verilated SRAM and replays exactly AMF 0's data, and finishes recovery. Once with every
+/// port at full pace, then with random pacing under several seeds.
+#[test]
+fn an_intent_record_lands_in_the_peer_card_and_the_survivor_replays_it() {
+    write_land_kill_replay(FULL_PACE, 4);
+    for seed in 5..9 {
+        write_land_kill_replay(RANDOM_PACE, seed);
+    }
+}
+
+fn write_land_kill_replay(pacing: FabricPacing, seed: u64) {
+    let mut cluster = Cluster::new(pacing, seed);
+    assert_eq!(cluster.amf(0).live_ports(), [0, 1]);
+    assert_eq!(cluster.amf(1).live_ports(), [0, 1]);
+    let data = amf0_mid_write(&mut cluster);
     let (issued_at, write) = cluster.member_io[0][0].clone();
     let MemberRequest::Write {
-        stripe: 1,
-        first_block: 1,
+        stripe: WRITTEN_STRIPE,
+        first_block: WRITTEN_BLOCK_IN_STRIPE,
         data: written,
         ..
     } = write
@@ -475,34 +498,7 @@ fn an_intent_record_lands_in_the_peer_card_and_the_survivor_replays_it() {
         panic!("AMF 0 should write stripe 1's second block");
     };
     assert_same_bytes(&written, &data, "AMF 0's member write");
-    let [(writer, target, offset, record)] = &cluster.sram_writes[..] else {
-        panic!("one intent record to one peer: {:?}", cluster.sram_writes);
-    };
-    let (writer, target, offset) = (*writer, *target, *offset);
-    assert_eq!(
-        (writer, target, offset),
-        (0, 1, config(0, vec![0]).slot_offset(0, 0))
-    );
-    let (intent, payload) = Intent::decode(record).expect("the record decodes");
-    assert_eq!(
-        (
-            intent.owner_port,
-            intent.stripe,
-            intent.first_block,
-            intent.block_count
-        ),
-        (0, stripe, block_in_stripe, 1)
-    );
-    assert_eq!(intent.phase, IntentPhase::Prepared);
-    assert_same_bytes(payload, &data, "the record's payload");
-    let [(acked_at, ack_writer, ack_target, ack_offset)] = cluster.acks[..] else {
-        panic!("one ack, for the record's last word: {:?}", cluster.acks);
-    };
-    assert_eq!((ack_writer, ack_target, ack_offset), (0, 1, offset));
-    assert!(
-        acked_at <= issued_at,
-        "member write before the record was acked"
-    );
+    let (offset, record) = check_record_sent_and_acked(&cluster, &data, issued_at);
 
     // The record is in card 1's SRAM, word for word, and nowhere in card 0's.
     assert_eq!(
@@ -511,7 +507,7 @@ fn an_intent_record_lands_in_the_peer_card_and_the_survivor_replays_it() {
     );
     assert_eq!(cluster.pair.sram_words_presented(0), 0);
     let landed = sram_read(cluster.pair.card_mut(1), offset, record.len());
-    assert_same_bytes(&landed, record, "the record in card 1's SRAM");
+    assert_same_bytes(&landed, &record, "the record in card 1's SRAM");
     assert_eq!(sram_read(cluster.pair.card_mut(0), offset, 4), [0; 4]);
     assert!(
         cluster.events[0].is_empty(),
@@ -522,7 +518,7 @@ fn an_intent_record_lands_in_the_peer_card_and_the_survivor_replays_it() {
     cluster.run_until(|cluster| !cluster.member_io[1].is_empty());
     let (_, replay) = cluster.member_io[1].remove(0);
     let MemberRequest::Replay {
-        stripe: replayed_stripe,
+        stripe,
         first_block,
         data: replayed,
         ..
@@ -530,7 +526,10 @@ fn an_intent_record_lands_in_the_peer_card_and_the_survivor_replays_it() {
     else {
         panic!("AMF 1 should replay AMF 0's write, not {replay:?}");
     };
-    assert_eq!((*replayed_stripe, *first_block), (stripe, block_in_stripe));
+    assert_eq!(
+        (*stripe, *first_block),
+        (WRITTEN_STRIPE, WRITTEN_BLOCK_IN_STRIPE)
+    );
     assert_same_bytes(
         replayed,
         &data,
@@ -553,13 +552,77 @@ fn an_intent_record_lands_in_the_peer_card_and_the_survivor_replays_it() {
     assert!(cluster.amf(1).dead_records().is_empty());
 }
 
-/// Both cores write the same block at once, with random pacing: their exclusive acquires
+/// AMF 0 sent one intent record, to port 1, in its slot, for the block it writes, and
+/// was given one ack for it, before its member write was issued at `issued_at`. Returns
+/// the record's offset and bytes.
+fn check_record_sent_and_acked(cluster: &Cluster, data: &[u8], issued_at: u64) -> (u32, Vec<u8>) {
+    let [(writer, target, offset, record)] = &cluster.sram_writes[..] else {
+        panic!("one intent record to one peer: {:?}", cluster.sram_writes);
+    };
+    let (writer, target, offset) = (*writer, *target, *offset);
+    assert_eq!(
+        (writer, target, offset),
+        (0, 1, config(0, vec![0]).slot_offset(0, 0))
+    );
+    let (intent, payload) = Intent::decode(record).expect("the record decodes");
+    assert_eq!(
+        (
+            intent.owner_port,
+            intent.stripe,
+            intent.first_block,
+            intent.block_count
+        ),
+        (0, WRITTEN_STRIPE, WRITTEN_BLOCK_IN_STRIPE, 1)
+    );
+    assert_eq!(intent.phase, IntentPhase::Prepared);
+    assert_same_bytes(payload, data, "the record's payload");
+    let [(acked_at, ack_writer, ack_target, ack_offset)] = cluster.acks[..] else {
+        panic!("one ack, for the record's last word: {:?}", cluster.acks);
+    };
+    assert_eq!((ack_writer, ack_target, ack_offset), (0, 1, offset));
+    assert!(
+        acked_at <= issued_at,
+        "member write before the record was acked"
+    );
+    (offset, record.clone())
+}
+
+/// The same write and death with card 1's fabric SRAM port unwired: the fabric still
+/// acknowledges the record, but it never reaches card 1's SRAM, so the survivor finds
+/// nothing there to replay. The replay above came from the card's SRAM, through the RTL.
+#[test]
+fn with_card_1s_sram_port_unwired_the_survivor_has_nothing_to_replay() {
+    let mut cluster = Cluster::new(FULL_PACE, 9);
+    cluster.pair.unwire_sram_port(1);
+    let data = amf0_mid_write(&mut cluster);
+    let issued_at = cluster.member_io[0][0].0;
+    let (offset, _) = check_record_sent_and_acked(&cluster, &data, issued_at);
+    assert_eq!(sram_read(cluster.pair.card_mut(1), offset, 4), [0; 4]);
+
+    cluster.kill(0);
+    cluster.settle();
+    assert!(
+        cluster.member_io[1].is_empty(),
+        "{:?}",
+        cluster.member_io[1]
+    );
+    assert_eq!(cluster.amf(1).counters().replays, 0);
+    assert!(!cluster.amf(1).recovering());
+}
+
+/// Both cores write the same block at once, with random pacing (several seeds): their exclusive acquires
 /// are ordered by the RTL fabric, each places its record in the other's card and waits for
 /// the ack, both writes complete, the block holds the one written last, a read through
 /// AMF 0 returns it, and each retire freed the writer's slot in the peer's card.
 #[test]
 fn two_cores_writing_one_block_at_once_over_the_rtl_both_complete_coherently() {
-    let mut cluster = Cluster::new(RANDOM_PACE, 5);
+    for seed in 10..14 {
+        two_writers_one_block(seed);
+    }
+}
+
+fn two_writers_one_block(seed: u64) {
+    let mut cluster = Cluster::new(RANDOM_PACE, seed);
     cluster.serving = true;
     let data = [pattern(100, BLOCK), pattern(200, BLOCK)];
     let now = cluster.pair.cycles();
