@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use amf_coherency::{
-    id_incarnation,
     Amf, Config, Counters, Event, MemberOutcome, MemberRequest, Mode, Request, Sram, Transmit,
+    id_incarnation,
 };
 use amf_raid::{Level, MemberWrite};
 use rand_chacha::ChaCha8Rng;
@@ -420,8 +420,8 @@ impl World {
                 .then(|| self.nodes[owner as usize].incarnation);
             (0..config.intent_slots).all(|slot| {
                 let offset = config.slot_offset(owner, slot) as usize;
-                let bytes = &self.nodes[victim as usize].sram.0[offset..]
-                    [..config.slot_bytes() as usize];
+                let bytes =
+                    &self.nodes[victim as usize].sram.0[offset..][..config.slot_bytes() as usize];
                 match shared_regs::intent::Intent::decode(bytes) {
                     Err(_) => true,
                     Ok((intent, _)) if Some(id_incarnation(intent.op_id)) == live_incarnation => {
