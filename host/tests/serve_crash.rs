@@ -4,7 +4,7 @@
 //! consistent with its data.
 //!
 //! Each write is one qemu-io process, so a write counts as acknowledged exactly when its
-//! qemu-io said it wrote. Rounds: `AMF_CRASH_ROUNDS` (default 6); choices come from
+//! qemu-io said it wrote. Rounds: `AMF_CRASH_ROUNDS` (default 20, as the NBD issue asks); choices come from
 //! `AMF_CRASH_SEED` (default: the clock, printed) — the kill's timing is the OS's.
 //! For a longer soak: `AMF_CRASH_ROUNDS=100 cargo test -p amflink --test serve_crash`.
 
@@ -65,7 +65,7 @@ fn kill_9_mid_writes_loses_no_acknowledged_write_and_leaves_no_write_hole() {
             .unwrap()
             .as_nanos() as u64
     });
-    let rounds = env_u64("AMF_CRASH_ROUNDS").unwrap_or(6) as u32;
+    let rounds = env_u64("AMF_CRASH_ROUNDS").unwrap_or(20) as u32;
     eprintln!("AMF_CRASH_SEED={seed} AMF_CRASH_ROUNDS={rounds}");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let base = tempfile::tempdir().unwrap();
