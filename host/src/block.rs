@@ -77,6 +77,14 @@ pub trait BlockDevice: Send + Sync + 'static {
 
     /// Makes every completed write durable.
     fn flush(&self) -> Result<(), BlockError>;
+
+    /// Whether a small read may run on the NBD server's async worker instead of its
+    /// blocking pool: true only when a read waits on nothing slower than a local file
+    /// (no network round trip, no long lock), so the hand-off would cost more than the
+    /// read.
+    fn quick_reads(&self) -> bool {
+        false
+    }
 }
 
 /// Checks that `offset + length` lies within a volume of `size_bytes`.

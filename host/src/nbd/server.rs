@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -243,6 +244,10 @@ enum ConnectionError {
     #[error("the reply writer stopped: {0}")]
     Writer(String),
 }
+
+/// Reads at most this long run on the connection's runtime worker instead of the blocking
+/// pool, on a device whose reads are quick ([`BlockDevice::quick_reads`]).
+const INLINE_READ_BYTES_MAX: u32 = 64 * 1024;
 
 /// Serves `device` over NBD on `listener` until `shutdown` resolves.
 ///
@@ -813,13 +818,21 @@ impl RequestReader {
         if let Some((observer, (kind, _))) = &observed {
             observer.started(*kind);
         }
+        let small_read = shared.device.quick_reads()
+            && matches!(command, Command::Read { length, .. } if length <= INLINE_READ_BYTES_MAX);
         self.tasks.spawn(async move {
             let device = Arc::clone(&shared.device);
-            let (reply, ok) = tokio::task::spawn_blocking(move || {
-                execute(device.as_ref(), command, cookie, structured, data)
-            })
-            .await
-            .unwrap_or_else(|error| {
+            let run = move || execute(device.as_ref(), command, cookie, structured, data);
+            // A small read is a copy from the page cache, shorter than the hand-off to the
+            // blocking pool (two thread wake-ups): this worker runs it in place.
+            let ran = if small_read {
+                std::panic::catch_unwind(AssertUnwindSafe(run)).map_err(|_| "a panic".to_owned())
+            } else {
+                tokio::task::spawn_blocking(run)
+                    .await
+                    .map_err(|error| error.to_string())
+            };
+            let (reply, ok) = ran.unwrap_or_else(|error| {
                 warn!(%error, "device call panicked");
                 let reply = error_reply(cookie, wire::EIO, "device call failed", structured);
                 (reply, false)
