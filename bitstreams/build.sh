@@ -59,12 +59,18 @@ run_target() {
     local dir="$BUILD/$flow/$module"
     mkdir -p "$dir"
     python3 bitstreams/harness.py "$BUILD/verilog/$module.v" "$module" >"$dir/harness.v"
+    # A run's old results must not stand in for this one's.
+    rm -f "$dir"/netlist.json "$dir"/seed*.json "$dir"/seed*.log
     echo "==> $flow $module: synthesis"
-    synthesize "$flow" "$module" "$dir"
-    for seed in "${SEEDS[@]}"; do
-        echo "==> $flow $module: place and route at $mhz MHz, seed $seed"
-        place_and_route "$flow" "$dir" "$mhz" "$seed" || echo "    (nextpnr failed: see $dir/seed$seed.log)"
-    done
+    if synthesize "$flow" "$module" "$dir"; then
+        for seed in "${SEEDS[@]}"; do
+            echo "==> $flow $module: place and route at $mhz MHz, seed $seed"
+            place_and_route "$flow" "$dir" "$mhz" "$seed" || echo "    (nextpnr failed: see $dir/seed$seed.log)"
+        done
+    else
+        # Recorded as failed on every seed; the other modules still run.
+        echo "    (synthesis failed: see $dir/yosys.log)"
+    fi
     python3 bitstreams/summarize.py record "$flow" "$module" "$mhz" "$dir" "$REPORTS" "${SEEDS[@]}"
 }
 

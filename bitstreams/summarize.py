@@ -90,6 +90,11 @@ def gigabytes_per_second(module, fmax_mhz):
     return f"{int(match.group(1)) / 8 * fmax_mhz / 1000:.1f}"
 
 
+def shown(count):
+    """A resource count for the table: blank when nothing was routed."""
+    return "" if count is None else count
+
+
 def table(reports):
     lines = [
         "# Synthesis reports",
@@ -110,11 +115,13 @@ def table(reports):
         lowest = min(known) if len(known) == len(fmaxes) and known else None
         closes = "yes" if lowest is not None and lowest >= summary["target_mhz"] else "no"
         per_seed = ", ".join("failed" if fmax is None else f"{fmax:.0f}" for fmax in fmaxes)
+        if not any(run["routed"] for run in summary["seeds"]):
+            per_seed = "not routed (synthesis failed)"
         lines.append(
             f"| {summary['flow']} | {summary['module']} | {summary['target_mhz']} | {per_seed} | "
             f"{'' if lowest is None else f'{lowest:.0f}'} | {closes} | "
-            f"{gigabytes_per_second(summary['module'], lowest)} | {summary['luts']} | "
-            f"{summary['ffs']} | {summary['harness_ffs']} | {summary['bram']} |"
+            f"{gigabytes_per_second(summary['module'], lowest)} | {shown(summary['luts'])} | "
+            f"{shown(summary['ffs'])} | {summary['harness_ffs']} | {shown(summary['bram'])} |"
         )
     lines += ["", "Devices:", ""]
     lines += [f"- {flow}: {device}" for flow, device in DEVICES.items()]
