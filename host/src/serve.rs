@@ -179,7 +179,8 @@ async fn serve_until_signal(
     let mut options = ServerOptions::default();
     let metrics = match &config.metrics {
         Some(address) => {
-            let (task, observer) = start_metrics(address, &served).await?;
+            let metrics = Metrics::new(Arc::clone(&served.volume), Arc::clone(&served.tasks));
+            let (task, observer) = start_metrics(address, metrics).await?;
             options.observer = Some(observer);
             Some(task)
         }
@@ -208,19 +209,16 @@ async fn serve_until_signal(
     Ok(stats?)
 }
 
-/// Serves the metrics on `address`; returns the task and what the NBD server feeds.
-async fn start_metrics(
+/// Serves `metrics` on `address`; returns the task and what the NBD server feeds.
+pub(crate) async fn start_metrics(
     address: &str,
-    served: &Served,
+    metrics: Metrics,
 ) -> Result<(tokio::task::JoinHandle<()>, Arc<dyn RequestObserver>), ServeError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| format!("--metrics {address}: {error}"))?;
     let bound = listener.local_addr()?;
-    let metrics = Arc::new(Metrics::new(
-        Arc::clone(&served.volume),
-        Arc::clone(&served.tasks),
-    ));
+    let metrics = Arc::new(metrics);
     let observer = metrics.observer();
     tracing::info!(address = %bound, "serving metrics at http://{bound}/metrics");
     Ok((

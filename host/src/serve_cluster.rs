@@ -12,9 +12,8 @@ use crate::active::{ClusterConfig, ClusterStatus, ClusterVolume};
 use crate::array::member_paths;
 use crate::block::BlockDevice;
 use crate::metrics::Metrics;
-use crate::nbd::server::RequestObserver;
 use crate::nbd::{ServerOptions, ServerStats};
-use crate::serve::{ServeError, shutdown_signal};
+use crate::serve::{ServeError, shutdown_signal, start_metrics};
 use crate::tasks::Tasks;
 use crate::volume::{Volume, default_sidecar};
 use serde::{Deserialize, Serialize};
@@ -112,7 +111,8 @@ async fn serve_until_signal(
     let mut options = ServerOptions::default();
     let metrics = match &config.metrics {
         Some(metrics_address) => {
-            let (task, observer) = start_metrics(metrics_address, &cluster).await?;
+            let (task, observer) =
+                start_metrics(metrics_address, cluster_metrics(&cluster)).await?;
             options.observer = Some(observer);
             Some(task)
         }
@@ -134,24 +134,11 @@ async fn serve_until_signal(
     Ok(stats?)
 }
 
-/// Serves the cluster AMF's metrics (its volume's, the NBD requests', the protocol's).
-async fn start_metrics(
-    address: &str,
-    cluster: &Arc<ClusterVolume>,
-) -> Result<(tokio::task::JoinHandle<()>, Arc<dyn RequestObserver>), ServeError> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|error| format!("--metrics {address}: {error}"))?;
-    let bound = listener.local_addr()?;
+/// The cluster AMF's metrics: its volume's, the NBD requests', the protocol's.
+fn cluster_metrics(cluster: &Arc<ClusterVolume>) -> Metrics {
     let volume = Arc::clone(cluster.volume());
     let tasks = Arc::new(Tasks::new(Arc::clone(&volume)));
-    let metrics = Arc::new(Metrics::new(volume, tasks).with_cluster(Arc::clone(cluster)));
-    let observer = metrics.observer();
-    tracing::info!(address = %bound, "serving metrics at http://{bound}/metrics");
-    Ok((
-        tokio::spawn(crate::metrics::serve(listener, metrics)),
-        observer,
-    ))
+    Metrics::new(volume, tasks).with_cluster(Arc::clone(cluster))
 }
 
 async fn report_status(cluster: Arc<ClusterVolume>, address: SocketAddr, path: PathBuf) {

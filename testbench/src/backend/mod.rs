@@ -473,14 +473,7 @@ impl CardBackend for RtlCard {
         offset: u64,
         source: &[u8],
     ) -> Result<(), RtlError> {
-        let target = self.dma.host_bytes_mut(
-            buffer.handle(),
-            buffer.device_address(),
-            offset,
-            source.len() as u64,
-        )?;
-        target.copy_from_slice(source);
-        Ok(())
+        Ok(self.dma.host_write(buffer, offset, source)?)
     }
 
     fn dma_read(
@@ -489,14 +482,7 @@ impl CardBackend for RtlCard {
         offset: u64,
         target: &mut [u8],
     ) -> Result<(), RtlError> {
-        let source = self.dma.host_bytes_mut(
-            buffer.handle(),
-            buffer.device_address(),
-            offset,
-            target.len() as u64,
-        )?;
-        target.copy_from_slice(source);
-        Ok(())
+        Ok(self.dma.host_read(buffer, offset, target)?)
     }
 
     /// Runs one waiting descriptor through the RTL, or idles the clock a few cycles.

@@ -5,7 +5,7 @@
 //! freed buffer, faults (as an IOMMU would) instead of reaching other memory. The first
 //! range starts above 4 GiB so that the high halves of 64-bit address registers matter.
 
-use crate::backend::DMA_ALIGN_BYTES;
+use crate::backend::{DMA_ALIGN_BYTES, DmaBuffer};
 use std::collections::BTreeMap;
 
 /// First device address handed out.
@@ -123,6 +123,36 @@ impl DmaSpace {
         let region = self.regions.get_mut(&handle).expect("checked above");
         let range = range_within(region.bytes.len(), offset, length_bytes)?;
         Ok(&mut region.bytes[range])
+    }
+
+    /// Copies `source` into `buffer` at `offset` (the host writing its DMA memory).
+    pub fn host_write(
+        &mut self,
+        buffer: &DmaBuffer,
+        offset: u64,
+        source: &[u8],
+    ) -> Result<(), DmaError> {
+        let (handle, address) = (buffer.handle(), buffer.device_address());
+        self.host_bytes_mut(handle, address, offset, source.len() as u64)?
+            .copy_from_slice(source);
+        Ok(())
+    }
+
+    /// Copies `buffer` at `offset` into `target` (the host reading its DMA memory).
+    pub fn host_read(
+        &mut self,
+        buffer: &DmaBuffer,
+        offset: u64,
+        target: &mut [u8],
+    ) -> Result<(), DmaError> {
+        let (handle, address) = (buffer.handle(), buffer.device_address());
+        target.copy_from_slice(self.host_bytes_mut(
+            handle,
+            address,
+            offset,
+            target.len() as u64,
+        )?);
+        Ok(())
     }
 
     fn region(&self, handle: u64, device_address: u64) -> Result<&Region, DmaError> {

@@ -414,14 +414,7 @@ impl CardBackend for SimCard {
         source: &[u8],
     ) -> Result<(), SimError> {
         let mut model = self.lock()?;
-        let target = model.dma_mut().host_bytes_mut(
-            buffer.handle(),
-            buffer.device_address(),
-            offset,
-            source.len() as u64,
-        )?;
-        target.copy_from_slice(source);
-        Ok(())
+        Ok(model.dma_mut().host_write(buffer, offset, source)?)
     }
 
     fn dma_read(
@@ -431,14 +424,7 @@ impl CardBackend for SimCard {
         target: &mut [u8],
     ) -> Result<(), SimError> {
         let mut model = self.lock()?;
-        let source = model.dma_mut().host_bytes_mut(
-            buffer.handle(),
-            buffer.device_address(),
-            offset,
-            target.len() as u64,
-        )?;
-        target.copy_from_slice(source);
-        Ok(())
+        Ok(model.dma_mut().host_read(buffer, offset, target)?)
     }
 
     fn advance(&mut self) -> Result<(), SimError> {
