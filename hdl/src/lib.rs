@@ -26,7 +26,9 @@ pub mod dual_port_sram;
 pub mod parity_control;
 pub mod parity_engine;
 pub mod parity_lane;
+pub mod receive_queue;
 pub mod register_file;
+pub mod round_robin;
 pub mod sim;
 pub mod verilog;
 

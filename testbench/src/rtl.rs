@@ -88,13 +88,19 @@ impl Model {
         let info = &MODELS[index];
         let index = u32::try_from(index).expect("a handful of models");
         let clock = Self::find(info, "clock")?;
-        Ok(Self {
+        let mut model = Self {
             info,
             index,
             handle: ffi::Handle::new(index),
             clock,
             cycles: 0,
-        })
+        };
+        // Settle once with the clock low: Verilator runs the initial blocks on the first
+        // evaluation, and a first evaluation with the clock already high is no edge, so
+        // the first `rising_edge` (a reset, usually) would be lost on every register whose
+        // reset value is not its initial one.
+        model.eval();
+        Ok(model)
     }
 
     fn find(info: &'static ModelInfo, name: &str) -> Result<Port, TestbenchError> {
