@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The modules the testbench drives, by the name gen-verilog gives them.
-const MODELS: [&str; 7] = [
+const MODELS: [&str; 8] = [
     "parity_engine_64",
     "parity_engine_256",
     "parity_engine_512",
     "broadcast_fabric_2",
     "broadcast_fabric_4",
     "broadcast_fabric_8",
+    "dual_port_sram",
     "card_top",
 ];
 

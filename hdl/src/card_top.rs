@@ -296,6 +296,32 @@ mod tests {
     }
 
     #[test]
+    fn a_window_access_and_a_remote_write_to_one_word_resolve_as_the_sram_promises() {
+        let mut uut = card();
+        let remote = |uut: &mut Card, write: Option<(u32, u64)>| {
+            let (offset, data) = write.unwrap_or((0, 0));
+            uut.fabric_sram_write.next = write.is_some();
+            uut.fabric_sram_offset.next = u64::from(offset).into();
+            uut.fabric_sram_data.next = data.into();
+        };
+        let window = regs::SRAM_WINDOW_OFFSET + 0x40;
+        remote(&mut uut, Some((0x40, 0x1111_1111_2222_2222)));
+        rising_edge(&mut uut, |u| &mut u.clock);
+        remote(&mut uut, Some((0x40, 0x3333_3333_4444_4444)));
+        let read = access(&mut uut, None, window + 4);
+        remote(&mut uut, None);
+        assert_eq!(read, 0x3333_3333, "the window read sees the remote word");
+        remote(&mut uut, Some((0x40, 0x6666_6666_7777_7777)));
+        access(&mut uut, Some(0x5555_5555), window);
+        remote(&mut uut, None);
+        assert_eq!(
+            access(&mut uut, None, window),
+            0x7777_7777,
+            "the remote write wins"
+        );
+    }
+
+    #[test]
     fn the_parity_stream_flows_only_while_enabled() {
         let mut uut = card();
         uut.dma_in_valid.next = true;

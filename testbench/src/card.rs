@@ -134,6 +134,12 @@ impl CardModel {
     }
 
     fn access(&mut self, write: Option<u32>, offset: u32) -> Result<u32, BusError> {
+        self.request(write, offset);
+        self.answer(offset)
+    }
+
+    /// Drives a bus request (a write of `write`, else a read) for one clock edge.
+    fn request(&mut self, write: Option<u32>, offset: u32) {
         let ports = self.ports;
         self.model.set_u64(ports.bus_address, u64::from(offset));
         self.model
@@ -144,6 +150,11 @@ impl CardModel {
         self.model.set_bit(ports.bus_read, false);
         self.model.set_bit(ports.bus_write, false);
         self.model.eval();
+    }
+
+    /// Waits for the answer to the request at `offset`.
+    fn answer(&mut self, offset: u32) -> Result<u32, BusError> {
+        let ports = self.ports;
         for _ in 0..BUS_CYCLES_MAX {
             if self.model.get_bit(ports.bus_done) {
                 return Ok(
@@ -177,12 +188,36 @@ impl CardModel {
 
     /// A remote write from the fabric into this card's SRAM (one cycle).
     pub fn fabric_write(&mut self, offset: u32, data: u64) {
-        self.model.set_bit(self.ports.fabric_sram_write, true);
+        self.drive_fabric_write(Some((offset, data)));
+        self.model.rising_edge();
+        self.drive_fabric_write(None);
+    }
+
+    /// A 32-bit host access at a BAR0 offset (a write of `write`, else a read) in the same
+    /// clock cycle as a remote write of `data` at SRAM byte offset `fabric_offset`: what
+    /// happens when the window and a peer touch one SRAM word at once
+    /// (`hdl::dual_port_sram` says how that resolves). Returns what the access returns.
+    pub fn access_during_fabric_write(
+        &mut self,
+        write: Option<u32>,
+        offset: u32,
+        fabric_offset: u32,
+        data: u64,
+    ) -> Result<u32, BusError> {
+        self.drive_fabric_write(Some((fabric_offset, data)));
+        self.request(write, offset);
+        self.drive_fabric_write(None);
+        self.answer(offset)
+    }
+
+    /// Drives the fabric's SRAM write port: a write of (offset, data), or none.
+    fn drive_fabric_write(&mut self, write: Option<(u32, u64)>) {
+        let (offset, data) = write.unwrap_or((0, 0));
+        self.model
+            .set_bit(self.ports.fabric_sram_write, write.is_some());
         self.model
             .set_u64(self.ports.fabric_sram_offset, u64::from(offset));
         self.model.set_u64(self.ports.fabric_sram_data, data);
-        self.model.rising_edge();
-        self.model.set_bit(self.ports.fabric_sram_write, false);
         self.model.eval();
     }
 
