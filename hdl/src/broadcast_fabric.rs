@@ -109,15 +109,16 @@ pub struct BroadcastFabric<const N: usize> {
     /// Bit `p` set while port `p` is a member (for `FABRIC_MEMBERSHIP`).
     pub membership: Signal<Out, Bits<32>>,
     queue: [ReceiveQueue; N],
+    dropping: [DFF<Bit>; N],
     turn: [RoundRobinSlot<N>; N],
     // Stage 1: what each port holds and owes, and what it requests next.
     held_valid: [DFF<Bit>; N],
-    held_empty: [DFF<Bit>; N],
     held_kind: [DFF<Bits<8>>; N],
     held_payload: [DFF<Bits<64>>; N],
     held_offset: [DFF<Bits<32>>; N],
     held_target: [DFF<Bits<8>>; N],
     held_is_write: [DFF<Bit>; N],
+    held_in_range: [DFF<Bit>; N],
     held_deliver: [DFF<Bits<32>>; N],
     held_write_to: [DFF<Bits<32>>; N],
     ack_pending: [DFF<Bit>; N],
@@ -164,7 +165,8 @@ pub struct BroadcastFabric<const N: usize> {
     sendable_next: [Signal<Local, Bit>; N],
     offers_held_next: [Signal<Local, Bit>; N],
     offers_down_next: [Signal<Local, Bit>; N],
-    request_next: [Signal<Local, Bit>; N],
+    request_held_next: [Signal<Local, Bit>; N],
+    request_other_next: [Signal<Local, Bit>; N],
     grant: [Signal<Local, Bit>; N],
     room: [Signal<Local, Bit>; N],
     any_owner: Signal<Local, Bit>,
@@ -197,9 +199,9 @@ pub struct BroadcastFabric<const N: usize> {
     sram_bytes: Constant<Bits<32>>,
     sequence_step: Constant<Bits<64>>,
     turn_step: Constant<Bits<3>>,
-    room_idle: Constant<Bits<4>>,
-    room_one_in_flight: Constant<Bits<4>>,
-    room_two_in_flight: Constant<Bits<4>>,
+    room_idle: Constant<Bits<8>>,
+    room_one_in_flight: Constant<Bits<8>>,
+    room_two_in_flight: Constant<Bits<8>>,
     zero_8: Constant<Bits<8>>,
     zero_32: Constant<Bits<32>>,
     zero_64: Constant<Bits<64>>,
@@ -209,12 +211,13 @@ fn kind(kind: MessageKind) -> Constant<Bits<8>> {
     Constant::new(u64::from(kind as u8).into())
 }
 
-/// A queue may take a grant if it holds fewer than this many messages, less one for each
-/// message already between the arbiter and it: two grants (this cycle's and the next) may
-/// still land before anyone pops.
-fn room_below(in_flight: usize) -> Constant<Bits<4>> {
+/// The bit of a queue's `fill` thermometer that must be clear for a grant: the queue must
+/// hold fewer than `DEPTH - 1` messages, less one for each message already between the
+/// arbiter and it, because two grants (this cycle's and the next) may still land before
+/// anyone pops.
+fn room_below(in_flight: usize) -> Constant<Bits<8>> {
     let limit = crate::receive_queue::DEPTH - 1 - in_flight;
-    Constant::new(u64::try_from(limit).expect("small").into())
+    Constant::new((1_u64 << (limit - 1)).into())
 }
 
 /// The low bits of `SramWrite`'s kind, which neither other kind a port may send has.
@@ -247,14 +250,15 @@ impl<const N: usize> BroadcastFabric<N> {
             ports: per_port(),
             membership: Default::default(),
             queue: per_port(),
+            dropping: per_port(),
             turn: std::array::from_fn(RoundRobinSlot::new),
             held_valid: per_port(),
-            held_empty: per_port(),
             held_kind: per_port(),
             held_payload: per_port(),
             held_offset: per_port(),
             held_target: per_port(),
             held_is_write: per_port(),
+            held_in_range: per_port(),
             held_deliver: per_port(),
             held_write_to: per_port(),
             ack_pending: per_port(),
@@ -298,7 +302,8 @@ impl<const N: usize> BroadcastFabric<N> {
             sendable_next: per_port(),
             offers_held_next: per_port(),
             offers_down_next: per_port(),
-            request_next: per_port(),
+            request_held_next: per_port(),
+            request_other_next: per_port(),
             grant: per_port(),
             room: per_port(),
             any_owner: Default::default(),
@@ -366,7 +371,6 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         for i in 0..N {
             self.held_valid[i].clock.next = self.clock.val();
             self.held_valid[i].d.next = self.held_valid[i].q.val();
-            self.held_empty[i].clock.next = self.clock.val();
             self.held_kind[i].clock.next = self.clock.val();
             self.held_kind[i].d.next = self.held_kind[i].q.val();
             self.held_payload[i].clock.next = self.clock.val();
@@ -377,6 +381,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.held_target[i].d.next = self.held_target[i].q.val();
             self.held_is_write[i].clock.next = self.clock.val();
             self.held_is_write[i].d.next = self.held_is_write[i].q.val();
+            self.held_in_range[i].clock.next = self.clock.val();
+            self.held_in_range[i].d.next = self.held_in_range[i].q.val();
             self.held_deliver[i].clock.next = self.clock.val();
             self.held_write_to[i].clock.next = self.clock.val();
             self.ack_pending[i].clock.next = self.clock.val();
@@ -401,6 +407,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.bus_deliver[i].clock.next = self.clock.val();
             self.bus_write_to[i].clock.next = self.clock.val();
             self.queue[i].clock.next = self.clock.val();
+            self.dropping[i].clock.next = self.clock.val();
             self.any_owner.next = self.any_owner.val() | self.write_owner[i].q.val();
             self.any_ack_pending.next = self.any_ack_pending.val() | self.ack_pending[i].q.val();
             if self.member[i].q.val() {
@@ -414,7 +421,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         // can read it: a kind a port may not send gets no destinations (it is taken and
         // dropped, so no port can forge the fabric's own messages).
         for i in 0..N {
-            self.ports[i].tx_ready.next = self.held_empty[i].q.val() & self.ports[i].link_up.val();
+            self.ports[i].tx_ready.next = !self.held_valid[i].q.val() & self.ports[i].link_up.val();
             self.take[i].next = self.ports[i].tx_valid.val() & self.ports[i].tx_ready.val();
             self.take_is_write[i].next = self.ports[i].tx_kind.val() == self.kind_sram_write.val();
             // The request for a message taken this cycle looks at two bits of its kind, not
@@ -424,9 +431,6 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.take_may_write[i].next = (self.ports[i].tx_kind.val()
                 & self.write_kind_bits.val())
                 == self.write_kind_bits.val();
-            // `held_valid`'s complement in a flip-flop of its own, for `tx_ready`: the port's
-            // offer then goes through one level of logic before the request, not two.
-            self.held_empty[i].d.next = self.held_empty[i].q.val() & !self.take[i].val();
             if self.take[i].val() {
                 self.held_valid[i].d.next = true;
                 self.held_kind[i].d.next = self.ports[i].tx_kind.val();
@@ -434,6 +438,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.held_payload[i].d.next = self.ports[i].tx_payload.val();
                 self.held_offset[i].d.next = self.ports[i].tx_sram_offset.val();
                 self.held_is_write[i].d.next = self.take_is_write[i].val();
+                self.held_in_range[i].d.next =
+                    self.ports[i].tx_sram_offset.val() < self.sram_bytes.val();
             }
             self.held_to[i].next = self.zero_32.val();
             for j in 0..N {
@@ -449,8 +455,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.held_deliver[i].d.next = self.held_to[i].val();
             }
             self.held_write_to[i].d.next = self.zero_32.val();
-            if self.held_is_write[i].q.val() & (self.held_offset[i].q.val() < self.sram_bytes.val())
-            {
+            if self.held_is_write[i].q.val() & self.held_in_range[i].q.val() {
                 self.held_write_to[i].d.next = self.held_to[i].val();
             }
 
@@ -473,8 +478,12 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.offers_down_next[i].next = !self.ack_next[i].val()
                 & !(self.member[i].q.val() & self.holds_next[i].val())
                 & self.down_next[i].val();
-            self.request_next[i].next = self.ack_next[i].val()
-                | (self.offers_held_next[i].val() & self.sendable_next[i].val())
+            // The request in two parts, each a function of fewer inputs, ORed only in the
+            // flip-flop's own LUT: the message held (whatever is owed before it: an owed
+            // acknowledgement requests through the other part, and the kinds above say
+            // which goes), and everything else.
+            self.request_held_next[i].next = self.member[i].q.val() & self.sendable_next[i].val();
+            self.request_other_next[i].next = self.ack_next[i].val()
                 | self.offers_down_next[i].val()
                 | (self.ports[i].link_up.val() & !self.member[i].q.val());
             self.offers_ack[i].d.next = self.ack_next[i].val();
@@ -503,12 +512,14 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         // The room for a grant in the next cycle (see the module's doc).
         self.all_room_next.next = true;
         for i in 0..N {
-            self.room[i].next = self.queue[i].count.val() < self.room_idle.val();
+            self.room[i].next = !(self.queue[i].fill.val() & self.room_idle.val()).any();
             if self.bus_deliver[i].q.val() | self.loading.q.val() {
-                self.room[i].next = self.queue[i].count.val() < self.room_one_in_flight.val();
+                self.room[i].next =
+                    !(self.queue[i].fill.val() & self.room_one_in_flight.val()).any();
             }
             if self.bus_deliver[i].q.val() & self.loading.q.val() {
-                self.room[i].next = self.queue[i].count.val() < self.room_two_in_flight.val();
+                self.room[i].next =
+                    !(self.queue[i].fill.val() & self.room_two_in_flight.val()).any();
             }
             self.all_room_next.next = self.all_room_next.val() & self.room[i].val();
         }
@@ -544,14 +555,15 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 & !self.offers_down[i].q.val();
             // The room a grant needs is worked out a cycle ahead (see the module's doc) and
             // folded into the requests, so the arbiter does not wait for it.
-            self.request[i].d.next =
-                self.request_next[i].val() & !self.grant[i].val() & self.all_room_next.val();
+            self.request[i].d.next = (self.request_held_next[i].val()
+                | self.request_other_next[i].val())
+                & !self.grant[i].val()
+                & self.all_room_next.val();
             if self.grant[i].val() {
                 if self.offers_ack[i].q.val() {
                     self.ack_pending[i].d.next = self.ack_landing[i].val();
                 } else if self.offers_held[i].q.val() {
                     self.held_valid[i].d.next = false;
-                    self.held_empty[i].d.next = true;
                     self.write_owner[i].d.next = false;
                 } else if self.offers_down[i].q.val() {
                     self.down_pending[i].d.next = false;
@@ -640,9 +652,14 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.queue[i].push_sequence.next = self.bus_sequence.q.val();
             self.queue[i].push_payload.next = self.bus_payload.q.val();
             // A port that is not a member, or whose link is down, holds nothing it could
-            // still take (and a dead port's full queue must not hold up the fabric); the
-            // flush drops a push in the same cycle.
-            self.queue[i].flush.next = !self.ports[i].link_up.val() | !self.member[i].q.val();
+            // still take (and a dead port's full queue must not hold up the fabric). The
+            // flush comes from a flip-flop, a cycle late: what lands in that cycle is
+            // from before the departure (or for a dead port) and goes with the flush, and a
+            // joining port's queue is still flushed in the cycle before its own arrival
+            // lands.
+            self.dropping[i].d.next =
+                self.reset.val() | !self.ports[i].link_up.val() | !self.member[i].q.val();
+            self.queue[i].flush.next = self.dropping[i].q.val();
             self.queue[i].ready.next = self.ports[i].rx_ready.val();
             self.ports[i].rx_valid.next = self.queue[i].valid.val();
             self.ports[i].rx_kind.next = self.queue[i].out_kind.val();
@@ -663,7 +680,6 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.down_pending[i].d.next = false;
                 self.ack_pending[i].d.next = false;
                 self.held_valid[i].d.next = false;
-                self.held_empty[i].d.next = true;
                 self.write_owner[i].d.next = false;
                 self.request[i].d.next = false;
                 self.granted[i].d.next = false;
@@ -673,7 +689,6 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.took_up[i].d.next = false;
                 self.bus_deliver[i].d.next = false;
                 self.bus_write_to[i].d.next = false;
-                self.queue[i].flush.next = true;
             }
         }
     }

@@ -4,8 +4,8 @@
 //! The fabric pushes at most one message a cycle (from its bus register) and the port pops
 //! at most one (valid/ready). The queue never refuses a push: the fabric grants a message
 //! only when every member's queue is sure to have room for it when it arrives, counting
-//! what is already on its way (see [`crate::broadcast_fabric`]), and reads `count` (the
-//! messages in store) for that. Eight entries leave room for the three messages the
+//! what is already on its way (see [`crate::broadcast_fabric`]), and reads `fill` (the
+//! messages in store, as a thermometer) for that. Eight entries leave room for the three messages the
 //! fabric's pipeline may hold towards one port while its consumer keeps up, so that the
 //! worst-case reckoning does not cost throughput.
 //!
@@ -58,8 +58,10 @@ pub struct ReceiveQueue {
     pub out_sequence: Signal<Out, Bits<64>>,
     /// Payload of the offered message.
     pub out_payload: Signal<Out, Bits<64>>,
-    /// Messages in store (0..=8), a flip-flop.
-    pub count: Signal<Out, Bits<4>>,
+    /// Messages in store as a thermometer: bit `k` is set while more than `k` are (flip-flops).
+    /// A thermometer moves by a shift, one level of logic per bit, where a count's adder
+    /// and its zero test took four; and "fewer than `k`" is one bit of it.
+    pub fill: Signal<Out, Bits<8>>,
     _store: Store,
 }
 
@@ -109,7 +111,7 @@ impl Logic for ReceiveQueue {
             store.stored = store.stored + usize::from(self.push.val()) - usize::from(load);
         }
         self.valid.next = store.offered;
-        self.count.next = u64::try_from(store.stored).expect("small").into();
+        self.fill.next = ((1_u64 << store.stored) - 1).into();
     }
 
     fn connect(&mut self) {
@@ -118,7 +120,7 @@ impl Logic for ReceiveQueue {
         self.out_source.connect();
         self.out_sequence.connect();
         self.out_payload.connect();
-        self.count.connect();
+        self.fill.connect();
     }
 
     fn hdl(&self) -> Verilog {
@@ -128,8 +130,14 @@ reg [143:0] slots[0:7];
 reg [2:0] write_slot;
 reg [2:0] read_slot;
 wire pop = valid & ready;
-wire load = (count != 4'd0) & (~valid | pop);
+wire load = fill[0] & (~valid | pop);
 wire stored_push = push & ~flush;
+// The thermometer's next value as one expression: written as a chain of ifs, synthesis
+// turned its shift-right case into a reset condition and put a level of logic in front
+// of the flip-flops' reset input.
+wire [7:0] fill_next = (stored_push & ~load) ? {fill[6:0], 1'b1}
+    : (load & ~stored_push) ? {1'b0, fill[7:1]}
+    : fill;
 
 always @(posedge clock) begin
     // The slot is written on every push, kept or not: the memory's write enable is then
@@ -143,9 +151,9 @@ always @(posedge clock) begin
         read_slot <= read_slot + 3'd1;
     end
     valid <= load | (valid & ~pop);
-    count <= count + {3'd0, stored_push} - {3'd0, load};
+    fill <= fill_next;
     if (flush) begin
-        count <= 4'd0;
+        fill <= 8'd0;
         valid <= 1'b0;
         read_slot <= write_slot;
     end
@@ -203,7 +211,7 @@ mod tests {
         let mut waiting_cycles = 0;
         for cycle in 0..20_000_u64 {
             settle(&mut uut);
-            let count = usize::from(uut.count.val().to_u8());
+            let count = uut.fill.val().to_u8().count_ones() as usize;
             let message = (rng.r#gen(), rng.r#gen(), cycle, rng.r#gen());
             let pushed = (count < DEPTH && rng.gen_ratio(2, 3)).then_some(message);
             push(&mut uut, pushed);
@@ -236,7 +244,7 @@ mod tests {
         }
         push(&mut uut, None);
         settle(&mut uut);
-        assert_eq!(usize::from(uut.count.val().to_u8()), DEPTH);
+        assert_eq!(uut.fill.val().to_u8().count_ones() as usize, DEPTH);
         assert!(uut.valid.val());
         assert_eq!(offered(&uut), (1, 2, 3, 0), "the first pushed is offered");
         uut.flush.next = true;
@@ -244,7 +252,7 @@ mod tests {
         uut.flush.next = false;
         settle(&mut uut);
         assert!(!uut.valid.val());
-        assert_eq!(usize::from(uut.count.val().to_u8()), 0);
+        assert_eq!(uut.fill.val().to_u8().count_ones() as usize, 0);
         push(&mut uut, Some((4, 5, 6, 99)));
         rising_edge(&mut uut, |u| &mut u.clock);
         push(&mut uut, None);
