@@ -109,6 +109,7 @@ pub struct BroadcastFabric<const N: usize> {
     /// Bit `p` set while port `p` is a member (for `FABRIC_MEMBERSHIP`).
     pub membership: Signal<Out, Bits<32>>,
     queue: [ReceiveQueue; N],
+    link: [DFF<Bit>; N],
     dropping: [DFF<Bit>; N],
     turn: [RoundRobinSlot<N>; N],
     // Stage 1: what each port holds and owes, and what it requests next.
@@ -157,7 +158,6 @@ pub struct BroadcastFabric<const N: usize> {
     take_is_write: [Signal<Local, Bit>; N],
     take_may_write: [Signal<Local, Bit>; N],
     held_to: [Signal<Local, Bits<32>>; N],
-    ack_kept: [Signal<Local, Bit>; N],
     ack_landing: [Signal<Local, Bit>; N],
     ack_next: [Signal<Local, Bit>; N],
     down_next: [Signal<Local, Bit>; N],
@@ -174,6 +174,7 @@ pub struct BroadcastFabric<const N: usize> {
     granting: Signal<Local, Bit>,
     requests: Signal<Local, Bits<32>>,
     all_room_next: Signal<Local, Bit>,
+    all_room: DFF<Bit>,
     chosen_kind: Signal<Local, Bits<8>>,
     chosen_source: Signal<Local, Bits<8>>,
     chosen_source_bit: Signal<Local, Bits<32>>,
@@ -211,12 +212,12 @@ fn kind(kind: MessageKind) -> Constant<Bits<8>> {
     Constant::new(u64::from(kind as u8).into())
 }
 
-/// The bit of a queue's `fill` thermometer that must be clear for a grant: the queue must
-/// hold fewer than `DEPTH - 1` messages, less one for each message already between the
-/// arbiter and it, because two grants (this cycle's and the next) may still land before
-/// anyone pops.
+/// The bit of a queue's `fill` thermometer that must be clear in a cycle for a grant two
+/// cycles later: a queue holds `DEPTH`, so it must hold fewer than `DEPTH - 2`, less one for
+/// each message already between the arbiter and it, because three grants (this cycle's,
+/// the next and the one the room is for) may still land before anyone pops.
 fn room_below(in_flight: usize) -> Constant<Bits<8>> {
-    let limit = crate::receive_queue::DEPTH - 1 - in_flight;
+    let limit = crate::receive_queue::DEPTH - 2 - in_flight;
     Constant::new((1_u64 << (limit - 1)).into())
 }
 
@@ -250,6 +251,7 @@ impl<const N: usize> BroadcastFabric<N> {
             ports: per_port(),
             membership: Default::default(),
             queue: per_port(),
+            link: per_port(),
             dropping: per_port(),
             turn: std::array::from_fn(RoundRobinSlot::new),
             held_valid: per_port(),
@@ -294,7 +296,6 @@ impl<const N: usize> BroadcastFabric<N> {
             take_is_write: per_port(),
             take_may_write: per_port(),
             held_to: per_port(),
-            ack_kept: per_port(),
             ack_landing: per_port(),
             ack_next: per_port(),
             down_next: per_port(),
@@ -311,6 +312,7 @@ impl<const N: usize> BroadcastFabric<N> {
             granting: Default::default(),
             requests: Default::default(),
             all_room_next: Default::default(),
+            all_room: Default::default(),
             chosen_kind: Default::default(),
             chosen_source: Default::default(),
             chosen_source_bit: Default::default(),
@@ -354,6 +356,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             write_turn,
             writes_idle,
             loading,
+            all_room,
             last_port,
             next_sequence,
             bus_kind,
@@ -407,6 +410,11 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.bus_deliver[i].clock.next = self.clock.val();
             self.bus_write_to[i].clock.next = self.clock.val();
             self.queue[i].clock.next = self.clock.val();
+            // Each port's link, registered where it enters: a link comes and goes far
+            // less often than every cycle, and the fabric's logic then starts from a
+            // flip-flop next to it instead of a pin or a wire from far away.
+            self.link[i].clock.next = self.clock.val();
+            self.link[i].d.next = self.ports[i].link_up.val();
             self.dropping[i].clock.next = self.clock.val();
             self.any_owner.next = self.any_owner.val() | self.write_owner[i].q.val();
             self.any_ack_pending.next = self.any_ack_pending.val() | self.ack_pending[i].q.val();
@@ -421,7 +429,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         // can read it: a kind a port may not send gets no destinations (it is taken and
         // dropped, so no port can forge the fabric's own messages).
         for i in 0..N {
-            self.ports[i].tx_ready.next = !self.held_valid[i].q.val() & self.ports[i].link_up.val();
+            self.ports[i].tx_ready.next = !self.held_valid[i].q.val() & self.link[i].q.val();
             self.take[i].next = self.ports[i].tx_valid.val() & self.ports[i].tx_ready.val();
             self.take_is_write[i].next = self.ports[i].tx_kind.val() == self.kind_sram_write.val();
             // The request for a message taken this cycle looks at two bits of its kind, not
@@ -462,13 +470,14 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             // What the port is left with if it is not granted this cycle, and so what it
             // requests next: an acknowledgement it owes (void once its link drops), then
             // the message it holds (a write only with the token), then its departure, then
-            // its arrival.
+            // its arrival. An acknowledgement owed from a write landing this cycle is
+            // requested from the next: the bus register's write bits sit across the fabric
+            // from the port's request.
             self.ack_landing[i].next =
-                self.bus_write_to[i].q.val() & self.member[i].q.val() & self.ports[i].link_up.val();
-            self.ack_kept[i].next = self.ack_pending[i].q.val() & self.ports[i].link_up.val();
-            self.ack_next[i].next = self.ack_kept[i].val() | self.ack_landing[i].val();
-            self.down_next[i].next = self.down_pending[i].q.val()
-                | (self.member[i].q.val() & !self.ports[i].link_up.val());
+                self.bus_write_to[i].q.val() & self.member[i].q.val() & self.link[i].q.val();
+            self.ack_next[i].next = self.ack_pending[i].q.val() & self.link[i].q.val();
+            self.down_next[i].next =
+                self.down_pending[i].q.val() | (self.member[i].q.val() & !self.link[i].q.val());
             self.holds_next[i].next = self.held_valid[i].q.val() | self.take[i].val();
             self.sendable_next[i].next = (self.take[i].val() & !self.take_may_write[i].val())
                 | (self.held_valid[i].q.val()
@@ -485,12 +494,12 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.request_held_next[i].next = self.member[i].q.val() & self.sendable_next[i].val();
             self.request_other_next[i].next = self.ack_next[i].val()
                 | self.offers_down_next[i].val()
-                | (self.ports[i].link_up.val() & !self.member[i].q.val());
+                | (self.link[i].q.val() & !self.member[i].q.val());
             self.offers_ack[i].d.next = self.ack_next[i].val();
             self.offers_held[i].d.next = self.offers_held_next[i].val();
             self.offers_down[i].d.next = self.offers_down_next[i].val();
             self.down_pending[i].d.next = self.down_next[i].val();
-            self.ack_pending[i].d.next = self.ack_next[i].val();
+            self.ack_pending[i].d.next = self.ack_next[i].val() | self.ack_landing[i].val();
 
             // The write token: asked of one port a cycle, taken by a member holding a write
             // while no write or acknowledgement is anywhere in flight.
@@ -509,7 +518,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.write_turn.d.next = self.turn_index[0].val();
         }
 
-        // The room for a grant in the next cycle (see the module's doc).
+        // The room for a grant two cycles on (see the module's doc), into a flip-flop that
+        // the requests of the next cycle are masked with.
         self.all_room_next.next = true;
         for i in 0..N {
             self.room[i].next = !(self.queue[i].fill.val() & self.room_idle.val()).any();
@@ -523,6 +533,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             }
             self.all_room_next.next = self.all_room_next.val() & self.room[i].val();
         }
+        self.all_room.d.next = self.all_room_next.val();
 
         // Stage 2, grant: round robin from the port after the last one granted
         // ([`RoundRobinSlot`]).
@@ -553,12 +564,12 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 & !self.offers_ack[i].q.val()
                 & !self.offers_held[i].q.val()
                 & !self.offers_down[i].q.val();
-            // The room a grant needs is worked out a cycle ahead (see the module's doc) and
-            // folded into the requests, so the arbiter does not wait for it.
+            // The room a grant needs is worked out two cycles ahead (see the module's doc)
+            // and folded into the requests, so the arbiter does not wait for it.
             self.request[i].d.next = (self.request_held_next[i].val()
                 | self.request_other_next[i].val())
                 & !self.grant[i].val()
-                & self.all_room_next.val();
+                & self.all_room.q.val();
             if self.grant[i].val() {
                 if self.offers_ack[i].q.val() {
                     self.ack_pending[i].d.next = self.ack_landing[i].val();
@@ -658,7 +669,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             // joining port's queue is still flushed in the cycle before its own arrival
             // lands.
             self.dropping[i].d.next =
-                self.reset.val() | !self.ports[i].link_up.val() | !self.member[i].q.val();
+                self.reset.val() | !self.link[i].q.val() | !self.member[i].q.val();
             self.queue[i].flush.next = self.dropping[i].q.val();
             self.queue[i].ready.next = self.ports[i].rx_ready.val();
             self.ports[i].rx_valid.next = self.queue[i].valid.val();

@@ -1,11 +1,10 @@
-//! A fabric port's receive queue: eight messages in store and one on offer, first in first
-//! out.
+//! A fabric port's receive queue: eight messages, first in first out, the oldest on offer.
 //!
 //! The fabric pushes at most one message a cycle (from its bus register) and the port pops
 //! at most one (valid/ready). The queue never refuses a push: the fabric grants a message
 //! only when every member's queue is sure to have room for it when it arrives, counting
 //! what is already on its way (see [`crate::broadcast_fabric`]), and reads `fill` (the
-//! messages in store, as a thermometer) for that. Eight entries leave room for the three messages the
+//! messages held, as a thermometer) for that. Eight entries leave room for the messages the
 //! fabric's pipeline may hold towards one port while its consumer keeps up, so that the
 //! worst-case reckoning does not cost throughput.
 //!
@@ -58,9 +57,10 @@ pub struct ReceiveQueue {
     pub out_sequence: Signal<Out, Bits<64>>,
     /// Payload of the offered message.
     pub out_payload: Signal<Out, Bits<64>>,
-    /// Messages in store as a thermometer: bit `k` is set while more than `k` are (flip-flops).
-    /// A thermometer moves by a shift, one level of logic per bit, where a count's adder
-    /// and its zero test took four; and "fewer than `k`" is one bit of it.
+    /// Messages held (in store and on offer) as a thermometer: bit `k` is set while more
+    /// than `k` are (flip-flops). A thermometer moves by a shift, one level of logic per
+    /// bit, where a count's adder and its zero test took four; "fewer than `k`" is one bit
+    /// of it; and counting the offer too keeps the reload of the offer out of it.
     pub fill: Signal<Out, Bits<8>>,
     _store: Store,
 }
@@ -111,7 +111,9 @@ impl Logic for ReceiveQueue {
             store.stored = store.stored + usize::from(self.push.val()) - usize::from(load);
         }
         self.valid.next = store.offered;
-        self.fill.next = ((1_u64 << store.stored) - 1).into();
+        let held = store.stored + usize::from(store.offered);
+        assert!(held <= DEPTH, "the receive queue overflowed");
+        self.fill.next = ((1_u64 << held) - 1).into();
     }
 
     fn connect(&mut self) {
@@ -130,13 +132,14 @@ reg [143:0] slots[0:7];
 reg [2:0] write_slot;
 reg [2:0] read_slot;
 wire pop = valid & ready;
-wire load = fill[0] & (~valid | pop);
+wire stored_any = valid ? fill[1] : fill[0];
+wire load = stored_any & (~valid | ready);
 wire stored_push = push & ~flush;
 // The thermometer's next value as one expression: written as a chain of ifs, synthesis
 // turned its shift-right case into a reset condition and put a level of logic in front
 // of the flip-flops' reset input.
-wire [7:0] fill_next = (stored_push & ~load) ? {fill[6:0], 1'b1}
-    : (load & ~stored_push) ? {1'b0, fill[7:1]}
+wire [7:0] fill_next = (stored_push & ~pop) ? {fill[6:0], 1'b1}
+    : (pop & ~stored_push) ? {1'b0, fill[7:1]}
     : fill;
 
 always @(posedge clock) begin
@@ -200,8 +203,8 @@ mod tests {
     }
 
     /// Random pushes (only while the store has room, as the fabric does) and pops against
-    /// a `VecDeque`: order kept, nothing lost, `count` is what waits behind the offer, and
-    /// a message is offered at most two cycles after the queue stops being empty.
+    /// a `VecDeque`: order kept, nothing lost, `fill` counts what is held, and a message is
+    /// offered at most two cycles after the queue stops being empty.
     #[test]
     fn keeps_order_and_count_under_random_push_and_pop() {
         let mut uut = queue();
@@ -211,13 +214,18 @@ mod tests {
         let mut waiting_cycles = 0;
         for cycle in 0..20_000_u64 {
             settle(&mut uut);
-            let count = uut.fill.val().to_u8().count_ones() as usize;
+            let held = uut.fill.val().to_u8().count_ones() as usize;
+            assert_eq!(
+                uut.fill.val().to_u8(),
+                ((1_u16 << held) - 1) as u8,
+                "a thermometer"
+            );
             let message = (rng.r#gen(), rng.r#gen(), cycle, rng.r#gen());
-            let pushed = (count < DEPTH && rng.gen_ratio(2, 3)).then_some(message);
+            let pushed = (held < DEPTH && rng.gen_ratio(2, 3)).then_some(message);
             push(&mut uut, pushed);
             uut.ready.next = rng.gen_ratio(1, 2);
             settle(&mut uut);
-            assert_eq!(count + usize::from(uut.valid.val()), model.len());
+            assert_eq!(held, model.len());
             waiting_cycles = if model.is_empty() || uut.valid.val() {
                 0
             } else {
@@ -236,9 +244,9 @@ mod tests {
     }
 
     #[test]
-    fn holds_depth_plus_the_offer_then_flush_empties_it() {
+    fn holds_depth_then_flush_empties_it() {
         let mut uut = queue();
-        for payload in 0..=DEPTH as u64 {
+        for payload in 0..DEPTH as u64 {
             push(&mut uut, Some((1, 2, 3, payload)));
             rising_edge(&mut uut, |u| &mut u.clock);
         }
