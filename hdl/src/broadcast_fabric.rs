@@ -653,7 +653,9 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.ports[i].sram_write.next = self.bus_write_to[i].q.val();
             self.ports[i].sram_offset.next = self.bus_offset.q.val();
             self.ports[i].sram_data.next = self.bus_payload.q.val();
-            if self.ack_landing[i].val() {
+            // The acknowledgement's fields are taken on every write presented, owed or not:
+            // they are read only while it is owed, and their enable is then a flip-flop.
+            if self.bus_write_to[i].q.val() {
                 self.ack_to[i].d.next = self.bus_source_bit.q.val();
                 self.ack_sequence[i].d.next = self.bus_sequence.q.val();
             }
