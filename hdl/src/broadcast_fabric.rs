@@ -24,23 +24,26 @@
 //! leaves about four levels of logic a cycle):
 //!
 //! 1. **take**: a port's offer goes into its holding register (`tx_ready` is that register
-//!    being empty), with what the bus will need of it worked out there (the destinations
-//!    as a port bitmap, the SRAM range check), and each port's request for the next
-//!    cycle is registered: what it would send (an acknowledgement it owes, the message it
-//!    holds, its departure, its arrival) from the state the cycle leaves behind;
-//! 2. **grant**: the round robin over the registered requests, allowed by one registered
-//!    "every queue has room" bit. A port granted this cycle does not request the next
-//!    (its request was worked out before the grant), so a port sends at most every other
-//!    cycle, and the fabric grants one message a cycle;
+//!    being empty; the SRAM range check is taken with it, the destinations are decoded
+//!    from it in the next cycle), and each port's request for the next cycle is
+//!    registered: what it would send (an acknowledgement it owes, the message it holds,
+//!    its departure, its arrival) from the state the cycle leaves behind, masked by a
+//!    registered "every queue has room" bit;
+//! 2. **grant**: the round robin over the registered requests ([`RoundRobinSlot`]); the
+//!    granted kind is registered one-hot per port. A port granted this cycle does not
+//!    request the next (its request was worked out before the grant), so a port sends at
+//!    most every other cycle, and the fabric grants one message a cycle;
 //! 3. **load**: the granted port's message (read from its registers, which hold still for
 //!    that cycle) and its destinations, masked by membership, go into the bus register;
 //! 4. **deliver**: the bus register goes into the destinations' receive queues
 //!    ([`crate::receive_queue`]) or onto an SRAM port.
 //!
-//! The room bit is worked out a cycle ahead, assuming the worst: a grant in each of the
-//! two cycles before a message lands, every message in flight going to every port, no
-//! port taking anything. An eight-message queue makes that reckoning cost nothing while a
-//! port keeps up.
+//! The room bit is worked out two cycles ahead, assuming the worst: a grant in every cycle
+//! until the message lands, every message in flight going to every port, no port taking
+//! anything. An eight-message queue makes that reckoning cost nothing while a port keeps
+//! up. Inputs that need not be seen in the cycle they change are registered where they
+//! enter (a port's link) or read a cycle later (an acknowledgement owed from a write that
+//! lands now is requested from the next cycle), so no path starts far across the fabric.
 //!
 //! SRAM writes go one at a time: a target owes at most one acknowledgement. Instead of
 //! every write request looking at the whole fabric in the arbiter's cycle, a write token
@@ -1060,8 +1063,8 @@ mod tests {
             bench.observe_outputs();
             rising_edge(&mut bench.uut, |u| &mut u.clock);
         }
-        // Five cycles between a first offer and its delivery (offer, grant, load, deliver,
-        // then the port takes it), then one a cycle.
+        // Five cycles between a first offer and its delivery (take, grant, load, into the
+        // queue's store, into its offer, then the port takes it), then one a cycle.
         assert!(cycles <= 200 + 5, "{cycles} cycles for 200 messages");
         let sources: Vec<u8> = bench.inbox[0][joined..].iter().map(|r| r.source).collect();
         for round in sources.chunks(4) {
