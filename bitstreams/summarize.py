@@ -116,7 +116,7 @@ def table(reports):
         closes = "yes" if lowest is not None and lowest >= summary["target_mhz"] else "no"
         per_seed = ", ".join("failed" if fmax is None else f"{fmax:.0f}" for fmax in fmaxes)
         if not any(run["routed"] for run in summary["seeds"]):
-            per_seed = "not routed (synthesis failed)"
+            per_seed = "not routed (synthesis or placement failed: see the run's logs)"
         lines.append(
             f"| {summary['flow']} | {summary['module']} | {summary['target_mhz']} | {per_seed} | "
             f"{'' if lowest is None else f'{lowest:.0f}'} | {closes} | "
