@@ -22,7 +22,8 @@
 //! for rust-hdl's simulator, and the Verilator testbench runs the Verilog.
 use rust_hdl::prelude::*;
 
-/// Messages the store holds (the one on offer is extra).
+/// Messages the queue holds, the one on offer included (the fabric never grants beyond
+/// it; the model asserts so, the Verilog's `fill` would saturate).
 pub const DEPTH: usize = 8;
 
 /// One stored message: kind, source, sequence, payload.
