@@ -70,7 +70,8 @@ pub struct FabricPort {
     pub link_up: Signal<In, Bit>,
     /// The port offers a message.
     pub tx_valid: Signal<In, Bit>,
-    /// The fabric takes the offered message this cycle.
+    /// The fabric takes the offered message this cycle (meaningless while `reset` is high:
+    /// a port offers nothing then, its card being in reset with the fabric).
     pub tx_ready: Signal<Out, Bit>,
     /// A `MessageKind`: `Broadcast`, `Unicast` or `SramWrite` (others are the fabric's).
     pub tx_kind: Signal<In, Bits<8>>,
@@ -438,8 +439,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             // link that drops and comes back before its `MemberDown` is a new card, which
             // sends nothing, is acknowledged nothing and hears nothing until then.
             self.alive[i].next = self.link[i].q.val() & !self.down_pending[i].q.val();
-            self.ports[i].tx_ready.next =
-                !self.held_valid[i].q.val() & self.alive[i].val() & !self.reset.val();
+            self.ports[i].tx_ready.next = !self.held_valid[i].q.val() & self.alive[i].val();
             self.take[i].next = self.ports[i].tx_valid.val() & self.ports[i].tx_ready.val();
             self.take_is_write[i].next = self.ports[i].tx_kind.val() == self.kind_sram_write.val();
             // The request for a message taken this cycle looks at two bits of its kind, not
