@@ -765,6 +765,7 @@ mod tests {
         inbox: [Vec<Received>; N],
         sram: [HashMap<u32, u64>; N],
         link_up: [bool; N],
+        stalled: [bool; N],
     }
 
     impl<const N: usize> Bench<N> {
@@ -779,6 +780,7 @@ mod tests {
                 inbox: std::array::from_fn(|_| Vec::new()),
                 sram: std::array::from_fn(|_| HashMap::new()),
                 link_up: [true; N],
+                stalled: [false; N],
             };
             bench.uut.reset.next = true;
             rising_edge(&mut bench.uut, |u| &mut u.clock);
@@ -844,7 +846,7 @@ mod tests {
                     io.tx_payload.next = sent.payload.into();
                     io.tx_sram_offset.next = u64::from(sent.offset).into();
                 }
-                io.rx_ready.next = self.rng.gen_ratio(2, 3);
+                io.rx_ready.next = !self.stalled[port] && self.rng.gen_ratio(2, 3);
             }
         }
 
@@ -1044,19 +1046,26 @@ mod tests {
         );
     }
 
-    /// A link that drops for one cycle is a departure, then an arrival: nothing from the
-    /// port between its `MemberDown` and its `MemberUp` (the fabric takes nothing from a
-    /// port whose departure is pending, which this seed does not hold up long enough to
-    /// need; the Verilated fabric_order test drops a port under load and brings it back).
+    /// A link that drops and comes back while its departure cannot be granted yet (a
+    /// port that takes nothing fills its queue and stops every grant) is a new card:
+    /// nothing it offers is taken before its `MemberDown`, and the others hear nothing
+    /// from it between that and its `MemberUp`.
     #[test]
-    fn a_link_that_bounces_is_a_departure_then_an_arrival() {
+    fn a_link_that_bounces_while_the_fabric_waits_is_a_departure_then_an_arrival() {
         let mut bench = Bench::<3>::new(12);
-        bench.queue_random_traffic(30);
+        bench.run_until_quiet(200);
+        bench.stalled[2] = true;
+        bench.outbox[0].extend((0..12).map(|payload| Sent {
+            kind: MessageKind::Broadcast,
+            target: PORT_BROADCAST,
+            payload,
+            offset: 0,
+        }));
         for _ in 0..60 {
             bench.cycle();
         }
-        // Down for one cycle, with broadcasts queued to send the moment it is back.
-        bench.outbox[1].extend((0..10).map(|payload| Sent {
+        // Port 2 stalled: the fabric grants nothing now. Port 1 bounces and offers at once.
+        bench.outbox[1].extend((0..4).map(|payload| Sent {
             kind: MessageKind::Broadcast,
             target: PORT_BROADCAST,
             payload: 1 << 40 | payload,
@@ -1065,7 +1074,10 @@ mod tests {
         bench.link_up[1] = false;
         bench.cycle();
         bench.link_up[1] = true;
-        let taken_at_bounce = bench.accepted[1].len();
+        for _ in 0..40 {
+            bench.cycle();
+        }
+        bench.stalled[2] = false;
         bench.run_until_quiet(20_000);
         for port in [0, 2] {
             let inbox = &bench.inbox[port];
@@ -1079,13 +1091,20 @@ mod tests {
                 .expect("the return is an arrival")
                 + down;
             assert!(
+                !inbox[..down]
+                    .iter()
+                    .any(|r| r.source == 1 && r.payload >> 40 == 1),
+                "port {port} heard the new card before the old one's departure"
+            );
+            assert!(
                 !inbox[down + 1..up].iter().any(|r| r.source == 1),
                 "port {port} heard port 1 between its departure and its return"
             );
         }
-        assert!(
-            bench.accepted[1].len() > taken_at_bounce,
-            "port 1 sends again"
+        assert_eq!(
+            bench.outbox[1].len(),
+            0,
+            "the new card sends after its arrival"
         );
         assert_eq!(bench.uut.membership.val().to_u32(), 0b111);
     }
