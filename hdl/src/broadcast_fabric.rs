@@ -113,16 +113,21 @@ pub struct BroadcastFabric<const N: usize> {
     /// Bit `p` set while port `p` is a member (for `FABRIC_MEMBERSHIP`).
     pub membership: Signal<Out, Bits<32>>,
     queue: [ReceiveQueue; N],
-    link: [DFF<Bit>; N],
     dropping: [DFF<Bit>; N],
     turn: [RoundRobinSlot<N>; N],
-    // Stage 1: what each port holds and owes, and what it requests next.
+    // Stage 1: the port's link, what it holds and owes, and what it requests next.
+    link: [DFF<Bit>; N],
+    alive: [DFF<Bit>; N],
+    ready: [DFF<Bit>; N],
     held_valid: [DFF<Bit>; N],
     held_kind: [DFF<Bits<8>>; N],
     held_payload: [DFF<Bits<64>>; N],
     held_offset: [DFF<Bits<32>>; N],
-    held_target: [DFF<Bits<8>>; N],
+    held_to: [DFF<Bits<32>>; N],
+    held_is_broadcast: [DFF<Bit>; N],
+    held_is_unicast: [DFF<Bit>; N],
     held_is_write: [DFF<Bit>; N],
+    held_waiting: [DFF<Bit>; N],
     held_in_range: [DFF<Bit>; N],
     held_deliver: [DFF<Bits<32>>; N],
     held_write_to: [DFF<Bits<32>>; N],
@@ -136,15 +141,18 @@ pub struct BroadcastFabric<const N: usize> {
     offers_ack: [DFF<Bit>; N],
     offers_held: [DFF<Bit>; N],
     offers_down: [DFF<Bit>; N],
-    write_turn: DFF<Bits<3>>,
+    offers_up: [DFF<Bit>; N],
+    write_turn: DFF<Bits<32>>,
     writes_idle: DFF<Bit>,
-    // Stage 2: the grant.
+    all_room: DFF<Bit>,
+    // Stage 2: the grant, and each port's message as the bus would take it.
     last_port: DFF<Bits<8>>,
     granted: [DFF<Bit>; N],
-    took_ack: [DFF<Bit>; N],
-    took_held: [DFF<Bit>; N],
-    took_down: [DFF<Bit>; N],
-    took_up: [DFF<Bit>; N],
+    send_kind: [DFF<Bits<8>>; N],
+    send_payload: [DFF<Bits<64>>; N],
+    send_deliver: [DFF<Bits<32>>; N],
+    send_held: [DFF<Bit>; N],
+    send_is_write: [DFF<Bit>; N],
     loading: DFF<Bit>,
     next_sequence: DFF<Bits<64>>,
     // Stage 3: the bus register.
@@ -159,27 +167,24 @@ pub struct BroadcastFabric<const N: usize> {
     bus_write_to: [DFF<Bit>; N],
     // Combinational.
     take: [Signal<Local, Bit>; N],
-    alive: [Signal<Local, Bit>; N],
     take_is_write: [Signal<Local, Bit>; N],
     take_may_write: [Signal<Local, Bit>; N],
-    held_to: [Signal<Local, Bits<32>>; N],
-    ack_landing: [Signal<Local, Bit>; N],
-    ack_next: [Signal<Local, Bit>; N],
+    take_to: [Signal<Local, Bits<32>>; N],
     down_next: [Signal<Local, Bit>; N],
+    ack_next: [Signal<Local, Bit>; N],
     holds_next: [Signal<Local, Bit>; N],
     sendable_next: [Signal<Local, Bit>; N],
-    offers_held_next: [Signal<Local, Bit>; N],
-    offers_down_next: [Signal<Local, Bit>; N],
-    request_held_next: [Signal<Local, Bit>; N],
-    request_other_next: [Signal<Local, Bit>; N],
+    other_next: [Signal<Local, Bit>; N],
+    token: [Signal<Local, Bit>; N],
     grant: [Signal<Local, Bit>; N],
     room: [Signal<Local, Bit>; N],
     any_owner: Signal<Local, Bit>,
     any_ack_pending: Signal<Local, Bit>,
-    granting: Signal<Local, Bit>,
+    any_token: Signal<Local, Bit>,
+    ack_landing: [Signal<Local, Bit>; N],
+    stays: [Signal<Local, Bit>; N],
     requests: Signal<Local, Bits<32>>,
     all_room_next: Signal<Local, Bit>,
-    all_room: DFF<Bit>,
     chosen_kind: Signal<Local, Bits<8>>,
     chosen_source: Signal<Local, Bits<8>>,
     chosen_source_bit: Signal<Local, Bits<32>>,
@@ -192,9 +197,9 @@ pub struct BroadcastFabric<const N: usize> {
     port_index: [Constant<Bits<8>>; N],
     port_bit: [Constant<Bits<32>>; N],
     last_port_index: Constant<Bits<8>>,
-    turn_index: [Constant<Bits<3>>; N],
-    last_turn: Constant<Bits<3>>,
     all_ports: Constant<Bits<32>>,
+    first_port_bit: Constant<Bits<32>>,
+    wrap_shift: Constant<Bits<32>>,
     kind_broadcast: Constant<Bits<8>>,
     kind_unicast: Constant<Bits<8>>,
     kind_sram_write: Constant<Bits<8>>,
@@ -204,7 +209,6 @@ pub struct BroadcastFabric<const N: usize> {
     kind_member_up: Constant<Bits<8>>,
     sram_bytes: Constant<Bits<32>>,
     sequence_step: Constant<Bits<64>>,
-    turn_step: Constant<Bits<3>>,
     room_idle: Constant<Bits<8>>,
     room_one_in_flight: Constant<Bits<8>>,
     room_two_in_flight: Constant<Bits<8>>,
@@ -256,15 +260,20 @@ impl<const N: usize> BroadcastFabric<N> {
             ports: per_port(),
             membership: Default::default(),
             queue: per_port(),
-            link: per_port(),
             dropping: per_port(),
             turn: std::array::from_fn(RoundRobinSlot::new),
+            link: per_port(),
+            alive: per_port(),
+            ready: per_port(),
             held_valid: per_port(),
             held_kind: per_port(),
             held_payload: per_port(),
             held_offset: per_port(),
-            held_target: per_port(),
+            held_to: per_port(),
+            held_is_broadcast: per_port(),
+            held_is_unicast: per_port(),
             held_is_write: per_port(),
+            held_waiting: per_port(),
             held_in_range: per_port(),
             held_deliver: per_port(),
             held_write_to: per_port(),
@@ -278,14 +287,17 @@ impl<const N: usize> BroadcastFabric<N> {
             offers_ack: per_port(),
             offers_held: per_port(),
             offers_down: per_port(),
+            offers_up: per_port(),
             write_turn: Default::default(),
             writes_idle: Default::default(),
+            all_room: Default::default(),
             last_port: Default::default(),
             granted: per_port(),
-            took_ack: per_port(),
-            took_held: per_port(),
-            took_down: per_port(),
-            took_up: per_port(),
+            send_kind: per_port(),
+            send_payload: per_port(),
+            send_deliver: per_port(),
+            send_held: per_port(),
+            send_is_write: per_port(),
             loading: Default::default(),
             next_sequence: Default::default(),
             bus_kind: Default::default(),
@@ -298,27 +310,24 @@ impl<const N: usize> BroadcastFabric<N> {
             bus_deliver: per_port(),
             bus_write_to: per_port(),
             take: per_port(),
-            alive: per_port(),
             take_is_write: per_port(),
             take_may_write: per_port(),
-            held_to: per_port(),
-            ack_landing: per_port(),
-            ack_next: per_port(),
+            take_to: per_port(),
             down_next: per_port(),
+            ack_next: per_port(),
             holds_next: per_port(),
             sendable_next: per_port(),
-            offers_held_next: per_port(),
-            offers_down_next: per_port(),
-            request_held_next: per_port(),
-            request_other_next: per_port(),
+            other_next: per_port(),
+            token: per_port(),
             grant: per_port(),
             room: per_port(),
             any_owner: Default::default(),
             any_ack_pending: Default::default(),
-            granting: Default::default(),
+            any_token: Default::default(),
+            ack_landing: per_port(),
+            stays: per_port(),
             requests: Default::default(),
             all_room_next: Default::default(),
-            all_room: Default::default(),
             chosen_kind: Default::default(),
             chosen_source: Default::default(),
             chosen_source_bit: Default::default(),
@@ -330,9 +339,9 @@ impl<const N: usize> BroadcastFabric<N> {
             port_index: std::array::from_fn(|port| Constant::new(index(port).into())),
             port_bit: std::array::from_fn(|port| Constant::new((1_u64 << port).into())),
             last_port_index: Constant::new(index(N - 1).into()),
-            turn_index: std::array::from_fn(|port| Constant::new(index(port).into())),
-            last_turn: Constant::new(index(N - 1).into()),
             all_ports: Constant::new(((1_u64 << N) - 1).into()),
+            first_port_bit: Constant::new(1_u64.into()),
+            wrap_shift: Constant::new(index(N - 1).into()),
             kind_broadcast: kind(MessageKind::Broadcast),
             kind_unicast: kind(MessageKind::Unicast),
             kind_sram_write: kind(MessageKind::SramWrite),
@@ -342,7 +351,6 @@ impl<const N: usize> BroadcastFabric<N> {
             kind_member_up: kind(MessageKind::MemberUp),
             sram_bytes: Constant::new(u64::from(sram_bytes).into()),
             sequence_step: Constant::new(1_u64.into()),
-            turn_step: Constant::new(1_u64.into()),
             room_idle: room_below(0),
             room_one_in_flight: room_below(1),
             room_two_in_flight: room_below(2),
@@ -361,8 +369,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             clock,
             write_turn,
             writes_idle,
-            loading,
             all_room,
+            loading,
             last_port,
             next_sequence,
             bus_kind,
@@ -378,18 +386,25 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         self.any_ack_pending.next = false;
         self.membership.next = self.zero_32.val();
         for i in 0..N {
+            self.link[i].clock.next = self.clock.val();
+            self.alive[i].clock.next = self.clock.val();
+            self.ready[i].clock.next = self.clock.val();
             self.held_valid[i].clock.next = self.clock.val();
-            self.held_valid[i].d.next = self.held_valid[i].q.val();
             self.held_kind[i].clock.next = self.clock.val();
             self.held_kind[i].d.next = self.held_kind[i].q.val();
             self.held_payload[i].clock.next = self.clock.val();
             self.held_payload[i].d.next = self.held_payload[i].q.val();
             self.held_offset[i].clock.next = self.clock.val();
             self.held_offset[i].d.next = self.held_offset[i].q.val();
-            self.held_target[i].clock.next = self.clock.val();
-            self.held_target[i].d.next = self.held_target[i].q.val();
+            self.held_to[i].clock.next = self.clock.val();
+            self.held_to[i].d.next = self.held_to[i].q.val();
+            self.held_is_broadcast[i].clock.next = self.clock.val();
+            self.held_is_broadcast[i].d.next = self.held_is_broadcast[i].q.val();
+            self.held_is_unicast[i].clock.next = self.clock.val();
+            self.held_is_unicast[i].d.next = self.held_is_unicast[i].q.val();
             self.held_is_write[i].clock.next = self.clock.val();
             self.held_is_write[i].d.next = self.held_is_write[i].q.val();
+            self.held_waiting[i].clock.next = self.clock.val();
             self.held_in_range[i].clock.next = self.clock.val();
             self.held_in_range[i].d.next = self.held_in_range[i].q.val();
             self.held_deliver[i].clock.next = self.clock.val();
@@ -400,27 +415,22 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.ack_sequence[i].clock.next = self.clock.val();
             self.ack_sequence[i].d.next = self.ack_sequence[i].q.val();
             self.member[i].clock.next = self.clock.val();
-            self.member[i].d.next = self.member[i].q.val();
             self.down_pending[i].clock.next = self.clock.val();
             self.write_owner[i].clock.next = self.clock.val();
-            self.write_owner[i].d.next = self.write_owner[i].q.val();
             self.request[i].clock.next = self.clock.val();
             self.offers_ack[i].clock.next = self.clock.val();
             self.offers_held[i].clock.next = self.clock.val();
             self.offers_down[i].clock.next = self.clock.val();
+            self.offers_up[i].clock.next = self.clock.val();
             self.granted[i].clock.next = self.clock.val();
-            self.took_ack[i].clock.next = self.clock.val();
-            self.took_held[i].clock.next = self.clock.val();
-            self.took_down[i].clock.next = self.clock.val();
-            self.took_up[i].clock.next = self.clock.val();
+            self.send_kind[i].clock.next = self.clock.val();
+            self.send_payload[i].clock.next = self.clock.val();
+            self.send_deliver[i].clock.next = self.clock.val();
+            self.send_held[i].clock.next = self.clock.val();
+            self.send_is_write[i].clock.next = self.clock.val();
             self.bus_deliver[i].clock.next = self.clock.val();
             self.bus_write_to[i].clock.next = self.clock.val();
             self.queue[i].clock.next = self.clock.val();
-            // Each port's link, registered where it enters: a link comes and goes far
-            // less often than every cycle, and the fabric's logic then starts from a
-            // flip-flop next to it instead of a pin or a wire from far away.
-            self.link[i].clock.next = self.clock.val();
-            self.link[i].d.next = self.ports[i].link_up.val();
             self.dropping[i].clock.next = self.clock.val();
             self.any_owner.next = self.any_owner.val() | self.write_owner[i].q.val();
             self.any_ack_pending.next = self.any_ack_pending.val() | self.ack_pending[i].q.val();
@@ -429,17 +439,25 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             }
         }
 
-        // Stage 1, take: a port's offer into its empty holding register, while its link is
-        // up. What the bus needs of it (its destinations as a bitmap, the SRAM range check)
-        // is worked out from the holding register in the next cycle, the earliest a grant
-        // can read it: a kind a port may not send gets no destinations (it is taken and
-        // dropped, so no port can forge the fabric's own messages).
+        // Stage 1, take: a port's offer into its empty holding register, while the port is
+        // a member and alive. What the bus needs of it (its destinations as a bitmap, the SRAM
+        // range check) is worked out from the holding register in the next cycle, the
+        // earliest a grant can read it: a kind a port may not send gets no destinations (it
+        // is taken and dropped, so no port can forge the fabric's own messages).
         for i in 0..N {
-            // A port is alive while its link is up and no departure of it is pending: a
-            // link that drops and comes back before its `MemberDown` is a new card, which
-            // sends nothing, is acknowledged nothing and hears nothing until then.
-            self.alive[i].next = self.link[i].q.val() & !self.down_pending[i].q.val();
-            self.ports[i].tx_ready.next = !self.held_valid[i].q.val() & self.alive[i].val();
+            // The port's link, registered where it enters, and two flags that the port's
+            // logic reads instead of the link and its departure, one flip-flop each:
+            // * alive: the link is up and no departure of it is pending (a cycle late after
+            //   a departure is granted, never late after the link drops). A link that drops
+            //   and comes back before its `MemberDown` is a new card, which sends nothing,
+            //   is acknowledged nothing and hears nothing until then;
+            // * ready (`tx_ready`): alive, a member, and the holding register empty once
+            //   this cycle's take and grant are done (see stage 2).
+            self.down_next[i].next =
+                self.down_pending[i].q.val() | (self.member[i].q.val() & !self.link[i].q.val());
+            self.link[i].d.next = self.ports[i].link_up.val();
+            self.alive[i].d.next = self.ports[i].link_up.val() & !self.down_next[i].val();
+            self.ports[i].tx_ready.next = self.ready[i].q.val();
             self.take[i].next = self.ports[i].tx_valid.val() & self.ports[i].tx_ready.val();
             self.take_is_write[i].next = self.ports[i].tx_kind.val() == self.kind_sram_write.val();
             // The request for a message taken this cycle looks at two bits of its kind, not
@@ -449,93 +467,87 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.take_may_write[i].next = (self.ports[i].tx_kind.val()
                 & self.write_kind_bits.val())
                 == self.write_kind_bits.val();
-            // What a port that never joined holds goes with its link (a later card on the
-            // port must not send it as its own).
-            if !self.member[i].q.val() & !self.link[i].q.val() {
-                self.held_valid[i].d.next = false;
+            self.take_to[i].next = self.zero_32.val();
+            for j in 0..N {
+                if self.ports[i].tx_target.val() == self.port_index[j].val() {
+                    self.take_to[i].next = self.take_to[i].val() | self.port_bit[j].val();
+                }
             }
             if self.take[i].val() {
-                self.held_valid[i].d.next = true;
                 self.held_kind[i].d.next = self.ports[i].tx_kind.val();
-                self.held_target[i].d.next = self.ports[i].tx_target.val();
+                self.held_to[i].d.next = self.take_to[i].val();
+                self.held_is_broadcast[i].d.next =
+                    self.ports[i].tx_kind.val() == self.kind_broadcast.val();
+                self.held_is_unicast[i].d.next =
+                    self.ports[i].tx_kind.val() == self.kind_unicast.val();
                 self.held_payload[i].d.next = self.ports[i].tx_payload.val();
                 self.held_offset[i].d.next = self.ports[i].tx_sram_offset.val();
                 self.held_is_write[i].d.next = self.take_is_write[i].val();
                 self.held_in_range[i].d.next =
                     self.ports[i].tx_sram_offset.val() < self.sram_bytes.val();
             }
-            self.held_to[i].next = self.zero_32.val();
-            for j in 0..N {
-                if self.held_target[i].q.val() == self.port_index[j].val() {
-                    self.held_to[i].next = self.held_to[i].val() | self.port_bit[j].val();
-                }
-            }
             self.held_deliver[i].d.next = self.zero_32.val();
-            if self.held_kind[i].q.val() == self.kind_broadcast.val() {
+            if self.held_is_broadcast[i].q.val() {
                 self.held_deliver[i].d.next = self.all_ports.val();
             }
-            if self.held_kind[i].q.val() == self.kind_unicast.val() {
-                self.held_deliver[i].d.next = self.held_to[i].val();
+            if self.held_is_unicast[i].q.val() {
+                self.held_deliver[i].d.next = self.held_to[i].q.val();
             }
             self.held_write_to[i].d.next = self.zero_32.val();
             if self.held_is_write[i].q.val() & self.held_in_range[i].q.val() {
-                self.held_write_to[i].d.next = self.held_to[i].val();
+                self.held_write_to[i].d.next = self.held_to[i].q.val();
             }
 
             // What the port is left with if it is not granted this cycle, and so what it
-            // requests next: an acknowledgement it owes (void once its link drops), then
-            // the message it holds (a write only with the token), then its departure, then
-            // its arrival. An acknowledgement owed from a write landing this cycle is
-            // requested from the next: the bus register's write bits sit across the fabric
-            // from the port's request.
-            self.ack_landing[i].next =
-                self.bus_write_to[i].q.val() & self.member[i].q.val() & self.alive[i].val();
-            self.ack_next[i].next = self.ack_pending[i].q.val() & self.alive[i].val();
-            self.down_next[i].next =
-                self.down_pending[i].q.val() | (self.member[i].q.val() & !self.link[i].q.val());
+            // offers next, first to last: an acknowledgement it owes (void once it is not
+            // alive), the message it holds (a write only with the token), its departure
+            // (once nothing is held), its arrival. An acknowledgement owed from a write
+            // landing this cycle is offered from the next: the bus register's write bits
+            // sit across the fabric from the port. Only a member holds a message, and a
+            // member with a departure pending takes none.
+            self.ack_next[i].next = self.ack_pending[i].q.val() & self.alive[i].q.val();
             self.holds_next[i].next = self.held_valid[i].q.val() | self.take[i].val();
-            self.sendable_next[i].next = (self.take[i].val() & !self.take_may_write[i].val())
-                | (self.held_valid[i].q.val()
-                    & (!self.held_is_write[i].q.val() | self.write_owner[i].q.val()));
-            self.offers_held_next[i].next =
-                !self.ack_next[i].val() & self.member[i].q.val() & self.holds_next[i].val();
-            self.offers_down_next[i].next = !self.ack_next[i].val()
-                & !(self.member[i].q.val() & self.holds_next[i].val())
-                & self.down_next[i].val();
-            // The request in two parts, each a function of fewer inputs, ORed only in the
-            // flip-flop's own LUT: the message held (whatever is owed before it: an owed
-            // acknowledgement requests through the other part, and the kinds above say
-            // which goes), and everything else.
-            self.request_held_next[i].next = self.member[i].q.val() & self.sendable_next[i].val();
-            self.request_other_next[i].next = self.ack_next[i].val()
-                | self.offers_down_next[i].val()
-                | (self.link[i].q.val() & !self.member[i].q.val());
             self.offers_ack[i].d.next = self.ack_next[i].val();
-            self.offers_held[i].d.next = self.offers_held_next[i].val();
-            self.offers_down[i].d.next = self.offers_down_next[i].val();
-            self.down_pending[i].d.next = self.down_next[i].val();
-            self.ack_pending[i].d.next = self.ack_next[i].val() | self.ack_landing[i].val();
-
-            // The write token: asked of one port a cycle, taken by a member holding a write
-            // while no write or acknowledgement is anywhere in flight.
-            if !self.any_owner.val()
-                & self.writes_idle.q.val()
-                & (self.write_turn.q.val() == self.turn_index[i].val())
-                & self.held_valid[i].q.val()
-                & self.held_is_write[i].q.val()
-                & self.member[i].q.val()
-            {
-                self.write_owner[i].d.next = true;
-            }
+            self.offers_held[i].d.next = !self.ack_next[i].val() & self.holds_next[i].val();
+            self.offers_down[i].d.next = !self.ack_next[i].val()
+                & !self.holds_next[i].val()
+                & self.down_pending[i].q.val();
+            self.offers_up[i].d.next =
+                !self.ack_next[i].val() & !self.member[i].q.val() & self.link[i].q.val();
+            // The request in two parts of six inputs each, ORed only in the flip-flop's own
+            // LUT with the grant and the room: the message held (a write once it has the
+            // token), and everything else.
+            self.sendable_next[i].next = (self.held_valid[i].q.val()
+                & !self.held_waiting[i].q.val())
+                | (self.take[i].val() & !self.take_may_write[i].val());
+            self.other_next[i].next = self.ack_next[i].val()
+                | (self.down_pending[i].q.val() & !self.held_valid[i].q.val())
+                | (!self.member[i].q.val() & self.link[i].q.val());
+            self.ack_landing[i].next =
+                self.bus_write_to[i].q.val() & self.member[i].q.val() & self.alive[i].q.val();
+            self.stays[i].next =
+                self.ports[i].link_up.val() & !self.down_next[i].val() & self.member[i].q.val();
         }
-        // The turn moves only while the token is free to take, so the search after a
-        // write starts at the port after its owner: had it moved every cycle, a write's
-        // fixed round trip could bring it back to the same port each time.
-        if self.writes_idle.q.val() & !self.any_owner.val() {
-            self.write_turn.d.next = self.write_turn.q.val() + self.turn_step.val();
-            if self.write_turn.q.val() == self.last_turn.val() {
-                self.write_turn.d.next = self.turn_index[0].val();
-            }
+
+        // The write token: asked of one port a cycle (`write_turn`, one-hot), taken by a
+        // port holding a write while no write or acknowledgement is anywhere in flight
+        // (`writes_idle`, which a token given falls in the next cycle). The turn moves
+        // only while the token is free to take, so the search after a write starts at the
+        // port after its owner: had it moved every cycle, a write's fixed round trip could
+        // bring it back to the same port each time.
+        self.any_token.next = false;
+        for i in 0..N {
+            self.token[i].next = self.writes_idle.q.val()
+                & (self.write_turn.q.val() & self.port_bit[i].val()).any()
+                & self.held_waiting[i].q.val();
+            self.any_token.next = self.any_token.val() | self.token[i].val();
+            self.held_waiting[i].d.next = (self.take[i].val() & self.take_is_write[i].val())
+                | (self.held_waiting[i].q.val() & !self.token[i].val());
+        }
+        if self.writes_idle.q.val() {
+            self.write_turn.d.next = ((self.write_turn.q.val() << 1)
+                | (self.write_turn.q.val() >> self.wrap_shift.val()))
+                & self.all_ports.val();
         }
 
         // The room for a grant two cycles on (see the module's doc), into a flip-flop that
@@ -556,15 +568,16 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         self.all_room.d.next = self.all_room_next.val();
 
         // Stage 2, grant: round robin from the port after the last one granted
-        // ([`RoundRobinSlot`]).
+        // ([`RoundRobinSlot`]). Beside it, every port puts what it offers into its send
+        // registers, granted or not, so that loading the bus is an AND-OR of flip-flops
+        // over the one-hot grant; that choice reads the offer flags only, not the grant.
         self.requests.next = self.zero_32.val();
         for i in 0..N {
             if self.request[i].q.val() {
                 self.requests.next = self.requests.val() | self.port_bit[i].val();
             }
         }
-        self.granting.next = self.requests.val().any();
-        self.loading.d.next = self.granting.val();
+        self.loading.d.next = self.requests.val().any();
         for i in 0..N {
             self.turn[i].requests.next = self.requests.val();
             self.turn[i].last.next = self.last_port.q.val();
@@ -575,38 +588,57 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.last_port.d.next = self.port_index[i].val();
             }
             self.granted[i].d.next = self.grant[i].val();
-            // What was granted, one-hot over ports and kinds, so that loading the bus is an
-            // AND-OR of registers.
-            self.took_ack[i].d.next = self.grant[i].val() & self.offers_ack[i].q.val();
-            self.took_held[i].d.next = self.grant[i].val() & self.offers_held[i].q.val();
-            self.took_down[i].d.next = self.grant[i].val() & self.offers_down[i].q.val();
-            self.took_up[i].d.next = self.grant[i].val()
-                & !self.offers_ack[i].q.val()
-                & !self.offers_held[i].q.val()
-                & !self.offers_down[i].q.val();
             // The room a grant needs is worked out two cycles ahead (see the module's doc)
             // and folded into the requests, so the arbiter does not wait for it.
-            self.request[i].d.next = (self.request_held_next[i].val()
-                | self.request_other_next[i].val())
+            self.request[i].d.next = (self.sendable_next[i].val() | self.other_next[i].val())
                 & !self.grant[i].val()
                 & self.all_room.q.val();
-            if self.grant[i].val() {
-                if self.offers_ack[i].q.val() {
-                    self.ack_pending[i].d.next = self.ack_landing[i].val();
-                } else if self.offers_held[i].q.val() {
-                    self.held_valid[i].d.next = false;
-                    self.write_owner[i].d.next = false;
-                } else if self.offers_down[i].q.val() {
-                    self.down_pending[i].d.next = false;
-                    self.member[i].d.next = false;
-                } else {
-                    self.member[i].d.next = true;
-                }
+            // What the grant changes, each written as one expression with the grant in
+            // it (not as an `if` that sets a constant, which synthesis would route to the
+            // flip-flop's set/reset input, behind a LUT of its own).
+            // The holding register is free in the next cycle if it is now and nothing is
+            // taken, or if its message is granted: `ready` is worked out here, so that
+            // `tx_ready` is a flip-flop and a port's next take a LUT of two.
+            self.held_valid[i].d.next = self.take[i].val()
+                | (self.held_valid[i].q.val()
+                    & !(self.grant[i].val() & self.offers_held[i].q.val()));
+            self.ready[i].d.next = self.stays[i].val()
+                & ((self.grant[i].val() & self.offers_held[i].q.val())
+                    | (!self.held_valid[i].q.val() & !self.take[i].val()));
+            self.write_owner[i].d.next = self.token[i].val()
+                | (self.write_owner[i].q.val()
+                    & !(self.grant[i].val() & self.offers_held[i].q.val()));
+            self.ack_pending[i].d.next = self.ack_landing[i].val()
+                | (self.ack_next[i].val() & !(self.grant[i].val() & self.offers_ack[i].q.val()));
+            self.down_pending[i].d.next = self.down_next[i].val()
+                & !(self.grant[i].val() & self.offers_down[i].q.val());
+            self.member[i].d.next = (self.member[i].q.val()
+                & !(self.grant[i].val() & self.offers_down[i].q.val()))
+                | (self.grant[i].val() & self.offers_up[i].q.val());
+            self.send_held[i].d.next = self.offers_held[i].q.val();
+            self.send_is_write[i].d.next =
+                self.offers_held[i].q.val() & self.held_is_write[i].q.val();
+            self.send_kind[i].d.next = self.kind_member_up.val();
+            self.send_payload[i].d.next = self.zero_64.val();
+            self.send_deliver[i].d.next = self.all_ports.val();
+            if self.offers_down[i].q.val() {
+                self.send_kind[i].d.next = self.kind_member_down.val();
+            }
+            if self.offers_held[i].q.val() {
+                self.send_kind[i].d.next = self.held_kind[i].q.val();
+                self.send_payload[i].d.next = self.held_payload[i].q.val();
+            }
+            if self.offers_ack[i].q.val() {
+                self.send_kind[i].d.next = self.kind_sram_write_ack.val();
+                self.send_payload[i].d.next = self.ack_sequence[i].q.val();
+                self.send_deliver[i].d.next = self.ack_to[i].q.val();
             }
         }
 
-        // Stage 3, load: the granted port's message, as the port's registers still hold
-        // it, into the bus register (an AND-OR over the one-hot grant).
+        // Stage 3, load: the granted port's message into the bus register. Its send
+        // registers were loaded in the grant's cycle; its destinations (decoded a cycle
+        // after the take, for a held message) and SRAM offset are read from the port's
+        // registers, which hold still until the bus has taken them.
         self.chosen_kind.next = self.zero_8.val();
         self.chosen_source.next = self.zero_8.val();
         self.chosen_source_bit.next = self.zero_32.val();
@@ -619,29 +651,19 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             if self.granted[i].q.val() {
                 self.chosen_source.next = self.chosen_source.val() | self.port_index[i].val();
                 self.chosen_source_bit.next = self.chosen_source_bit.val() | self.port_bit[i].val();
-            }
-            if self.took_ack[i].q.val() {
-                self.chosen_kind.next = self.chosen_kind.val() | self.kind_sram_write_ack.val();
-                self.chosen_payload.next = self.chosen_payload.val() | self.ack_sequence[i].q.val();
-                self.chosen_deliver.next = self.chosen_deliver.val() | self.ack_to[i].q.val();
-            }
-            if self.took_held[i].q.val() {
-                self.chosen_kind.next = self.chosen_kind.val() | self.held_kind[i].q.val();
-                self.chosen_payload.next = self.chosen_payload.val() | self.held_payload[i].q.val();
+                self.chosen_kind.next = self.chosen_kind.val() | self.send_kind[i].q.val();
+                self.chosen_payload.next = self.chosen_payload.val() | self.send_payload[i].q.val();
                 self.chosen_offset.next = self.chosen_offset.val() | self.held_offset[i].q.val();
-                self.chosen_deliver.next = self.chosen_deliver.val() | self.held_deliver[i].q.val();
-                self.chosen_write_to.next =
-                    self.chosen_write_to.val() | self.held_write_to[i].q.val();
-                self.chosen_is_write.next =
-                    self.chosen_is_write.val() | self.held_is_write[i].q.val();
-            }
-            if self.took_down[i].q.val() {
-                self.chosen_kind.next = self.chosen_kind.val() | self.kind_member_down.val();
-                self.chosen_deliver.next = self.chosen_deliver.val() | self.all_ports.val();
-            }
-            if self.took_up[i].q.val() {
-                self.chosen_kind.next = self.chosen_kind.val() | self.kind_member_up.val();
-                self.chosen_deliver.next = self.chosen_deliver.val() | self.all_ports.val();
+                self.chosen_is_write.next = self.chosen_is_write.val() | self.send_is_write[i].q.val();
+                if self.send_held[i].q.val() {
+                    self.chosen_deliver.next =
+                        self.chosen_deliver.val() | self.held_deliver[i].q.val();
+                    self.chosen_write_to.next =
+                        self.chosen_write_to.val() | self.held_write_to[i].q.val();
+                } else {
+                    self.chosen_deliver.next =
+                        self.chosen_deliver.val() | self.send_deliver[i].q.val();
+                }
             }
         }
         self.bus_kind.d.next = self.chosen_kind.val();
@@ -664,6 +686,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 & self.member[i].q.val();
         }
         self.writes_idle.d.next = !self.any_owner.val()
+            & !self.any_token.val()
             & !self.any_ack_pending.val()
             & !self.chosen_is_write.val()
             & !self.bus_is_write.q.val();
@@ -684,14 +707,13 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.queue[i].push_source.next = self.bus_source.q.val();
             self.queue[i].push_sequence.next = self.bus_sequence.q.val();
             self.queue[i].push_payload.next = self.bus_payload.q.val();
-            // A port that is not a member, or whose link is down, holds nothing it could
-            // still take (and a dead port's full queue must not hold up the fabric). The
-            // flush comes from a flip-flop, a cycle late: what lands in that cycle is
-            // from before the departure (or for a dead port) and goes with the flush, and a
-            // joining port's queue is still flushed in the cycle before its own arrival
-            // lands.
+            // A port that is not a member, or not alive, holds nothing it could still take
+            // (and a dead port's full queue must not hold up the fabric). The flush comes
+            // from a flip-flop, a cycle late: what lands in that cycle is from before the
+            // departure (or for a dead port) and goes with the flush, and a joining port's
+            // queue is still flushed in the cycle before its own arrival lands.
             self.dropping[i].d.next =
-                self.reset.val() | !self.alive[i].val() | !self.member[i].q.val();
+                self.reset.val() | !self.alive[i].q.val() | !self.member[i].q.val();
             self.queue[i].flush.next = self.dropping[i].q.val();
             self.queue[i].ready.next = self.ports[i].rx_ready.val();
             self.ports[i].rx_valid.next = self.queue[i].valid.val();
@@ -707,19 +729,18 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             // As if the last port had just been served: port 0 goes first.
             self.last_port.d.next = self.last_port_index.val();
             self.writes_idle.d.next = false;
-            self.write_turn.d.next = self.turn_index[0].val();
+            self.write_turn.d.next = self.first_port_bit.val();
             for i in 0..N {
+                self.alive[i].d.next = false;
+                self.ready[i].d.next = false;
                 self.member[i].d.next = false;
                 self.down_pending[i].d.next = false;
                 self.ack_pending[i].d.next = false;
                 self.held_valid[i].d.next = false;
+                self.held_waiting[i].d.next = false;
                 self.write_owner[i].d.next = false;
                 self.request[i].d.next = false;
                 self.granted[i].d.next = false;
-                self.took_ack[i].d.next = false;
-                self.took_held[i].d.next = false;
-                self.took_down[i].d.next = false;
-                self.took_up[i].d.next = false;
                 self.bus_deliver[i].d.next = false;
                 self.bus_write_to[i].d.next = false;
             }
