@@ -57,6 +57,7 @@
 //! per sender-receiver pair for the rest.
 use crate::receive_queue::ReceiveQueue;
 use crate::round_robin::RoundRobinSlot;
+use crate::sequence_counter::SequenceCounter;
 use rust_hdl::prelude::*;
 use shared_regs::fabric::MessageKind;
 
@@ -154,7 +155,7 @@ pub struct BroadcastFabric<const N: usize> {
     send_held: [DFF<Bit>; N],
     send_is_write: [DFF<Bit>; N],
     loading: DFF<Bit>,
-    next_sequence: DFF<Bits<64>>,
+    grant_count: SequenceCounter,
     // Stage 3: the bus register.
     bus_kind: DFF<Bits<8>>,
     bus_source: DFF<Bits<8>>,
@@ -207,8 +208,7 @@ pub struct BroadcastFabric<const N: usize> {
     kind_sram_write_ack: Constant<Bits<8>>,
     kind_member_down: Constant<Bits<8>>,
     kind_member_up: Constant<Bits<8>>,
-    sram_bytes: Constant<Bits<32>>,
-    sequence_step: Constant<Bits<64>>,
+    beyond_sram: Constant<Bits<32>>,
     room_idle: Constant<Bits<8>>,
     room_one_in_flight: Constant<Bits<8>>,
     room_two_in_flight: Constant<Bits<8>>,
@@ -249,9 +249,11 @@ impl<const N: usize> BroadcastFabric<N> {
             (2..=PORTS_MAX).contains(&N),
             "{N} ports: the fabric takes 2 to {PORTS_MAX}"
         );
+        // A power of two, so that the range check is a mask rather than a comparator (a
+        // carry chain; see [`SequenceCounter`] for why the fabric avoids long ones).
         assert!(
-            sram_bytes.is_multiple_of(8),
-            "SRAM of {sram_bytes} bytes is not whole words"
+            sram_bytes.is_power_of_two() && sram_bytes >= 8,
+            "SRAM of {sram_bytes} bytes is not a power of two of whole words"
         );
         let index = |port: usize| u64::try_from(port).expect("port fits u64");
         Self {
@@ -299,7 +301,7 @@ impl<const N: usize> BroadcastFabric<N> {
             send_held: per_port(),
             send_is_write: per_port(),
             loading: Default::default(),
-            next_sequence: Default::default(),
+            grant_count: Default::default(),
             bus_kind: Default::default(),
             bus_source: Default::default(),
             bus_source_bit: Default::default(),
@@ -349,8 +351,7 @@ impl<const N: usize> BroadcastFabric<N> {
             kind_sram_write_ack: kind(MessageKind::SramWriteAck),
             kind_member_down: kind(MessageKind::MemberDown),
             kind_member_up: kind(MessageKind::MemberUp),
-            sram_bytes: Constant::new(u64::from(sram_bytes).into()),
-            sequence_step: Constant::new(1_u64.into()),
+            beyond_sram: Constant::new(u64::from(!(sram_bytes - 1)).into()),
             room_idle: room_below(0),
             room_one_in_flight: room_below(1),
             room_two_in_flight: room_below(2),
@@ -372,7 +373,6 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             all_room,
             loading,
             last_port,
-            next_sequence,
             bus_kind,
             bus_source,
             bus_source_bit,
@@ -484,7 +484,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.held_offset[i].d.next = self.ports[i].tx_sram_offset.val();
                 self.held_is_write[i].d.next = self.take_is_write[i].val();
                 self.held_in_range[i].d.next =
-                    self.ports[i].tx_sram_offset.val() < self.sram_bytes.val();
+                    !(self.ports[i].tx_sram_offset.val() & self.beyond_sram.val()).any();
             }
             self.held_deliver[i].d.next = self.zero_32.val();
             if self.held_is_broadcast[i].q.val() {
@@ -509,9 +509,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.holds_next[i].next = self.held_valid[i].q.val() | self.take[i].val();
             self.offers_ack[i].d.next = self.ack_next[i].val();
             self.offers_held[i].d.next = !self.ack_next[i].val() & self.holds_next[i].val();
-            self.offers_down[i].d.next = !self.ack_next[i].val()
-                & !self.holds_next[i].val()
-                & self.down_pending[i].q.val();
+            self.offers_down[i].d.next =
+                !self.ack_next[i].val() & !self.holds_next[i].val() & self.down_pending[i].q.val();
             self.offers_up[i].d.next =
                 !self.ack_next[i].val() & !self.member[i].q.val() & self.link[i].q.val();
             // The request in two parts of six inputs each, ORed only in the flip-flop's own
@@ -610,8 +609,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                     & !(self.grant[i].val() & self.offers_held[i].q.val()));
             self.ack_pending[i].d.next = self.ack_landing[i].val()
                 | (self.ack_next[i].val() & !(self.grant[i].val() & self.offers_ack[i].q.val()));
-            self.down_pending[i].d.next = self.down_next[i].val()
-                & !(self.grant[i].val() & self.offers_down[i].q.val());
+            self.down_pending[i].d.next =
+                self.down_next[i].val() & !(self.grant[i].val() & self.offers_down[i].q.val());
             self.member[i].d.next = (self.member[i].q.val()
                 & !(self.grant[i].val() & self.offers_down[i].q.val()))
                 | (self.grant[i].val() & self.offers_up[i].q.val());
@@ -654,7 +653,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.chosen_kind.next = self.chosen_kind.val() | self.send_kind[i].q.val();
                 self.chosen_payload.next = self.chosen_payload.val() | self.send_payload[i].q.val();
                 self.chosen_offset.next = self.chosen_offset.val() | self.held_offset[i].q.val();
-                self.chosen_is_write.next = self.chosen_is_write.val() | self.send_is_write[i].q.val();
+                self.chosen_is_write.next =
+                    self.chosen_is_write.val() | self.send_is_write[i].q.val();
                 if self.send_held[i].q.val() {
                     self.chosen_deliver.next =
                         self.chosen_deliver.val() | self.held_deliver[i].q.val();
@@ -672,10 +672,10 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         self.bus_payload.d.next = self.chosen_payload.val();
         self.bus_offset.d.next = self.chosen_offset.val();
         self.bus_is_write.d.next = self.chosen_is_write.val();
-        self.bus_sequence.d.next = self.next_sequence.q.val();
-        if self.loading.q.val() {
-            self.next_sequence.d.next = self.next_sequence.q.val() + self.sequence_step.val();
-        }
+        self.grant_count.clock.next = self.clock.val();
+        self.grant_count.reset.next = self.reset.val();
+        self.grant_count.step.next = self.loading.q.val();
+        self.bus_sequence.d.next = self.grant_count.value.val();
         for i in 0..N {
             // A joining port is a member by now: it hears its own arrival, where its view
             // of the order starts.
@@ -724,7 +724,6 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         }
 
         if self.reset.val() {
-            self.next_sequence.d.next = self.zero_64.val();
             self.loading.d.next = false;
             // As if the last port had just been served: port 0 goes first.
             self.last_port.d.next = self.last_port_index.val();

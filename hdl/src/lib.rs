@@ -8,6 +8,7 @@
 //! * [`broadcast_fabric`]: N ports, a round-robin arbiter, one total order of broadcasts,
 //!   point-to-point messages, remote SRAM writes with acknowledgement, and port-down
 //!   ordered after the port's last message;
+//!   ([`receive_queue`], [`round_robin`] and [`sequence_counter`] are its parts);
 //! * [`dual_port_sram`]: the card SRAM, one port for the host, one for the fabric;
 //! * [`register_file`]: BAR0's registers, every offset and value taken from
 //!   `shared_regs::regs`;
@@ -29,6 +30,7 @@ pub mod parity_lane;
 pub mod receive_queue;
 pub mod register_file;
 pub mod round_robin;
+pub mod sequence_counter;
 pub mod sim;
 pub mod verilog;
 
