@@ -38,10 +38,10 @@
 //! 4. **deliver**: the bus register goes into the destinations' receive queues
 //!    ([`crate::receive_queue`]) or onto an SRAM port.
 //!
-//! The room bit is worked out two cycles ahead, assuming the worst: a grant in every cycle
-//! until the message lands, every message in flight going to every port, no port taking
-//! anything. An eight-message queue makes that reckoning cost nothing while a port keeps
-//! up. Inputs that need not be seen in the cycle they change are registered where they
+//! The room bit is worked out two cycles ahead, assuming the worst: five messages in
+//! flight (a grant in every cycle until the message lands), all of them going to every
+//! port, no port taking anything. An eight-message queue makes that reckoning cost nothing
+//! while a port keeps up. Inputs that need not be seen in the cycle they change are registered where they
 //! enter (a port's link) or read a cycle later (an acknowledgement owed from a write that
 //! lands now is requested from the next cycle), so no path starts far across the fabric.
 //!
@@ -178,7 +178,13 @@ pub struct BroadcastFabric<const N: usize> {
     other_next: [Signal<Local, Bit>; N],
     token: [Signal<Local, Bit>; N],
     grant: [Signal<Local, Bit>; N],
-    room: [Signal<Local, Bit>; N],
+    broadcast_mask: [Signal<Local, Bits<32>>; N],
+    unicast_mask: [Signal<Local, Bits<32>>; N],
+    write_mask: [Signal<Local, Bits<32>>; N],
+    ack_mask: [Signal<Local, Bits<64>>; N],
+    held_mask: [Signal<Local, Bits<64>>; N],
+    down_kind: [Signal<Local, Bits<8>>; N],
+    up_kind: [Signal<Local, Bits<8>>; N],
     any_owner: Signal<Local, Bit>,
     any_ack_pending: Signal<Local, Bit>,
     any_token: Signal<Local, Bit>,
@@ -209,25 +215,30 @@ pub struct BroadcastFabric<const N: usize> {
     kind_member_down: Constant<Bits<8>>,
     kind_member_up: Constant<Bits<8>>,
     beyond_sram: Constant<Bits<32>>,
-    room_idle: Constant<Bits<8>>,
-    room_one_in_flight: Constant<Bits<8>>,
-    room_two_in_flight: Constant<Bits<8>>,
+    room_limit: Constant<Bits<8>>,
     zero_8: Constant<Bits<8>>,
     zero_32: Constant<Bits<32>>,
     zero_64: Constant<Bits<64>>,
+    ones_64: Constant<Bits<64>>,
 }
 
 fn kind(kind: MessageKind) -> Constant<Bits<8>> {
     Constant::new(u64::from(kind as u8).into())
 }
 
-/// The bit of a queue's `fill` thermometer that must be clear in a cycle for a grant two
-/// cycles later: a queue holds `DEPTH`, so it must hold fewer than `DEPTH - 2`, less one for
-/// each message already between the arbiter and it, because three grants (this cycle's,
-/// the next and the one the room is for) may still land before anyone pops.
-fn room_below(in_flight: usize) -> Constant<Bits<8>> {
-    let limit = crate::receive_queue::DEPTH - 2 - in_flight;
-    Constant::new((1_u64 << (limit - 1)).into())
+/// Messages that may land in a queue after its `fill` is read and before a grant that
+/// reading allows has landed: one in the bus register, one being loaded, this cycle's
+/// grant, the next, and the one the room is for.
+const IN_FLIGHT_MAX: usize = 5;
+
+/// The bit of a queue's `fill` thermometer (bit `k` set while it holds more than `k`) that
+/// must be clear for a grant two cycles later: the queue must hold at most
+/// `DEPTH - IN_FLIGHT_MAX` messages. Assuming every message in flight is for it costs
+/// nothing while its port keeps up (it then holds two or three) and keeps the check to one
+/// bit per queue.
+fn room_limit() -> Constant<Bits<8>> {
+    let limit = crate::receive_queue::DEPTH - IN_FLIGHT_MAX;
+    Constant::new((1_u64 << limit).into())
 }
 
 /// The low bits of `SramWrite`'s kind, which neither other kind a port may send has.
@@ -322,7 +333,13 @@ impl<const N: usize> BroadcastFabric<N> {
             other_next: per_port(),
             token: per_port(),
             grant: per_port(),
-            room: per_port(),
+            broadcast_mask: per_port(),
+            unicast_mask: per_port(),
+            write_mask: per_port(),
+            ack_mask: per_port(),
+            held_mask: per_port(),
+            down_kind: per_port(),
+            up_kind: per_port(),
             any_owner: Default::default(),
             any_ack_pending: Default::default(),
             any_token: Default::default(),
@@ -352,12 +369,11 @@ impl<const N: usize> BroadcastFabric<N> {
             kind_member_down: kind(MessageKind::MemberDown),
             kind_member_up: kind(MessageKind::MemberUp),
             beyond_sram: Constant::new(u64::from(!(sram_bytes - 1)).into()),
-            room_idle: room_below(0),
-            room_one_in_flight: room_below(1),
-            room_two_in_flight: room_below(2),
+            room_limit: room_limit(),
             zero_8: Constant::new(0_u64.into()),
             zero_32: Constant::new(0_u64.into()),
             zero_64: Constant::new(0_u64.into()),
+            ones_64: Constant::new(u64::MAX.into()),
         }
     }
 }
@@ -473,7 +489,10 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                     self.take_to[i].next = self.take_to[i].val() | self.port_bit[j].val();
                 }
             }
-            if self.take[i].val() {
+            // The holding register follows the port's pins while it is free (`tx_ready`, a
+            // flip-flop, is its enable; `held_valid` says whether it holds a message): the
+            // take itself then reaches a handful of flip-flops, not 150.
+            if self.ready[i].q.val() {
                 self.held_kind[i].d.next = self.ports[i].tx_kind.val();
                 self.held_to[i].d.next = self.take_to[i].val();
                 self.held_is_broadcast[i].d.next =
@@ -486,17 +505,24 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.held_in_range[i].d.next =
                     !(self.ports[i].tx_sram_offset.val() & self.beyond_sram.val()).any();
             }
-            self.held_deliver[i].d.next = self.zero_32.val();
+            // Selections below are ANDs with masks rather than `if`s that set zero: synthesis
+            // turns a flip-flop input that is a constant under some condition into its
+            // set/reset pin, behind a LUT of its own and a slower setup.
+            self.broadcast_mask[i].next = self.zero_32.val();
             if self.held_is_broadcast[i].q.val() {
-                self.held_deliver[i].d.next = self.all_ports.val();
+                self.broadcast_mask[i].next = self.all_ports.val();
             }
+            self.unicast_mask[i].next = self.zero_32.val();
             if self.held_is_unicast[i].q.val() {
-                self.held_deliver[i].d.next = self.held_to[i].q.val();
+                self.unicast_mask[i].next = self.all_ports.val();
             }
-            self.held_write_to[i].d.next = self.zero_32.val();
+            self.write_mask[i].next = self.zero_32.val();
             if self.held_is_write[i].q.val() & self.held_in_range[i].q.val() {
-                self.held_write_to[i].d.next = self.held_to[i].q.val();
+                self.write_mask[i].next = self.all_ports.val();
             }
+            self.held_deliver[i].d.next = self.broadcast_mask[i].val()
+                | (self.held_to[i].q.val() & self.unicast_mask[i].val());
+            self.held_write_to[i].d.next = self.held_to[i].q.val() & self.write_mask[i].val();
 
             // What the port is left with if it is not granted this cycle, and so what it
             // offers next, first to last: an acknowledgement it owes (void once it is not
@@ -540,7 +566,9 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 & (self.write_turn.q.val() & self.port_bit[i].val()).any()
                 & self.held_waiting[i].q.val();
             self.any_token.next = self.any_token.val() | self.token[i].val();
-            self.held_waiting[i].d.next = (self.take[i].val() & self.take_is_write[i].val())
+            // A message taken with a write's low kind bits waits for the token (the same
+            // superset as its request: one LUT from the port's pins).
+            self.held_waiting[i].d.next = (self.take[i].val() & self.take_may_write[i].val())
                 | (self.held_waiting[i].q.val() & !self.token[i].val());
         }
         if self.writes_idle.q.val() {
@@ -553,16 +581,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         // the requests of the next cycle are masked with.
         self.all_room_next.next = true;
         for i in 0..N {
-            self.room[i].next = !(self.queue[i].fill.val() & self.room_idle.val()).any();
-            if self.bus_deliver[i].q.val() | self.loading.q.val() {
-                self.room[i].next =
-                    !(self.queue[i].fill.val() & self.room_one_in_flight.val()).any();
-            }
-            if self.bus_deliver[i].q.val() & self.loading.q.val() {
-                self.room[i].next =
-                    !(self.queue[i].fill.val() & self.room_two_in_flight.val()).any();
-            }
-            self.all_room_next.next = self.all_room_next.val() & self.room[i].val();
+            self.all_room_next.next = self.all_room_next.val()
+                & !(self.queue[i].fill.val() & self.room_limit.val()).any();
         }
         self.all_room.d.next = self.all_room_next.val();
 
@@ -617,21 +637,34 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.send_held[i].d.next = self.offers_held[i].q.val();
             self.send_is_write[i].d.next =
                 self.offers_held[i].q.val() & self.held_is_write[i].q.val();
-            self.send_kind[i].d.next = self.kind_member_up.val();
-            self.send_payload[i].d.next = self.zero_64.val();
-            self.send_deliver[i].d.next = self.all_ports.val();
-            if self.offers_down[i].q.val() {
-                self.send_kind[i].d.next = self.kind_member_down.val();
-            }
-            if self.offers_held[i].q.val() {
-                self.send_kind[i].d.next = self.held_kind[i].q.val();
-                self.send_payload[i].d.next = self.held_payload[i].q.val();
-            }
+            // The offer flags are one-hot while the port requests (and the registers are
+            // read only then), so each field is an OR of masked candidates.
+            self.ack_mask[i].next = self.zero_64.val();
             if self.offers_ack[i].q.val() {
-                self.send_kind[i].d.next = self.kind_sram_write_ack.val();
-                self.send_payload[i].d.next = self.ack_sequence[i].q.val();
-                self.send_deliver[i].d.next = self.ack_to[i].q.val();
+                self.ack_mask[i].next = self.ones_64.val();
             }
+            self.held_mask[i].next = self.zero_64.val();
+            if self.offers_held[i].q.val() {
+                self.held_mask[i].next = self.ones_64.val();
+            }
+            self.down_kind[i].next = self.zero_8.val();
+            if self.offers_down[i].q.val() {
+                self.down_kind[i].next = self.kind_member_down.val();
+            }
+            self.up_kind[i].next = self.zero_8.val();
+            if self.offers_up[i].q.val() {
+                self.up_kind[i].next = self.kind_member_up.val();
+            }
+            self.send_kind[i].d.next = (self.held_kind[i].q.val()
+                & self.held_mask[i].val().get_bits::<8>(0))
+                | (self.kind_sram_write_ack.val() & self.ack_mask[i].val().get_bits::<8>(0))
+                | self.down_kind[i].val()
+                | self.up_kind[i].val();
+            self.send_payload[i].d.next = (self.held_payload[i].q.val() & self.held_mask[i].val())
+                | (self.ack_sequence[i].q.val() & self.ack_mask[i].val());
+            self.send_deliver[i].d.next = (self.ack_to[i].q.val()
+                & self.ack_mask[i].val().get_bits::<32>(0))
+                | (self.all_ports.val() & !self.ack_mask[i].val().get_bits::<32>(0));
         }
 
         // Stage 3, load: the granted port's message into the bus register. Its send

@@ -3,9 +3,11 @@
 //! A 64-bit increment is a carry chain of 32 `CCU2C` cells on the ECP5, about 2 ns on its
 //! own. Its length is not what hurts: yosys's LUT mapper (abc9) aims every path of a
 //! module at the slowest one it sees, so one long chain lets it stack four levels of LUTs
-//! wherever it likes, and the fabric's arbiter then misses 5 ns. Here each chunk carries
-//! into the next through a registered flag, "this chunk is all ones", worked out a cycle
-//! ahead, so no chain is longer than 16 bits and the count is still exact every cycle.
+//! wherever it likes, and the fabric's arbiter then misses 5 ns. Here chunk `k` counts when
+//! every chunk below it is all ones, which a registered flag per `k` says ("the low `k`
+//! chunks are all ones", worked out a cycle ahead), so no chain is longer than 16 bits, the
+//! count is exact every cycle, and `step` (which comes from far away) is the last input of
+//! every cone it enters.
 use rust_hdl::prelude::*;
 
 /// Counts the cycles `step` is high; reads zero after reset.
@@ -15,13 +17,16 @@ pub struct SequenceCounter {
     pub clock: Signal<In, Clock>,
     /// Synchronous reset to zero.
     pub reset: Signal<In, Bit>,
-    /// Count one at the next edge.
-    pub step: Signal<In, Bit>,
     /// The count.
     pub value: Signal<Out, Bits<64>>,
+    /// Count one at the next edge.
+    pub step: Signal<In, Bit>,
     chunk: [DFF<Bits<16>>; 4],
-    all_ones: [DFF<Bit>; 3],
-    carry: [Signal<Local, Bit>; 4],
+    /// `low_ones[k]`: chunks 0 to `k` are all ones.
+    low_ones: [DFF<Bit>; 3],
+    /// `middle_ones[k]`: chunk `k + 1` is all ones (the top chunk carries into nothing).
+    middle_ones: [DFF<Bit>; 2],
+    lowest_one_short: Signal<Local, Bit>,
     one: Constant<Bits<16>>,
     ones: Constant<Bits<16>>,
     ones_but_last: Constant<Bits<16>>,
@@ -34,11 +39,12 @@ impl Default for SequenceCounter {
         Self {
             clock: Default::default(),
             reset: Default::default(),
-            step: Default::default(),
             value: Default::default(),
+            step: Default::default(),
             chunk: Default::default(),
-            all_ones: Default::default(),
-            carry: Default::default(),
+            low_ones: Default::default(),
+            middle_ones: Default::default(),
+            lowest_one_short: Default::default(),
             one: Constant::new(1_u64.into()),
             ones: Constant::new(0xffff_u64.into()),
             ones_but_last: Constant::new(0xfffe_u64.into()),
@@ -51,38 +57,62 @@ impl Default for SequenceCounter {
 impl Logic for SequenceCounter {
     #[hdl_gen]
     fn update(&mut self) {
-        // Chunk k counts when the step goes through every chunk below it, all ones.
-        self.carry[0].next = self.step.val();
-        self.carry[1].next = self.step.val() & self.all_ones[0].q.val();
-        self.carry[2].next = self.step.val() & self.all_ones[0].q.val() & self.all_ones[1].q.val();
-        self.carry[3].next = self.step.val()
-            & self.all_ones[0].q.val()
-            & self.all_ones[1].q.val()
-            & self.all_ones[2].q.val();
         for k in 0..4 {
             self.chunk[k].clock.next = self.clock.val();
             self.chunk[k].d.next = self.chunk[k].q.val();
-            if self.carry[k].val() {
-                self.chunk[k].d.next = self.chunk[k].q.val() + self.one.val();
-            }
-            if self.reset.val() {
+        }
+        for k in 0..3 {
+            self.low_ones[k].clock.next = self.clock.val();
+            self.low_ones[k].d.next = self.low_ones[k].q.val();
+        }
+        for k in 0..2 {
+            self.middle_ones[k].clock.next = self.clock.val();
+            self.middle_ones[k].d.next = self.middle_ones[k].q.val();
+        }
+        if self.step.val() {
+            self.chunk[0].d.next = self.chunk[0].q.val() + self.one.val();
+        }
+        if self.step.val() & self.low_ones[0].q.val() {
+            self.chunk[1].d.next = self.chunk[1].q.val() + self.one.val();
+        }
+        if self.step.val() & self.low_ones[1].q.val() {
+            self.chunk[2].d.next = self.chunk[2].q.val() + self.one.val();
+        }
+        if self.step.val() & self.low_ones[2].q.val() {
+            self.chunk[3].d.next = self.chunk[3].q.val() + self.one.val();
+        }
+        // After a step, the low chunks are all ones if they were one short of it: chunk 0
+        // one short and the middle chunks all ones.
+        self.lowest_one_short.next = self.chunk[0].q.val() == self.ones_but_last.val();
+        if self.step.val() {
+            self.low_ones[0].d.next = self.lowest_one_short.val();
+            self.low_ones[1].d.next = self.lowest_one_short.val() & self.middle_ones[0].q.val();
+            self.low_ones[2].d.next = self.lowest_one_short.val()
+                & self.middle_ones[0].q.val()
+                & self.middle_ones[1].q.val();
+        }
+        // A middle chunk is all ones after this edge if it is one short and counts, or all
+        // ones and does not.
+        self.middle_ones[0].d.next = self.chunk[1].q.val() == self.ones.val();
+        if self.step.val() & self.low_ones[0].q.val() {
+            self.middle_ones[0].d.next = self.chunk[1].q.val() == self.ones_but_last.val();
+        }
+        self.middle_ones[1].d.next = self.chunk[2].q.val() == self.ones.val();
+        if self.step.val() & self.low_ones[1].q.val() {
+            self.middle_ones[1].d.next = self.chunk[2].q.val() == self.ones_but_last.val();
+        }
+        if self.reset.val() {
+            for k in 0..4 {
                 self.chunk[k].d.next = self.zero.val();
             }
-        }
-        // The top chunk carries into nothing, so it needs no flag.
-        for k in 0..3 {
-            self.all_ones[k].clock.next = self.clock.val();
-            // All ones after this edge: one short of it now and counting, or all ones now
-            // and not.
-            self.all_ones[k].d.next = self.chunk[k].q.val() == self.ones.val();
-            if self.carry[k].val() {
-                self.all_ones[k].d.next = self.chunk[k].q.val() == self.ones_but_last.val();
+            for k in 0..3 {
+                self.low_ones[k].d.next = false;
             }
-            if self.reset.val() {
-                self.all_ones[k].d.next = false;
+            for k in 0..2 {
+                self.middle_ones[k].d.next = false;
             }
         }
-        // Outside the loop: rust-hdl's code generation loses a loop index inside `bit_cast`.
+        // Outside any loop: rust-hdl's code generation loses a loop index inside `bit_cast`.
         self.value.next = bit_cast::<64, 16>(self.chunk[0].q.val())
             | (bit_cast::<64, 16>(self.chunk[1].q.val()) << self.chunk_shift[0].val())
             | (bit_cast::<64, 16>(self.chunk[2].q.val()) << self.chunk_shift[1].val())
@@ -109,9 +139,15 @@ mod tests {
         for k in 0..4 {
             let chunk = (value >> (16 * k)) & 0xffff;
             uut.chunk[k].q.next = chunk.into();
-            if let Some(flag) = uut.all_ones.get_mut(k) {
-                flag.q.next = chunk == 0xffff;
-            }
+        }
+        let ones = |chunks: u32| {
+            value & ((1_u128 << (16 * chunks)) - 1) as u64 == ((1_u128 << (16 * chunks)) - 1) as u64
+        };
+        for k in 0..3 {
+            uut.low_ones[k].q.next = ones(k as u32 + 1);
+        }
+        for k in 0..2 {
+            uut.middle_ones[k].q.next = (value >> (16 * (k + 1))) & 0xffff == 0xffff;
         }
         crate::sim::settle(uut);
     }
