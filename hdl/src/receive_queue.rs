@@ -132,10 +132,14 @@ impl Logic for ReceiveQueue {
 reg [143:0] slots[0:7];
 reg [2:0] write_slot;
 reg [2:0] read_slot;
+// A message waits in the store (besides the one on offer): a flip-flop of its own, so that
+// `load`, which enables the 144 offered bits, is one LUT of flip-flops and the port's ready.
+reg stored_any;
 wire pop = valid & ready;
-wire stored_any = valid ? fill[1] : fill[0];
 wire load = stored_any & (~valid | ready);
 wire stored_push = push & ~flush;
+// Two or more held, one on offer: a message stays in the store after a load.
+wire stored_two = valid ? fill[2] : fill[1];
 // The thermometer's next value as one expression: written as a chain of ifs, synthesis
 // turned its shift-right case into a reset condition and put a level of logic in front
 // of the flip-flops' reset input.
@@ -156,9 +160,11 @@ always @(posedge clock) begin
     end
     valid <= load | (valid & ~pop);
     fill <= fill_next;
+    stored_any <= stored_push | stored_two | (stored_any & ~load);
     if (flush) begin
         fill <= 8'd0;
         valid <= 1'b0;
+        stored_any <= 1'b0;
         read_slot <= write_slot;
     end
 end
