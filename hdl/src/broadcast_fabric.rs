@@ -124,12 +124,8 @@ pub struct BroadcastFabric<const N: usize> {
     held_kind: [DFF<Bits<8>>; N],
     held_payload: [DFF<Bits<64>>; N],
     held_offset: [DFF<Bits<32>>; N],
-    held_to: [DFF<Bits<32>>; N],
-    held_is_broadcast: [DFF<Bit>; N],
-    held_is_unicast: [DFF<Bit>; N],
     held_is_write: [DFF<Bit>; N],
     held_waiting: [DFF<Bit>; N],
-    held_in_range: [DFF<Bit>; N],
     held_deliver: [DFF<Bits<32>>; N],
     held_write_to: [DFF<Bits<32>>; N],
     ack_pending: [DFF<Bit>; N],
@@ -152,7 +148,7 @@ pub struct BroadcastFabric<const N: usize> {
     send_kind: [DFF<Bits<8>>; N],
     send_payload: [DFF<Bits<64>>; N],
     send_deliver: [DFF<Bits<32>>; N],
-    send_held: [DFF<Bit>; N],
+    send_write_to: [DFF<Bits<32>>; N],
     send_is_write: [DFF<Bit>; N],
     loading: DFF<Bit>,
     grant_count: SequenceCounter,
@@ -282,12 +278,8 @@ impl<const N: usize> BroadcastFabric<N> {
             held_kind: per_port(),
             held_payload: per_port(),
             held_offset: per_port(),
-            held_to: per_port(),
-            held_is_broadcast: per_port(),
-            held_is_unicast: per_port(),
             held_is_write: per_port(),
             held_waiting: per_port(),
-            held_in_range: per_port(),
             held_deliver: per_port(),
             held_write_to: per_port(),
             ack_pending: per_port(),
@@ -309,7 +301,7 @@ impl<const N: usize> BroadcastFabric<N> {
             send_kind: per_port(),
             send_payload: per_port(),
             send_deliver: per_port(),
-            send_held: per_port(),
+            send_write_to: per_port(),
             send_is_write: per_port(),
             loading: Default::default(),
             grant_count: Default::default(),
@@ -412,19 +404,13 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.held_payload[i].d.next = self.held_payload[i].q.val();
             self.held_offset[i].clock.next = self.clock.val();
             self.held_offset[i].d.next = self.held_offset[i].q.val();
-            self.held_to[i].clock.next = self.clock.val();
-            self.held_to[i].d.next = self.held_to[i].q.val();
-            self.held_is_broadcast[i].clock.next = self.clock.val();
-            self.held_is_broadcast[i].d.next = self.held_is_broadcast[i].q.val();
-            self.held_is_unicast[i].clock.next = self.clock.val();
-            self.held_is_unicast[i].d.next = self.held_is_unicast[i].q.val();
             self.held_is_write[i].clock.next = self.clock.val();
             self.held_is_write[i].d.next = self.held_is_write[i].q.val();
             self.held_waiting[i].clock.next = self.clock.val();
-            self.held_in_range[i].clock.next = self.clock.val();
-            self.held_in_range[i].d.next = self.held_in_range[i].q.val();
             self.held_deliver[i].clock.next = self.clock.val();
+            self.held_deliver[i].d.next = self.held_deliver[i].q.val();
             self.held_write_to[i].clock.next = self.clock.val();
+            self.held_write_to[i].d.next = self.held_write_to[i].q.val();
             self.ack_pending[i].clock.next = self.clock.val();
             self.ack_to[i].clock.next = self.clock.val();
             self.ack_to[i].d.next = self.ack_to[i].q.val();
@@ -442,7 +428,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.send_kind[i].clock.next = self.clock.val();
             self.send_payload[i].clock.next = self.clock.val();
             self.send_deliver[i].clock.next = self.clock.val();
-            self.send_held[i].clock.next = self.clock.val();
+            self.send_write_to[i].clock.next = self.clock.val();
             self.send_is_write[i].clock.next = self.clock.val();
             self.bus_deliver[i].clock.next = self.clock.val();
             self.bus_write_to[i].clock.next = self.clock.val();
@@ -489,40 +475,38 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                     self.take_to[i].next = self.take_to[i].val() | self.port_bit[j].val();
                 }
             }
+            // Where the message goes, decoded from the pins into the holding register:
+            // every port for a broadcast, the target for a unicast, the target's SRAM for a
+            // write within it, nowhere for a kind a port may not send. Selections are ANDs
+            // with masks rather than `if`s that set zero: synthesis turns a flip-flop input
+            // that is a constant under some condition into its set/reset pin, behind a LUT
+            // of its own and a slower setup.
+            self.broadcast_mask[i].next = self.zero_32.val();
+            if self.ports[i].tx_kind.val() == self.kind_broadcast.val() {
+                self.broadcast_mask[i].next = self.all_ports.val();
+            }
+            self.unicast_mask[i].next = self.zero_32.val();
+            if self.ports[i].tx_kind.val() == self.kind_unicast.val() {
+                self.unicast_mask[i].next = self.all_ports.val();
+            }
+            self.write_mask[i].next = self.zero_32.val();
+            if self.take_is_write[i].val()
+                & !(self.ports[i].tx_sram_offset.val() & self.beyond_sram.val()).any()
+            {
+                self.write_mask[i].next = self.all_ports.val();
+            }
             // The holding register follows the port's pins while it is free (`tx_ready`, a
             // flip-flop, is its enable; `held_valid` says whether it holds a message): the
             // take itself then reaches a handful of flip-flops, not 150.
             if self.ready[i].q.val() {
                 self.held_kind[i].d.next = self.ports[i].tx_kind.val();
-                self.held_to[i].d.next = self.take_to[i].val();
-                self.held_is_broadcast[i].d.next =
-                    self.ports[i].tx_kind.val() == self.kind_broadcast.val();
-                self.held_is_unicast[i].d.next =
-                    self.ports[i].tx_kind.val() == self.kind_unicast.val();
                 self.held_payload[i].d.next = self.ports[i].tx_payload.val();
                 self.held_offset[i].d.next = self.ports[i].tx_sram_offset.val();
                 self.held_is_write[i].d.next = self.take_is_write[i].val();
-                self.held_in_range[i].d.next =
-                    !(self.ports[i].tx_sram_offset.val() & self.beyond_sram.val()).any();
+                self.held_deliver[i].d.next = self.broadcast_mask[i].val()
+                    | (self.take_to[i].val() & self.unicast_mask[i].val());
+                self.held_write_to[i].d.next = self.take_to[i].val() & self.write_mask[i].val();
             }
-            // Selections below are ANDs with masks rather than `if`s that set zero: synthesis
-            // turns a flip-flop input that is a constant under some condition into its
-            // set/reset pin, behind a LUT of its own and a slower setup.
-            self.broadcast_mask[i].next = self.zero_32.val();
-            if self.held_is_broadcast[i].q.val() {
-                self.broadcast_mask[i].next = self.all_ports.val();
-            }
-            self.unicast_mask[i].next = self.zero_32.val();
-            if self.held_is_unicast[i].q.val() {
-                self.unicast_mask[i].next = self.all_ports.val();
-            }
-            self.write_mask[i].next = self.zero_32.val();
-            if self.held_is_write[i].q.val() & self.held_in_range[i].q.val() {
-                self.write_mask[i].next = self.all_ports.val();
-            }
-            self.held_deliver[i].d.next = self.broadcast_mask[i].val()
-                | (self.held_to[i].q.val() & self.unicast_mask[i].val());
-            self.held_write_to[i].d.next = self.held_to[i].q.val() & self.write_mask[i].val();
 
             // What the port is left with if it is not granted this cycle, and so what it
             // offers next, first to last: an acknowledgement it owes (void once it is not
@@ -634,7 +618,6 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.member[i].d.next = (self.member[i].q.val()
                 & !(self.grant[i].val() & self.offers_down[i].q.val()))
                 | (self.grant[i].val() & self.offers_up[i].q.val());
-            self.send_held[i].d.next = self.offers_held[i].q.val();
             self.send_is_write[i].d.next =
                 self.offers_held[i].q.val() & self.held_is_write[i].q.val();
             // The offer flags are one-hot while the port requests (and the registers are
@@ -662,15 +645,19 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 | self.up_kind[i].val();
             self.send_payload[i].d.next = (self.held_payload[i].q.val() & self.held_mask[i].val())
                 | (self.ack_sequence[i].q.val() & self.ack_mask[i].val());
-            self.send_deliver[i].d.next = (self.ack_to[i].q.val()
-                & self.ack_mask[i].val().get_bits::<32>(0))
-                | (self.all_ports.val() & !self.ack_mask[i].val().get_bits::<32>(0));
+            self.send_write_to[i].d.next =
+                self.held_write_to[i].q.val() & self.held_mask[i].val().get_bits::<32>(0);
+            self.send_deliver[i].d.next = (self.held_deliver[i].q.val()
+                & self.held_mask[i].val().get_bits::<32>(0))
+                | (self.ack_to[i].q.val() & self.ack_mask[i].val().get_bits::<32>(0))
+                | (self.all_ports.val()
+                    & !self.ack_mask[i].val().get_bits::<32>(0)
+                    & !self.held_mask[i].val().get_bits::<32>(0));
         }
 
-        // Stage 3, load: the granted port's message into the bus register. Its send
-        // registers were loaded in the grant's cycle; its destinations (decoded a cycle
-        // after the take, for a held message) and SRAM offset are read from the port's
-        // registers, which hold still until the bus has taken them.
+        // Stage 3, load: the granted port's message into the bus register, from its send
+        // registers (loaded in the grant's cycle) and its SRAM offset, read from the
+        // holding register, which holds still until the bus has taken it.
         self.chosen_kind.next = self.zero_8.val();
         self.chosen_source.next = self.zero_8.val();
         self.chosen_source_bit.next = self.zero_32.val();
@@ -688,15 +675,9 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.chosen_offset.next = self.chosen_offset.val() | self.held_offset[i].q.val();
                 self.chosen_is_write.next =
                     self.chosen_is_write.val() | self.send_is_write[i].q.val();
-                if self.send_held[i].q.val() {
-                    self.chosen_deliver.next =
-                        self.chosen_deliver.val() | self.held_deliver[i].q.val();
-                    self.chosen_write_to.next =
-                        self.chosen_write_to.val() | self.held_write_to[i].q.val();
-                } else {
-                    self.chosen_deliver.next =
-                        self.chosen_deliver.val() | self.send_deliver[i].q.val();
-                }
+                self.chosen_deliver.next = self.chosen_deliver.val() | self.send_deliver[i].q.val();
+                self.chosen_write_to.next =
+                    self.chosen_write_to.val() | self.send_write_to[i].q.val();
             }
         }
         self.bus_kind.d.next = self.chosen_kind.val();
