@@ -21,29 +21,35 @@
 //!   that comes up is announced by `MemberUp` the same way.
 //!
 //! Pipeline (every stage starts and ends at flip-flops; the 200 MHz target on the ECP5
-//! leaves about four levels of logic a cycle):
+//! leaves about three levels of LUT4 a cycle once routing is paid):
 //!
-//! 1. **take**: a port's offer goes into its holding register (`tx_ready` is that register
-//!    being empty; the SRAM range check is taken with it, the destinations are decoded
-//!    from it in the next cycle), and each port's request for the next cycle is
-//!    registered: what it would send (an acknowledgement it owes, the message it holds,
-//!    its departure, its arrival) from the state the cycle leaves behind, masked by a
-//!    registered "every queue has room" bit;
-//! 2. **grant**: the round robin over the registered requests ([`RoundRobinSlot`]); the
-//!    granted kind is registered one-hot per port. A port granted this cycle does not
-//!    request the next (its request was worked out before the grant), so a port sends at
-//!    most every other cycle, and the fabric grants one message a cycle;
-//! 3. **load**: the granted port's message (read from its registers, which hold still for
-//!    that cycle) and its destinations, masked by membership, go into the bus register;
+//! 1. **take**: while a port's holding register is free (`tx_ready`, a flip-flop worked out
+//!    the cycle before), it follows the port's pins, destinations decoded on the way in
+//!    (every port, the target, the target's SRAM if the write is within it); an offer then
+//!    marks it held. Each port's request for the next cycle is registered: what it would
+//!    send (an acknowledgement it owes, the message it holds, its departure, its arrival,
+//!    one offer flag each) from the state the cycle leaves behind, masked by a registered
+//!    "every queue has room" bit;
+//! 2. **grant**: the round robin over the registered requests ([`RoundRobinSlot`]). Every
+//!    state change the grant makes is one LUT after it. Beside it every port loads its
+//!    send registers from its offer flags (granted or not), so the grant reaches none of
+//!    the message's 200 bits. A port granted this cycle does not request the next (its
+//!    request was worked out before the grant), so a port sends at most every other
+//!    cycle, and the fabric grants one message a cycle;
+//! 3. **load**: the granted port's send registers, an AND-OR over the one-hot grant, and
+//!    its destinations masked by membership, into the bus register;
 //! 4. **deliver**: the bus register goes into the destinations' receive queues
 //!    ([`crate::receive_queue`]) or onto an SRAM port.
 //!
 //! The room bit is worked out two cycles ahead, assuming the worst: five messages in
 //! flight (a grant in every cycle until the message lands), all of them going to every
 //! port, no port taking anything. An eight-message queue makes that reckoning cost nothing
-//! while a port keeps up. Inputs that need not be seen in the cycle they change are registered where they
-//! enter (a port's link) or read a cycle later (an acknowledgement owed from a write that
-//! lands now is requested from the next cycle), so no path starts far across the fabric.
+//! while a port keeps up. Inputs that need not be seen in the cycle they change are
+//! registered where they enter (a port's link) or read a cycle later (an acknowledgement
+//! owed from a write that lands now is requested from the next cycle), so no path starts
+//! far across the fabric. No carry chain is longer than 16 bits (the grant number is a
+//! [`SequenceCounter`], the SRAM range check a mask): yosys's LUT mapper relaxes every path
+//! to the slowest one it sees.
 //!
 //! SRAM writes go one at a time: a target owes at most one acknowledgement. Instead of
 //! every write request looking at the whole fabric in the arbiter's cycle, a write token
@@ -71,8 +77,9 @@ pub struct FabricPort {
     pub link_up: Signal<In, Bit>,
     /// The port offers a message.
     pub tx_valid: Signal<In, Bit>,
-    /// The fabric takes the offered message this cycle (meaningless while `reset` is high:
-    /// a port offers nothing then, its card being in reset with the fabric).
+    /// The fabric takes the offered message this cycle (a flip-flop; low until the port's
+    /// `MemberUp` is granted, and meaningless while `reset` is high: a port offers nothing
+    /// then, its card being in reset with the fabric).
     pub tx_ready: Signal<Out, Bit>,
     /// A `MessageKind`: `Broadcast`, `Unicast` or `SramWrite` (others are the fabric's).
     pub tx_kind: Signal<In, Bits<8>>,
