@@ -100,14 +100,13 @@ impl Logic for ReceiveQueue {
                 self.push_sequence.val().to_u64(),
                 self.push_payload.val().to_u64(),
             );
-            if !self.flush.val() {
-                store.write_slot = (store.write_slot + 1) % DEPTH;
-            }
+            store.write_slot = (store.write_slot + 1) % DEPTH;
         }
         if self.flush.val() {
             store.stored = 0;
             store.offered = false;
-            store.read_slot = store.write_slot;
+            store.read_slot = 0;
+            store.write_slot = 0;
         } else {
             store.stored = store.stored + usize::from(self.push.val()) - usize::from(load);
         }
@@ -161,11 +160,15 @@ always @(posedge clock) begin
     valid <= load | (valid & ~pop);
     fill <= fill_next;
     stored_any <= stored_push | stored_two | (stored_any & ~load);
+    // A flush empties the queue and puts both pointers at slot 0, which also gives them a
+    // value after power-up (the fabric flushes every queue from the cycle after reset): a
+    // four-state simulator would otherwise carry X through them for ever.
     if (flush) begin
         fill <= 8'd0;
         valid <= 1'b0;
         stored_any <= 1'b0;
-        read_slot <= write_slot;
+        read_slot <= 3'd0;
+        write_slot <= 3'd0;
     end
 end
 "
