@@ -100,13 +100,14 @@ impl Logic for ReceiveQueue {
                 self.push_sequence.val().to_u64(),
                 self.push_payload.val().to_u64(),
             );
-            store.write_slot = (store.write_slot + 1) % DEPTH;
+            if !self.flush.val() {
+                store.write_slot = (store.write_slot + 1) % DEPTH;
+            }
         }
         if self.flush.val() {
             store.stored = 0;
             store.offered = false;
-            store.read_slot = 0;
-            store.write_slot = 0;
+            store.read_slot = store.write_slot;
         } else {
             store.stored = store.stored + usize::from(self.push.val()) - usize::from(load);
         }
@@ -129,8 +130,11 @@ impl Logic for ReceiveQueue {
         Verilog::Custom(
             "\
 reg [143:0] slots[0:7];
-reg [2:0] write_slot;
-reg [2:0] read_slot;
+// The pointers start at slot 0 (an FPGA's flip-flops are configured to their initial
+// value): nothing else ever sets `write_slot`, and a flush only moves `read_slot` to it, so
+// a four-state simulator would carry X through both for ever without these.
+reg [2:0] write_slot = 3'd0;
+reg [2:0] read_slot = 3'd0;
 // A message waits in the store (besides the one on offer): a flip-flop of its own, so that
 // `load`, which enables the 144 offered bits, is one LUT of flip-flops and the port's ready.
 reg stored_any;
@@ -160,15 +164,11 @@ always @(posedge clock) begin
     valid <= load | (valid & ~pop);
     fill <= fill_next;
     stored_any <= stored_push | stored_two | (stored_any & ~load);
-    // A flush empties the queue and puts both pointers at slot 0, which also gives them a
-    // value after power-up (the fabric flushes every queue from the cycle after reset): a
-    // four-state simulator would otherwise carry X through them for ever.
     if (flush) begin
         fill <= 8'd0;
         valid <= 1'b0;
         stored_any <= 1'b0;
-        read_slot <= 3'd0;
-        write_slot <= 3'd0;
+        read_slot <= write_slot;
     end
 end
 "
