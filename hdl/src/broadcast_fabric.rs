@@ -36,8 +36,9 @@
 //!    the message's 200 bits. A port granted this cycle does not request the next (its
 //!    request was worked out before the grant), so a port sends at most every other
 //!    cycle, and the fabric grants one message a cycle;
-//! 3. **load**: the granted port's send registers, an AND-OR over the one-hot grant, and
-//!    its destinations masked by membership, into the bus register;
+//! 3. **load**: the granted port's send registers (an AND-OR over the one-hot grant), its
+//!    SRAM offset from the holding register (which holds still until then), and its
+//!    destinations masked by membership, into the bus register;
 //! 4. **deliver**: the bus register goes into the destinations' receive queues
 //!    ([`crate::receive_queue`]) or onto an SRAM port.
 //!
@@ -45,9 +46,10 @@
 //! flight (a grant in every cycle until the message lands), all of them going to every
 //! port, no port taking anything. An eight-message queue makes that reckoning cost nothing
 //! while a port keeps up. Inputs that need not be seen in the cycle they change are
-//! registered where they enter (a port's link) or read a cycle later (an acknowledgement
-//! owed from a write that lands now is requested from the next cycle), so no path starts
-//! far across the fabric. No carry chain is longer than 16 bits (the grant number is a
+//! registered where they enter (a port's link, for membership; the flags that gate a port,
+//! `alive` and `tx_ready`, are worked out from the pin into flip-flops of their own) or
+//! read a cycle later (an acknowledgement owed from a write that lands now is requested
+//! from the next cycle), so no path starts far across the fabric. No carry chain is longer than 16 bits (the grant number is a
 //! [`SequenceCounter`], the SRAM range check a mask): yosys's LUT mapper relaxes every path
 //! to the slowest one it sees.
 //!
@@ -77,9 +79,9 @@ pub struct FabricPort {
     pub link_up: Signal<In, Bit>,
     /// The port offers a message.
     pub tx_valid: Signal<In, Bit>,
-    /// The fabric takes the offered message this cycle (a flip-flop; low until the port's
-    /// `MemberUp` is granted, and meaningless while `reset` is high: a port offers nothing
-    /// then, its card being in reset with the fabric).
+    /// The fabric takes the offered message this cycle (a flip-flop; low until the second
+    /// cycle after the port's `MemberUp` is granted, and meaningless while `reset` is high:
+    /// a port offers nothing then, its card being in reset with the fabric).
     pub tx_ready: Signal<Out, Bit>,
     /// A `MessageKind`: `Broadcast`, `Unicast` or `SramWrite` (others are the fabric's).
     pub tx_kind: Signal<In, Bits<8>>,
@@ -449,13 +451,13 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         }
 
         // Stage 1, take: a port's offer into its empty holding register, while the port is
-        // a member and alive. What the bus needs of it (its destinations as a bitmap, the SRAM
-        // range check) is worked out from the holding register in the next cycle, the
-        // earliest a grant can read it: a kind a port may not send gets no destinations (it
-        // is taken and dropped, so no port can forge the fabric's own messages).
+        // a member and alive, its destinations decoded from the pins on the way in. A kind
+        // a port may not send gets no destinations (it is taken and dropped, so no port can
+        // forge the fabric's own messages).
         for i in 0..N {
             // The port's link, registered where it enters, and two flags that the port's
-            // logic reads instead of the link and its departure, one flip-flop each:
+            // logic reads instead of the link and its departure, one flip-flop each, worked
+            // out from the link pin itself so that they fall in the edge after it does:
             // * alive: the link is up and no departure of it is pending (a cycle late after
             //   a departure is granted, never late after the link drops). A link that drops
             //   and comes back before its `MemberDown` is a new card, which sends nothing,
@@ -469,10 +471,12 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.ports[i].tx_ready.next = self.ready[i].q.val();
             self.take[i].next = self.ports[i].tx_valid.val() & self.ports[i].tx_ready.val();
             self.take_is_write[i].next = self.ports[i].tx_kind.val() == self.kind_sram_write.val();
-            // The request for a message taken this cycle looks at two bits of its kind, not
+            // A message taken this cycle is told from a write by two bits of its kind, not
             // eight: a superset of writes (no other kind a port may send shares them), so a
-            // write never goes without the token, and another kind with those bits (forged,
-            // dropped anyway) only waits a cycle for its exact decode.
+            // write never goes without the token. Another kind with those bits (forged,
+            // dropped anyway) waits for the token like a write and holds it until granted:
+            // it costs the other ports' writes one token round, which only a misbehaving
+            // card causes.
             self.take_may_write[i].next = (self.ports[i].tx_kind.val()
                 & self.write_kind_bits.val())
                 == self.write_kind_bits.val();
@@ -546,7 +550,8 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
         }
 
         // The write token: asked of one port a cycle (`write_turn`, one-hot), taken by a
-        // port holding a write while no write or acknowledgement is anywhere in flight
+        // port holding a write (or a kind that looks like one, above) while no write or
+        // acknowledgement is anywhere in flight
         // (`writes_idle`, which a token given falls in the next cycle). The turn moves
         // only while the token is free to take, so the search after a write starts at the
         // port after its owner: had it moved every cycle, a write's fixed round trip could
