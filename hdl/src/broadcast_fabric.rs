@@ -80,8 +80,10 @@ pub struct FabricPort {
     /// The port offers a message.
     pub tx_valid: Signal<In, Bit>,
     /// The fabric takes the offered message this cycle (a flip-flop; low until the second
-    /// cycle after the port's `MemberUp` is granted, and meaningless while `reset` is high:
-    /// a port offers nothing then, its card being in reset with the fabric).
+    /// cycle after the port's `MemberUp` is granted; it falls the cycle after `link_up`
+    /// does, so a message offered in the cycle the link falls is taken as the card's last;
+    /// meaningless while `reset` is high: a port offers nothing then, its card being in
+    /// reset with the fabric).
     pub tx_ready: Signal<Out, Bit>,
     /// A `MessageKind`: `Broadcast`, `Unicast` or `SramWrite` (others are the fabric's).
     pub tx_kind: Signal<In, Bits<8>>,
@@ -142,6 +144,7 @@ pub struct BroadcastFabric<const N: usize> {
     ack_sequence: [DFF<Bits<64>>; N],
     member: [DFF<Bit>; N],
     down_pending: [DFF<Bit>; N],
+    may_join: [DFF<Bit>; N],
     write_owner: [DFF<Bit>; N],
     request: [DFF<Bit>; N],
     offers_ack: [DFF<Bit>; N],
@@ -296,6 +299,7 @@ impl<const N: usize> BroadcastFabric<N> {
             ack_sequence: per_port(),
             member: per_port(),
             down_pending: per_port(),
+            may_join: per_port(),
             write_owner: per_port(),
             request: per_port(),
             offers_ack: per_port(),
@@ -427,6 +431,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.ack_sequence[i].d.next = self.ack_sequence[i].q.val();
             self.member[i].clock.next = self.clock.val();
             self.down_pending[i].clock.next = self.clock.val();
+            self.may_join[i].clock.next = self.clock.val();
             self.write_owner[i].clock.next = self.clock.val();
             self.request[i].clock.next = self.clock.val();
             self.offers_ack[i].clock.next = self.clock.val();
@@ -532,8 +537,17 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.offers_held[i].d.next = !self.ack_next[i].val() & self.holds_next[i].val();
             self.offers_down[i].d.next =
                 !self.ack_next[i].val() & !self.holds_next[i].val() & self.down_pending[i].q.val();
-            self.offers_up[i].d.next =
-                !self.ack_next[i].val() & !self.member[i].q.val() & self.link[i].q.val();
+            self.offers_up[i].d.next = !self.ack_next[i].val()
+                & !self.member[i].q.val()
+                & self.link[i].q.val()
+                & self.may_join[i].q.val();
+            // A card joins only once no write of an earlier card on the port can still be
+            // acknowledged: once writes have been idle (`writes_idle`: no write or owed
+            // acknowledgement anywhere) since the port stopped being a member. An owed
+            // acknowledgement is granted by then, and dropped, the port being no member;
+            // otherwise a quick return could beat it and the new card would hear it.
+            self.may_join[i].d.next =
+                !self.member[i].q.val() & (self.may_join[i].q.val() | self.writes_idle.q.val());
             // The request in two parts of six inputs each, ORed only in the flip-flop's own
             // LUT with the grant and the room: the message held (a write once it has the
             // token), and everything else.
@@ -542,7 +556,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 | (self.take[i].val() & !self.take_may_write[i].val());
             self.other_next[i].next = self.ack_next[i].val()
                 | (self.down_pending[i].q.val() & !self.held_valid[i].q.val())
-                | (!self.member[i].q.val() & self.link[i].q.val());
+                | (!self.member[i].q.val() & self.link[i].q.val() & self.may_join[i].q.val());
             self.ack_landing[i].next =
                 self.bus_write_to[i].q.val() & self.member[i].q.val() & self.alive[i].q.val();
             self.stays[i].next =
@@ -760,6 +774,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.ready[i].d.next = false;
                 self.member[i].d.next = false;
                 self.down_pending[i].d.next = false;
+                self.may_join[i].d.next = false;
                 self.ack_pending[i].d.next = false;
                 self.held_valid[i].d.next = false;
                 self.held_waiting[i].d.next = false;
@@ -1110,16 +1125,19 @@ mod tests {
         for _ in 0..60 {
             bench.cycle();
         }
-        // Port 2 stalled: the fabric grants nothing now. Port 1 bounces and offers at once.
+        // Port 2 stalled: the fabric grants nothing now. Port 1 bounces, and the new card
+        // offers as soon as its link is up (a card whose link is down offers nothing: in
+        // the cycle the pin falls, `tx_ready` may still be high and would take the offer
+        // as the old card's last message).
+        bench.link_up[1] = false;
+        bench.cycle();
+        bench.link_up[1] = true;
         bench.outbox[1].extend((0..4).map(|payload| Sent {
             kind: MessageKind::Broadcast,
             target: PORT_BROADCAST,
             payload: 1 << 40 | payload,
             offset: 0,
         }));
-        bench.link_up[1] = false;
-        bench.cycle();
-        bench.link_up[1] = true;
         for _ in 0..40 {
             bench.cycle();
         }
@@ -1153,6 +1171,59 @@ mod tests {
             "the new card sends after its arrival"
         );
         assert_eq!(bench.uut.membership.val().to_u32(), 0b111);
+    }
+
+    /// A writer whose link bounces while its write is still being acknowledged comes back
+    /// as a new card: the acknowledgement of the old card's write must not reach it. Swept
+    /// over when the bounce starts after the write is taken and how long it lasts.
+    #[test]
+    fn an_acknowledgement_never_reaches_the_writers_next_card() {
+        for seed in 0..4 {
+            for delay in 0..12 {
+                for down_cycles in 1..4 {
+                    let mut bench = Bench::<3>::new(seed);
+                    bench.run_until_quiet(200);
+                    // Port 2 keeps the arbiter busy, so the round robin's position moves
+                    // between the departure and the acknowledgement.
+                    bench.outbox[2].extend((0..40).map(|payload| Sent {
+                        kind: MessageKind::Broadcast,
+                        target: PORT_BROADCAST,
+                        payload,
+                        offset: 0,
+                    }));
+                    bench.outbox[0].push_back(Sent {
+                        kind: MessageKind::SramWrite,
+                        target: 1,
+                        payload: 0xabc,
+                        offset: 8,
+                    });
+                    while bench.accepted[0].is_empty() {
+                        bench.cycle();
+                    }
+                    for _ in 0..delay {
+                        bench.cycle();
+                    }
+                    bench.link_up[0] = false;
+                    for _ in 0..down_cycles {
+                        bench.cycle();
+                    }
+                    bench.link_up[0] = true;
+                    bench.run_until_quiet(2_000);
+                    let inbox = &bench.inbox[0];
+                    let arrival = inbox
+                        .iter()
+                        .rposition(|r| is_kind(r, MessageKind::MemberUp) && r.source == 0)
+                        .expect("port 0 arrives");
+                    assert!(
+                        !inbox[arrival..]
+                            .iter()
+                            .any(|r| is_kind(r, MessageKind::SramWriteAck)),
+                        "seed {seed}, bounce {delay} cycles after the take for {down_cycles}: \
+                         the new card heard the old card's acknowledgement"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
