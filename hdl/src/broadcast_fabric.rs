@@ -18,7 +18,8 @@
 //! * **port down after its last message**: when a member's link drops, the fabric stops
 //!   taking that port's messages, grants the one it already took, then a `MemberDown`
 //!   broadcast from it, so the departure is ordered after everything the port sent; a link
-//!   that comes up is announced by `MemberUp` the same way.
+//!   that comes up is announced by `MemberUp` the same way, once no acknowledgement of an
+//!   earlier card's write can still reach the port.
 //!
 //! Pipeline (every stage starts and ends at flip-flops; the 200 MHz target on the ECP5
 //! leaves about three levels of LUT4 a cycle once routing is paid):
