@@ -100,14 +100,13 @@ impl Logic for ReceiveQueue {
                 self.push_sequence.val().to_u64(),
                 self.push_payload.val().to_u64(),
             );
-            if !self.flush.val() {
-                store.write_slot = (store.write_slot + 1) % DEPTH;
-            }
+            store.write_slot = (store.write_slot + 1) % DEPTH;
         }
         if self.flush.val() {
             store.stored = 0;
             store.offered = false;
-            store.read_slot = store.write_slot;
+            store.write_slot = 0;
+            store.read_slot = 0;
         } else {
             store.stored = store.stored + usize::from(self.push.val()) - usize::from(load);
         }
@@ -131,8 +130,8 @@ impl Logic for ReceiveQueue {
             "\
 reg [143:0] slots[0:7];
 // The pointers start at slot 0 (an FPGA's flip-flops are configured to their initial
-// value): nothing else ever sets `write_slot`, and a flush only moves `read_slot` to it, so
-// a four-state simulator would carry X through both for ever without these.
+// value), as a flush leaves them: a four-state simulator would otherwise carry X through
+// both until the first flush.
 reg [2:0] write_slot = 3'd0;
 reg [2:0] read_slot = 3'd0;
 // A message waits in the store (besides the one on offer): a flip-flop of its own, so that
@@ -140,35 +139,39 @@ reg [2:0] read_slot = 3'd0;
 reg stored_any;
 wire pop = valid & ready;
 wire load = stored_any & (~valid | ready);
-wire stored_push = push & ~flush;
 // Two or more held, one on offer: a message stays in the store after a load.
 wire stored_two = valid ? fill[2] : fill[1];
 // The thermometer's next value as one expression: written as a chain of ifs, synthesis
 // turned its shift-right case into a reset condition and put a level of logic in front
-// of the flip-flops' reset input.
-wire [7:0] fill_next = (stored_push & ~pop) ? {fill[6:0], 1'b1}
-    : (pop & ~stored_push) ? {1'b0, fill[7:1]}
+// of the flip-flops' reset input. It need not see the flush, which overrides it (at the
+// flip-flops' reset pins), as it does `valid`, `stored_any` and the pointers.
+wire [7:0] fill_next = (push & ~pop) ? {fill[6:0], 1'b1}
+    : (pop & ~push) ? {1'b0, fill[7:1]}
     : fill;
 
 always @(posedge clock) begin
     // The slot is written on every push, kept or not: the memory's write enable is then
     // the fabric's bus register itself, with no logic in front of its 36 cells.
-    if (push)
+    if (push) begin
         slots[write_slot] <= {push_kind, push_source, push_sequence, push_payload};
-    if (stored_push)
         write_slot <= write_slot + 3'd1;
+    end
     if (load) begin
         {out_kind, out_source, out_sequence, out_payload} <= slots[read_slot];
         read_slot <= read_slot + 3'd1;
     end
     valid <= load | (valid & ~pop);
     fill <= fill_next;
-    stored_any <= stored_push | stored_two | (stored_any & ~load);
+    stored_any <= push | stored_two | (stored_any & ~load);
     if (flush) begin
         fill <= 8'd0;
         valid <= 1'b0;
         stored_any <= 1'b0;
-        read_slot <= write_slot;
+        // Both pointers back to slot 0, whatever the cycle's push and load: a reset from a
+        // flip-flop, free at the pointers' set/reset pins, where moving the read pointer to
+        // the write pointer put a multiplexer and the flush behind its enable.
+        write_slot <= 3'd0;
+        read_slot <= 3'd0;
     end
 end
 "
