@@ -138,8 +138,12 @@ pub struct BroadcastFabric<const N: usize> {
     held_offset: [DFF<Bits<32>>; N],
     held_is_write: [DFF<Bit>; N],
     held_waiting: [DFF<Bit>; N],
-    held_deliver: [DFF<Bits<32>>; N],
-    held_write_to: [DFF<Bits<32>>; N],
+    /// The port the held message names, one-hot (none for a number beyond the ports).
+    held_target: [DFF<Bits<32>>; N],
+    held_is_broadcast: [DFF<Bit>; N],
+    held_is_unicast: [DFF<Bit>; N],
+    /// The held message is a write within the SRAM.
+    held_write_lands: [DFF<Bit>; N],
     ack_pending: [DFF<Bit>; N],
     ack_to: [DFF<Bits<32>>; N],
     ack_sequence: [DFF<Bits<64>>; N],
@@ -293,8 +297,10 @@ impl<const N: usize> BroadcastFabric<N> {
             held_offset: per_port(),
             held_is_write: per_port(),
             held_waiting: per_port(),
-            held_deliver: per_port(),
-            held_write_to: per_port(),
+            held_target: per_port(),
+            held_is_broadcast: per_port(),
+            held_is_unicast: per_port(),
+            held_write_lands: per_port(),
             ack_pending: per_port(),
             ack_to: per_port(),
             ack_sequence: per_port(),
@@ -421,10 +427,14 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.held_is_write[i].clock.next = self.clock.val();
             self.held_is_write[i].d.next = self.held_is_write[i].q.val();
             self.held_waiting[i].clock.next = self.clock.val();
-            self.held_deliver[i].clock.next = self.clock.val();
-            self.held_deliver[i].d.next = self.held_deliver[i].q.val();
-            self.held_write_to[i].clock.next = self.clock.val();
-            self.held_write_to[i].d.next = self.held_write_to[i].q.val();
+            self.held_target[i].clock.next = self.clock.val();
+            self.held_target[i].d.next = self.held_target[i].q.val();
+            self.held_is_broadcast[i].clock.next = self.clock.val();
+            self.held_is_broadcast[i].d.next = self.held_is_broadcast[i].q.val();
+            self.held_is_unicast[i].clock.next = self.clock.val();
+            self.held_is_unicast[i].d.next = self.held_is_unicast[i].q.val();
+            self.held_write_lands[i].clock.next = self.clock.val();
+            self.held_write_lands[i].d.next = self.held_write_lands[i].q.val();
             self.ack_pending[i].clock.next = self.clock.val();
             self.ack_to[i].clock.next = self.clock.val();
             self.ack_to[i].d.next = self.ack_to[i].q.val();
@@ -492,26 +502,6 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                     self.take_to[i].next = self.take_to[i].val() | self.port_bit[j].val();
                 }
             }
-            // Where the message goes, decoded from the pins into the holding register:
-            // every port for a broadcast, the target for a unicast, the target's SRAM for a
-            // write within it, nowhere for a kind a port may not send. Selections are ANDs
-            // with masks rather than `if`s that set zero: synthesis turns a flip-flop input
-            // that is a constant under some condition into its set/reset pin, behind a LUT
-            // of its own and a slower setup.
-            self.broadcast_mask[i].next = self.zero_32.val();
-            if self.ports[i].tx_kind.val() == self.kind_broadcast.val() {
-                self.broadcast_mask[i].next = self.all_ports.val();
-            }
-            self.unicast_mask[i].next = self.zero_32.val();
-            if self.ports[i].tx_kind.val() == self.kind_unicast.val() {
-                self.unicast_mask[i].next = self.all_ports.val();
-            }
-            self.write_mask[i].next = self.zero_32.val();
-            if self.take_is_write[i].val()
-                & !(self.ports[i].tx_sram_offset.val() & self.beyond_sram.val()).any()
-            {
-                self.write_mask[i].next = self.all_ports.val();
-            }
             // The holding register follows the port's pins while it is free (`tx_ready`, a
             // flip-flop, is its enable; `held_valid` says whether it holds a message): the
             // take itself then reaches a handful of flip-flops, not 150.
@@ -519,10 +509,17 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.held_kind[i].d.next = self.ports[i].tx_kind.val();
                 self.held_payload[i].d.next = self.ports[i].tx_payload.val();
                 self.held_offset[i].d.next = self.ports[i].tx_sram_offset.val();
+                // What decides where the message goes, decoded from the pins in parts
+                // that are each at most two LUTs deep; the send registers combine them
+                // (stage 2).
                 self.held_is_write[i].d.next = self.take_is_write[i].val();
-                self.held_deliver[i].d.next = self.broadcast_mask[i].val()
-                    | (self.take_to[i].val() & self.unicast_mask[i].val());
-                self.held_write_to[i].d.next = self.take_to[i].val() & self.write_mask[i].val();
+                self.held_target[i].d.next = self.take_to[i].val();
+                self.held_is_broadcast[i].d.next =
+                    self.ports[i].tx_kind.val() == self.kind_broadcast.val();
+                self.held_is_unicast[i].d.next =
+                    self.ports[i].tx_kind.val() == self.kind_unicast.val();
+                self.held_write_lands[i].d.next = self.take_is_write[i].val()
+                    & !(self.ports[i].tx_sram_offset.val() & self.beyond_sram.val()).any();
             }
 
             // What the port is left with if it is not granted this cycle, and so what it
@@ -672,9 +669,28 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 | self.up_kind[i].val();
             self.send_payload[i].d.next = (self.held_payload[i].q.val() & self.held_mask[i].val())
                 | (self.ack_sequence[i].q.val() & self.ack_mask[i].val());
-            self.send_write_to[i].d.next =
-                self.held_write_to[i].q.val() & self.held_mask[i].val().get_bits::<32>(0);
-            self.send_deliver[i].d.next = (self.held_deliver[i].q.val()
+            // Where the held message goes: every port for a broadcast, the target for a
+            // unicast, the target's SRAM for a write within it, nowhere for a kind a port
+            // may not send. Selections are ANDs with masks rather than `if`s that set zero:
+            // synthesis turns a flip-flop input that is a constant under some condition
+            // into its set/reset pin, behind a LUT of its own and a slower setup.
+            self.broadcast_mask[i].next = self.zero_32.val();
+            if self.held_is_broadcast[i].q.val() {
+                self.broadcast_mask[i].next = self.all_ports.val();
+            }
+            self.unicast_mask[i].next = self.zero_32.val();
+            if self.held_is_unicast[i].q.val() {
+                self.unicast_mask[i].next = self.all_ports.val();
+            }
+            self.write_mask[i].next = self.zero_32.val();
+            if self.held_write_lands[i].q.val() {
+                self.write_mask[i].next = self.all_ports.val();
+            }
+            self.send_write_to[i].d.next = self.held_target[i].q.val()
+                & self.write_mask[i].val()
+                & self.held_mask[i].val().get_bits::<32>(0);
+            self.send_deliver[i].d.next = ((self.broadcast_mask[i].val()
+                | (self.held_target[i].q.val() & self.unicast_mask[i].val()))
                 & self.held_mask[i].val().get_bits::<32>(0))
                 | (self.ack_to[i].q.val() & self.ack_mask[i].val().get_bits::<32>(0))
                 | (self.all_ports.val()
