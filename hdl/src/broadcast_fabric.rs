@@ -138,6 +138,8 @@ pub struct BroadcastFabric<const N: usize> {
     held_offset: [DFF<Bits<32>>; N],
     held_is_write: [DFF<Bit>; N],
     held_waiting: [DFF<Bit>; N],
+    /// Holds a message it may send now: held and not waiting for the write token.
+    held_sendable: [DFF<Bit>; N],
     /// The port the held message names, one-hot (none for a number beyond the ports).
     held_target: [DFF<Bits<32>>; N],
     held_is_broadcast: [DFF<Bit>; N],
@@ -145,11 +147,15 @@ pub struct BroadcastFabric<const N: usize> {
     /// The held message is a write within the SRAM.
     held_write_lands: [DFF<Bit>; N],
     ack_pending: [DFF<Bit>; N],
+    /// Owes an acknowledgement it may still send: `ack_pending` and `alive`.
+    owes_ack: [DFF<Bit>; N],
     ack_to: [DFF<Bits<32>>; N],
     ack_sequence: [DFF<Bits<64>>; N],
     member: [DFF<Bit>; N],
     down_pending: [DFF<Bit>; N],
     may_join: [DFF<Bit>; N],
+    /// May ask to arrive: not a member, the link up and `may_join`.
+    joinable: [DFF<Bit>; N],
     write_owner: [DFF<Bit>; N],
     request: [DFF<Bit>; N],
     offers_ack: [DFF<Bit>; N],
@@ -185,7 +191,6 @@ pub struct BroadcastFabric<const N: usize> {
     take_may_write: [Signal<Local, Bit>; N],
     take_to: [Signal<Local, Bits<32>>; N],
     down_next: [Signal<Local, Bit>; N],
-    ack_next: [Signal<Local, Bit>; N],
     holds_next: [Signal<Local, Bit>; N],
     sendable_next: [Signal<Local, Bit>; N],
     other_next: [Signal<Local, Bit>; N],
@@ -297,16 +302,19 @@ impl<const N: usize> BroadcastFabric<N> {
             held_offset: per_port(),
             held_is_write: per_port(),
             held_waiting: per_port(),
+            held_sendable: per_port(),
             held_target: per_port(),
             held_is_broadcast: per_port(),
             held_is_unicast: per_port(),
             held_write_lands: per_port(),
             ack_pending: per_port(),
+            owes_ack: per_port(),
             ack_to: per_port(),
             ack_sequence: per_port(),
             member: per_port(),
             down_pending: per_port(),
             may_join: per_port(),
+            joinable: per_port(),
             write_owner: per_port(),
             request: per_port(),
             offers_ack: per_port(),
@@ -339,7 +347,6 @@ impl<const N: usize> BroadcastFabric<N> {
             take_may_write: per_port(),
             take_to: per_port(),
             down_next: per_port(),
-            ack_next: per_port(),
             holds_next: per_port(),
             sendable_next: per_port(),
             other_next: per_port(),
@@ -427,6 +434,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.held_is_write[i].clock.next = self.clock.val();
             self.held_is_write[i].d.next = self.held_is_write[i].q.val();
             self.held_waiting[i].clock.next = self.clock.val();
+            self.held_sendable[i].clock.next = self.clock.val();
             self.held_target[i].clock.next = self.clock.val();
             self.held_target[i].d.next = self.held_target[i].q.val();
             self.held_is_broadcast[i].clock.next = self.clock.val();
@@ -436,6 +444,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.held_write_lands[i].clock.next = self.clock.val();
             self.held_write_lands[i].d.next = self.held_write_lands[i].q.val();
             self.ack_pending[i].clock.next = self.clock.val();
+            self.owes_ack[i].clock.next = self.clock.val();
             self.ack_to[i].clock.next = self.clock.val();
             self.ack_to[i].d.next = self.ack_to[i].q.val();
             self.ack_sequence[i].clock.next = self.clock.val();
@@ -443,6 +452,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.member[i].clock.next = self.clock.val();
             self.down_pending[i].clock.next = self.clock.val();
             self.may_join[i].clock.next = self.clock.val();
+            self.joinable[i].clock.next = self.clock.val();
             self.write_owner[i].clock.next = self.clock.val();
             self.request[i].clock.next = self.clock.val();
             self.offers_ack[i].clock.next = self.clock.val();
@@ -529,16 +539,13 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             // landing this cycle is offered from the next: the bus register's write bits
             // sit across the fabric from the port. Only a member holds a message, and a
             // member with a departure pending takes none.
-            self.ack_next[i].next = self.ack_pending[i].q.val() & self.alive[i].q.val();
             self.holds_next[i].next = self.held_valid[i].q.val() | self.take[i].val();
-            self.offers_ack[i].d.next = self.ack_next[i].val();
-            self.offers_held[i].d.next = !self.ack_next[i].val() & self.holds_next[i].val();
-            self.offers_down[i].d.next =
-                !self.ack_next[i].val() & !self.holds_next[i].val() & self.down_pending[i].q.val();
-            self.offers_up[i].d.next = !self.ack_next[i].val()
-                & !self.member[i].q.val()
-                & self.link[i].q.val()
-                & self.may_join[i].q.val();
+            self.offers_ack[i].d.next = self.owes_ack[i].q.val();
+            self.offers_held[i].d.next = !self.owes_ack[i].q.val() & self.holds_next[i].val();
+            self.offers_down[i].d.next = !self.owes_ack[i].q.val()
+                & !self.holds_next[i].val()
+                & self.down_pending[i].q.val();
+            self.offers_up[i].d.next = !self.owes_ack[i].q.val() & self.joinable[i].q.val();
             // A card joins only once no write of an earlier card on the port can still be
             // acknowledged: once writes have been idle (`writes_idle`: no write or owed
             // acknowledgement anywhere) since the port stopped being a member. An owed
@@ -546,15 +553,16 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             // otherwise a quick return could beat it and the new card would hear it.
             self.may_join[i].d.next =
                 !self.member[i].q.val() & (self.may_join[i].q.val() | self.writes_idle.q.val());
-            // The request in two parts of six inputs each, ORed only in the flip-flop's own
+            // The request in two parts of five inputs each, ORed only in the flip-flop's own
             // LUT with the grant and the room: the message held (a write once it has the
-            // token), and everything else.
-            self.sendable_next[i].next = (self.held_valid[i].q.val()
-                & !self.held_waiting[i].q.val())
+            // token), and everything else. `held_sendable` and `joinable` are flip-flops
+            // kept equal to the products they stand for, so that neither part needs a LUT
+            // of its own in front.
+            self.sendable_next[i].next = self.held_sendable[i].q.val()
                 | (self.take[i].val() & !self.take_may_write[i].val());
-            self.other_next[i].next = self.ack_next[i].val()
+            self.other_next[i].next = self.owes_ack[i].q.val()
                 | (self.down_pending[i].q.val() & !self.held_valid[i].q.val())
-                | (!self.member[i].q.val() & self.link[i].q.val() & self.may_join[i].q.val());
+                | self.joinable[i].q.val();
             self.ack_landing[i].next =
                 self.bus_write_to[i].q.val() & self.member[i].q.val() & self.alive[i].q.val();
             self.stays[i].next =
@@ -629,6 +637,12 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             self.held_valid[i].d.next = self.take[i].val()
                 | (self.held_valid[i].q.val()
                     & !(self.grant[i].val() & self.offers_held[i].q.val()));
+            // Sendable next: taken and no write, or still held and not granted, or given
+            // the token (a waiting message is never granted: it requests nothing).
+            self.held_sendable[i].d.next = (self.take[i].val() & !self.take_may_write[i].val())
+                | (self.held_sendable[i].q.val()
+                    & !(self.grant[i].val() & self.offers_held[i].q.val()))
+                | self.token[i].val();
             self.ready[i].d.next = self.stays[i].val()
                 & ((self.grant[i].val() & self.offers_held[i].q.val())
                     | (!self.held_valid[i].q.val() & !self.take[i].val()));
@@ -636,12 +650,19 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 | (self.write_owner[i].q.val()
                     & !(self.grant[i].val() & self.offers_held[i].q.val()));
             self.ack_pending[i].d.next = self.ack_landing[i].val()
-                | (self.ack_next[i].val() & !(self.grant[i].val() & self.offers_ack[i].q.val()));
+                | (self.owes_ack[i].q.val() & !(self.grant[i].val() & self.offers_ack[i].q.val()));
+            self.owes_ack[i].d.next = self.ack_pending[i].d.val() & self.alive[i].d.val();
             self.down_pending[i].d.next =
                 self.down_next[i].val() & !(self.grant[i].val() & self.offers_down[i].q.val());
             self.member[i].d.next = (self.member[i].q.val()
                 & !(self.grant[i].val() & self.offers_down[i].q.val()))
                 | (self.grant[i].val() & self.offers_up[i].q.val());
+            // `joinable` after this edge: a member's `may_join` falls, and a port that is
+            // not one stays out unless its arrival is granted.
+            self.joinable[i].d.next = !self.member[i].q.val()
+                & !(self.grant[i].val() & self.offers_up[i].q.val())
+                & self.ports[i].link_up.val()
+                & (self.may_join[i].q.val() | self.writes_idle.q.val());
             self.send_is_write[i].d.next =
                 self.offers_held[i].q.val() & self.held_is_write[i].q.val();
             // The offer flags are one-hot while the port requests (and the registers are
@@ -792,9 +813,12 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.member[i].d.next = false;
                 self.down_pending[i].d.next = false;
                 self.may_join[i].d.next = false;
+                self.joinable[i].d.next = false;
                 self.ack_pending[i].d.next = false;
+                self.owes_ack[i].d.next = false;
                 self.held_valid[i].d.next = false;
                 self.held_waiting[i].d.next = false;
+                self.held_sendable[i].d.next = false;
                 self.write_owner[i].d.next = false;
                 self.request[i].d.next = false;
                 self.granted[i].d.next = false;
@@ -953,9 +977,35 @@ mod tests {
             }
         }
 
+        /// The flip-flops kept equal to a product of others (so the request needs no LUT in
+        /// front of it) are equal to it, every cycle of every test.
+        fn check_kept_products(&self) {
+            let uut = &self.uut;
+            for port in 0..N {
+                assert_eq!(
+                    uut.held_sendable[port].q.val(),
+                    uut.held_valid[port].q.val() && !uut.held_waiting[port].q.val(),
+                    "port {port}: held_sendable"
+                );
+                assert_eq!(
+                    uut.owes_ack[port].q.val(),
+                    uut.ack_pending[port].q.val() && uut.alive[port].q.val(),
+                    "port {port}: owes_ack"
+                );
+                assert_eq!(
+                    uut.joinable[port].q.val(),
+                    !uut.member[port].q.val()
+                        && uut.link[port].q.val()
+                        && uut.may_join[port].q.val(),
+                    "port {port}: joinable"
+                );
+            }
+        }
+
         fn cycle(&mut self) {
             self.drive_inputs();
             settle(&mut self.uut);
+            self.check_kept_products();
             self.observe_outputs();
             rising_edge(&mut self.uut, |u| &mut u.clock);
         }
