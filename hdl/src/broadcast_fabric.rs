@@ -25,9 +25,9 @@
 //! leaves about three levels of LUT4 a cycle once routing is paid):
 //!
 //! 1. **take**: while a port's holding register is free (`tx_ready`, a flip-flop worked out
-//!    the cycle before), it follows the port's pins, destinations decoded on the way in
-//!    (every port, the target, the target's SRAM if the write is within it); an offer then
-//!    marks it held. Each port's request for the next cycle is registered: what it would
+//!    the cycle before), it follows the port's pins, with the parts of the destination
+//!    decoded on the way in (the target one-hot, broadcast, unicast, a write within the
+//!    SRAM; stage 2 combines them); an offer then marks it held. Each port's request for the next cycle is registered: what it would
 //!    send (an acknowledgement it owes, the message it holds, its departure, its arrival,
 //!    one offer flag each) from the state the cycle leaves behind, masked by a registered
 //!    "every queue has room" bit;
@@ -520,7 +520,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
                 self.held_payload[i].d.next = self.ports[i].tx_payload.val();
                 self.held_offset[i].d.next = self.ports[i].tx_sram_offset.val();
                 // What decides where the message goes, decoded from the pins in parts
-                // that are each at most two LUTs deep; the send registers combine them
+                // that need not wait for one another; the send registers combine them
                 // (stage 2).
                 self.held_is_write[i].d.next = self.take_is_write[i].val();
                 self.held_target[i].d.next = self.take_to[i].val();
@@ -553,7 +553,7 @@ impl<const N: usize> Logic for BroadcastFabric<N> {
             // otherwise a quick return could beat it and the new card would hear it.
             self.may_join[i].d.next =
                 !self.member[i].q.val() & (self.may_join[i].q.val() | self.writes_idle.q.val());
-            // The request in two parts of five inputs each, ORed only in the flip-flop's own
+            // The request in two parts of five and four inputs, ORed only in the flip-flop's own
             // LUT with the grant and the room: the message held (a write once it has the
             // token), and everything else. `held_sendable` and `joinable` are flip-flops
             // kept equal to the products they stand for, so that neither part needs a LUT
@@ -1362,6 +1362,7 @@ mod tests {
                 bench.uut.ports[port].tx_valid.next = !bench.outbox[port].is_empty();
             }
             settle(&mut bench.uut);
+            bench.check_kept_products();
             bench.observe_outputs();
             rising_edge(&mut bench.uut, |u| &mut u.clock);
         }

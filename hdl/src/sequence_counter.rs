@@ -195,14 +195,19 @@ mod tests {
         );
     }
 
-    /// From a few steps below every boundary between nibble and chunks (and the wrap),
-    /// stepping every cycle (the flags' lag at its tightest) and every other cycle (a flag
-    /// must survive a cycle without a step).
+    /// From a few steps below every boundary between nibble and chunks (and the wrap), and
+    /// from far enough below that the chunks' flags rise while counting, stepping every
+    /// cycle (the flags' lag at its tightest) and every other cycle (a flag must survive a
+    /// cycle without a step).
     #[test]
     fn carries_through_every_chunk_boundary() {
         let boundaries = (0..=4).map(|k| NIBBLE_BITS + CHUNK_BITS * k);
         let below: Vec<u64> = boundaries
-            .map(|bits| ((1_u128 << bits) - 3) as u64)
+            .flat_map(|bits| {
+                // Wrapping: 40 below the nibble's boundary is 24 below the 64-bit wrap.
+                let boundary = 1_u64.checked_shl(bits as u32).unwrap_or(0);
+                [3, 40].map(|below| boundary.wrapping_sub(below))
+            })
             .chain([0x1234_ffff_ffff_fffc, 0x0003_ffff_ffff_fffd])
             .collect();
         for &start in &below {
@@ -210,7 +215,7 @@ mod tests {
                 let mut uut = counter();
                 preset(&mut uut, start);
                 let mut expected = start;
-                for cycle in 0..40_u64 {
+                for cycle in 0..120_u64 {
                     assert_eq!(
                         uut.value.val().to_u64(),
                         expected,
@@ -234,5 +239,11 @@ mod tests {
         uut.step.next = true;
         rising_edge(&mut uut, |u| &mut u.clock);
         assert_eq!(uut.value.val().to_u64(), 0);
+        // Counting on at once, no flag left over from before the reset.
+        uut.reset.next = false;
+        for expected in 0..40_u64 {
+            assert_eq!(uut.value.val().to_u64(), expected);
+            rising_edge(&mut uut, |u| &mut u.clock);
+        }
     }
 }
