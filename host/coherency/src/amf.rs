@@ -58,6 +58,13 @@ pub enum Mutation {
     DegradedRecordWithoutImage,
     /// Take a port that joins during a fence as live at once.
     AdmitJoinerDuringFence,
+    /// Patch a sub-block write into a copy of the block read before the stripe is held
+    /// exclusively (a shared read, then a whole-block write): the read-patch-write race
+    /// that loses one of two concurrent sub-block writes.
+    PatchOutsideOwnership,
+    /// Simulator only: a dead AMF's issued member writes may land after its death is
+    /// announced (nothing fenced it).
+    UnfencedDeath,
 }
 
 /// What an AMF is and what it serves.
@@ -134,6 +141,15 @@ pub trait Sram {
 pub enum Request {
     Read { first_block: u64, block_count: u32 },
     Write { first_block: u64, data: Vec<u8> },
+    /// Writes `data` at byte `offset` of volume block `block`, atomically against every
+    /// other write of that block at every AMF: the block is read, patched and recorded
+    /// under exclusive ownership of its stripe. `1 <= data.len()` and
+    /// `offset + data.len() <= 4096`.
+    Patch {
+        block: u64,
+        offset: u32,
+        data: Vec<u8>,
+    },
 }
 
 /// Why a request was refused before it started.
@@ -149,6 +165,8 @@ pub enum RequestError {
     },
     #[error("write data of {0} bytes is not whole blocks")]
     PartialBlock(usize),
+    #[error("patch of {length} bytes at byte {offset} does not lie within one block")]
+    BadPatch { offset: u32, length: usize },
     #[error("request id {0} is already outstanding")]
     DuplicateId(u64),
     #[error("too many requests outstanding")]
@@ -310,8 +328,27 @@ struct Op {
     op_id: u64,
     caused_acquire: bool,
     /// The slot kept for a write or replay widened to its whole stripe while it reads
-    /// the stripe first (degraded: see [`Amf::needs_widening`]).
+    /// the stripe first (degraded: see [`Amf::needs_widening`]), or for a patch while it
+    /// reads its block.
     reserved_slot: Option<u32>,
+    /// A sub-block write not yet laid over its block: the op's data is valid only once
+    /// this is `None` (see [`Amf::read_for_patch`]).
+    patch: Option<Patch>,
+}
+
+/// New bytes for part of one block.
+#[derive(Clone, Debug)]
+struct Patch {
+    offset: u32,
+    bytes: Vec<u8>,
+}
+
+impl Patch {
+    /// Lays the new bytes over `block`, the block's current contents.
+    fn apply(&self, block: &mut [u8]) {
+        assert_eq!(block.len(), BLOCK_BYTES as usize);
+        block[self.offset as usize..][..self.bytes.len()].copy_from_slice(&self.bytes);
+    }
 }
 
 impl Op {
@@ -544,6 +581,11 @@ impl Amf {
     ) -> Result<(), RequestError> {
         self.tick(now);
         let (first_block, block_count, data) = match request {
+            Request::Patch {
+                block,
+                offset,
+                data,
+            } => return self.handle_patch(id, block, Patch { offset, bytes: data }),
             Request::Read {
                 first_block,
                 block_count,
@@ -559,21 +601,7 @@ impl Amf {
                 )
             }
         };
-        let volume_blocks = self.config.stripe_count * u64::from(self.config.stripe_data_blocks);
-        if block_count == 0 || first_block.saturating_add(block_count) > volume_blocks {
-            return Err(RequestError::OutOfRange {
-                first_block,
-                block_count,
-                volume_blocks,
-            });
-        }
-        if self.requests.contains_key(&id) {
-            return Err(RequestError::DuplicateId(id));
-        }
-        let pieces = self.pieces(first_block, block_count);
-        if self.requests.len() >= REQUESTS_MAX || self.ops.len() + pieces.len() > OPS_MAX {
-            return Err(RequestError::Busy);
-        }
+        let pieces = self.admissible(id, first_block, block_count)?;
         let is_read = data.is_none();
         self.requests.insert(
             id,
@@ -597,6 +625,65 @@ impl Amf {
         for stripe in touched {
             self.advance(stripe);
         }
+        Ok(())
+    }
+
+    /// Request `id`'s range cut into its pieces, if the request may be taken now.
+    fn admissible(
+        &self,
+        id: u64,
+        first_block: u64,
+        block_count: u64,
+    ) -> Result<Vec<(u64, u32, u32, usize)>, RequestError> {
+        let volume_blocks = self.config.stripe_count * u64::from(self.config.stripe_data_blocks);
+        if block_count == 0 || first_block.saturating_add(block_count) > volume_blocks {
+            return Err(RequestError::OutOfRange {
+                first_block,
+                block_count,
+                volume_blocks,
+            });
+        }
+        if self.requests.contains_key(&id) {
+            return Err(RequestError::DuplicateId(id));
+        }
+        let pieces = self.pieces(first_block, block_count);
+        if self.requests.len() >= REQUESTS_MAX || self.ops.len() + pieces.len() > OPS_MAX {
+            return Err(RequestError::Busy);
+        }
+        Ok(pieces)
+    }
+
+    /// A sub-block write: one op on its block, patched once its stripe is held
+    /// exclusively (or, under [`Mutation::PatchOutsideOwnership`], a shared read first).
+    fn handle_patch(&mut self, id: u64, block: u64, patch: Patch) -> Result<(), RequestError> {
+        let end = patch.offset as usize + patch.bytes.len();
+        if patch.bytes.is_empty() || end > BLOCK_BYTES as usize {
+            return Err(RequestError::BadPatch {
+                offset: patch.offset,
+                length: patch.bytes.len(),
+            });
+        }
+        let pieces = self.admissible(id, block, 1)?;
+        assert_eq!(pieces.len(), 1);
+        let (stripe, first, _, _) = pieces[0];
+        self.requests.insert(
+            id,
+            HostRequest {
+                ops_left: 1,
+                failed: false,
+                data: None,
+            },
+        );
+        let kind = if self.config.mutation == Mutation::PatchOutsideOwnership {
+            OpKind::Read
+        } else {
+            OpKind::Write {
+                data: vec![0; BLOCK_BYTES as usize],
+            }
+        };
+        let key = self.enqueue(stripe, Some(id), 0, first, 1, kind, false);
+        self.ops.get_mut(&key).expect("just queued").patch = Some(patch);
+        self.advance(stripe);
         Ok(())
     }
 
@@ -650,6 +737,7 @@ impl Amf {
                 op_id,
                 caused_acquire: false,
                 reserved_slot: None,
+                patch: None,
             },
         );
         let state = self.stripes.entry(stripe).or_default();
@@ -945,6 +1033,10 @@ impl Amf {
                     self.issue_io(key, None);
                     return;
                 }
+                if op.patch.is_some() {
+                    self.read_for_patch(key);
+                    return;
+                }
                 if self.needs_widening(key) {
                     self.read_whole_stripe(key);
                     return;
@@ -985,6 +1077,11 @@ impl Amf {
     /// Reads the whole stripe (degraded) before recording a widened write; its slot is
     /// kept meanwhile.
     fn read_whole_stripe(&mut self, key: u64) {
+        self.reserve_slot(key);
+        self.issue_io(key, None);
+    }
+
+    fn reserve_slot(&mut self, key: u64) {
         let slot = self
             .slots
             .iter()
@@ -992,7 +1089,43 @@ impl Amf {
             .expect("a free slot was checked") as u32;
         self.slots[slot as usize] = Some(key);
         self.ops.get_mut(&key).expect("op").reserved_slot = Some(slot);
-        self.issue_io(key, None);
+    }
+
+    /// A patch starts, its stripe held exclusively: lay it over the cached block, or
+    /// read the block first (its slot kept meanwhile). Nobody else can write the block
+    /// between that read and this op's record, which is what makes the patch atomic.
+    fn read_for_patch(&mut self, key: u64) {
+        let op = &self.ops[&key];
+        assert_eq!(op.block_count, 1);
+        let cached = self.stripes[&op.stripe].cache.get(&op.first_block).cloned();
+        match cached {
+            Some(block) => self.patched(key, block),
+            None => {
+                self.reserve_slot(key);
+                self.issue_io(key, None);
+            }
+        }
+    }
+
+    /// The patch's block as it is now: lay the patch over it, then go on as a write.
+    fn patched(&mut self, key: u64, mut block: Vec<u8>) {
+        let op = self.ops.get_mut(&key).expect("op");
+        let patch = op.patch.take().expect("a patch pending");
+        patch.apply(&mut block);
+        let OpKind::Write { data } = &mut op.kind else {
+            unreachable!("only writes are patched under ownership");
+        };
+        data.clone_from(&block);
+        let reserved = op.reserved_slot.is_some();
+        if self.needs_widening(key) {
+            if reserved {
+                self.issue_io(key, None);
+            } else {
+                self.read_whole_stripe(key);
+            }
+            return;
+        }
+        self.replicate(key, &block);
     }
 
     /// The whole stripe, read: lay the op's data over it and record it all.
@@ -1075,6 +1208,14 @@ impl Amf {
                 stripe,
                 first_block,
                 block_count: op.block_count,
+                failed_members,
+            },
+            // A patch reads its block first.
+            OpKind::Write { .. } if op.patch.is_some() => MemberRequest::Read {
+                io,
+                stripe,
+                first_block,
+                block_count: 1,
                 failed_members,
             },
             // A widened write or replay reads its whole stripe first.
@@ -1194,6 +1335,10 @@ impl Amf {
                 });
                 self.finish_op(key);
             }
+            (OpKind::Write { .. }, MemberOutcome::Read(block)) if op.patch.is_some() => {
+                assert!(slot.is_none(), "the block is read before the record");
+                self.patched(key, block);
+            }
             (OpKind::Write { .. } | OpKind::Replay { .. }, MemberOutcome::Read(whole)) => {
                 assert!(
                     slot.is_none(),
@@ -1298,6 +1443,16 @@ impl Amf {
     fn fill_read(&mut self, key: u64, data: &[u8]) {
         let op = &self.ops[&key];
         let request = op.request.expect("reads come from hosts");
+        if let Some(patch) = &op.patch {
+            // Mutation::PatchOutsideOwnership: the block was read shared; the patched
+            // copy is written as a plain write, racing any other writer meanwhile.
+            let mut block = data.to_vec();
+            patch.apply(&mut block);
+            let kind = OpKind::Write { data: block };
+            let (stripe, first_block) = (op.stripe, op.first_block);
+            self.enqueue(stripe, Some(request), 0, first_block, 1, kind, false);
+            return;
+        }
         let buffer = self
             .requests
             .get_mut(&request)
