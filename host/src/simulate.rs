@@ -52,6 +52,7 @@ enum MutationArg {
     TwoOwners,
     DegradedRecordWithoutImage,
     AdmitJoinerDuringFence,
+    PatchOutsideOwnership,
 }
 
 /// Parses `A..B` with `A < B`.
@@ -87,6 +88,7 @@ fn options(args: &SimArgs) -> SimOptions {
             MutationArg::TwoOwners => Mutation::TwoOwners,
             MutationArg::DegradedRecordWithoutImage => Mutation::DegradedRecordWithoutImage,
             MutationArg::AdmitJoinerDuringFence => Mutation::AdmitJoinerDuringFence,
+            MutationArg::PatchOutsideOwnership => Mutation::PatchOutsideOwnership,
         },
     }
 }

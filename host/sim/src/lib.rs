@@ -8,7 +8,8 @@
 //! plans (`amf-raid`) with `amf_parity::HostParity`.
 //!
 //! Checked after every step: at most one exclusive owner per stripe and no copy beside it.
-//! Checked at every read completion: per-block linearizability (never stale, never torn).
+//! Checked at every read completion: per-sector linearizability (never stale, never torn;
+//! hosts write whole blocks and sub-block patches of 512-byte sectors).
 //! Checked once faults stop: every outstanding request completes within a bounded number
 //! of steps; then parity matches data on every stripe, and every block at rest holds a
 //! value a read may return (no acknowledged write lost).
@@ -27,7 +28,8 @@ pub use world::{RunCounters, Swarm};
 /// Which hosts touch which blocks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Workload {
-    /// Reads and writes from every AMF on overlapping and disjoint ranges, one block to
+    /// Reads, writes and sub-block patches (1-8 sectors of one block, often one of a few
+    /// hot blocks) from every AMF on overlapping and disjoint ranges, one block to
     /// several stripes.
     #[default]
     Mixed,
@@ -132,7 +134,8 @@ impl SimSummary {
         let protocol = &self.totals.protocol;
         let mut text = format!(
             "{} seeds in {} ms: {} failed\n\
-             steps {}, crashes {}, corrupted records {}, member failures {}, requests completed {}\n\
+             steps {}, crashes {}, corrupted records {}, member failures {}, requests completed {} \
+             (sub-block patches {})\n\
              broadcasts {}, avoided by the sharing determination {}, forwards {}, \
              invalidations {}, replays {}, corrupt records refused {}\n\
              stripe writes {}, stripe reads {}, broadcasts per stripe write {:.4}\n\
@@ -151,6 +154,7 @@ impl SimSummary {
             self.totals.corruptions,
             self.totals.member_failures,
             self.totals.requests_completed,
+            self.totals.patches_completed,
             protocol.broadcasts,
             protocol.broadcasts_avoided,
             protocol.forwards,
@@ -231,6 +235,7 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.corruptions += run.corruptions;
     total.requests_completed += run.requests_completed;
     total.writes_completed += run.writes_completed;
+    total.patches_completed += run.patches_completed;
     total.interrupted_writes += run.interrupted_writes;
     total.member_failures += run.member_failures;
     total.member_errors += run.member_errors;

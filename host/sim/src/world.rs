@@ -12,7 +12,9 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use shared_regs::intent::INTENT_HEADER_BYTES;
 use shared_regs::limits::BLOCK_BYTES;
 
-use crate::history::{History, block_bytes, decode_block};
+use crate::history::{
+    BLOCK_SECTORS, History, SECTOR_BYTES, block_bytes, decode_sectors, sector_address, sector_bytes,
+};
 use crate::members::Members;
 use crate::{SimOptions, Workload};
 
@@ -82,6 +84,7 @@ struct Pending {
     first_block: u64,
     block_count: u32,
     write: bool,
+    patch: bool,
 }
 
 /// The swarm this seed picked.
@@ -107,6 +110,8 @@ pub struct RunCounters {
     pub corruptions: u64,
     pub requests_completed: u64,
     pub writes_completed: u64,
+    /// Sub-block writes (patches of whole sectors) completed, included in the writes.
+    pub patches_completed: u64,
     /// Writes whose owner died with member writes issued, checked complete at rest.
     pub interrupted_writes: u64,
     /// Members failed (the run then continues degraded, and rebuilds them at the end).
@@ -134,8 +139,8 @@ pub struct World {
     pub counters: RunCounters,
     faults: bool,
     trace: bool,
-    /// Writes cut short by their AMF's death after member writes were issued, per block:
-    /// (tag the write puts there, volume block, crash step). A survivor must complete
+    /// Writes cut short by their AMF's death after member writes were issued, per sector:
+    /// (tag the write puts there, volume sector address, crash step). A survivor must complete
     /// each. (A write widened to its whole stripe puts back what the other blocks held.)
     interrupted: Vec<(u64, u64, u64)>,
 }
@@ -616,28 +621,35 @@ impl World {
         } else {
             700
         });
+        // A third of the mixed workload's writes are sub-block patches.
+        let patch = write && self.options.workload == Workload::Mixed && self.chance(330);
         let id = self.next_request;
         self.next_request += 1;
-        let request = if write {
+        let (request, description) = if patch {
+            self.new_patch(id, first_block, block_count)
+        } else if write {
             let mut data = Vec::with_capacity(block_count as usize * BLOCK_BYTES as usize);
             for block in first_block..first_block + u64::from(block_count) {
                 data.extend_from_slice(&block_bytes(id, block));
             }
-            self.history
-                .write_invoked(id, first_block, block_count, self.now);
-            Request::Write { first_block, data }
+            let sectors =
+                first_block * BLOCK_SECTORS..(first_block + u64::from(block_count)) * BLOCK_SECTORS;
+            self.history.write_invoked(id, sectors, self.now);
+            let description = format!("write blocks {first_block}+{block_count}");
+            (Request::Write { first_block, data }, description)
         } else {
-            Request::Read {
+            let description = format!("read blocks {first_block}+{block_count}");
+            let request = Request::Read {
                 first_block,
                 block_count,
-            }
+            };
+            (request, description)
         };
-        self.trace(|| {
-            format!(
-                "host -> amf{port}: request {id} {} blocks {first_block}+{block_count}",
-                if write { "write" } else { "read" }
-            )
-        });
+        let (first_block, block_count) = match request {
+            Request::Patch { block, .. } => (block, 1),
+            _ => (first_block, block_count),
+        };
+        self.trace(|| format!("host -> amf{port}: request {id} {description}"));
         let now = self.now;
         let amf = self.nodes[port as usize].amf.as_mut().expect("live");
         amf.handle_request(now, id, request)
@@ -650,8 +662,38 @@ impl World {
                 first_block,
                 block_count,
                 write,
+                patch,
             },
         );
+    }
+
+    /// A patch of 1-8 whole sectors of one block: half the time of one of the first few
+    /// blocks, so hosts at several AMFs patch different sectors of one block at once.
+    fn new_patch(&mut self, id: u64, first_block: u64, block_count: u32) -> (Request, String) {
+        let block = if self.chance(500) {
+            self.below(3)
+        } else {
+            first_block + self.below(u64::from(block_count))
+        };
+        let first_sector = self.below(BLOCK_SECTORS);
+        let sector_count = 1 + self.below(BLOCK_SECTORS - first_sector);
+        let sectors =
+            sector_address(block, first_sector)..sector_address(block, first_sector) + sector_count;
+        let mut data = Vec::with_capacity(sector_count as usize * SECTOR_BYTES);
+        for address in sectors.clone() {
+            data.extend_from_slice(&sector_bytes(id, address));
+        }
+        self.history.write_invoked(id, sectors, self.now);
+        let offset = (first_sector as usize * SECTOR_BYTES) as u32;
+        let description = format!("patch block {block} sectors {first_sector}+{sector_count}");
+        (
+            Request::Patch {
+                block,
+                offset,
+                data,
+            },
+            description,
+        )
     }
 
     fn deliver_broadcast(&mut self, port: u8) {
@@ -830,23 +872,18 @@ impl World {
         if pending.write {
             assert!(data.is_none());
             self.counters.writes_completed += 1;
+            self.counters.patches_completed += u64::from(pending.patch);
             self.history.write_completed(id, self.now);
             return Ok(());
         }
         let data = data.expect("reads return data");
-        for (index, bytes) in data.chunks_exact(BLOCK_BYTES as usize).enumerate() {
-            let block = pending.first_block + index as u64;
-            let tag = decode_block(bytes, block)
-                .map_err(|error| format!("read {id} via amf{port}: {error}"))?;
-            self.history
-                .check_read(block, tag, pending.invoked)
-                .map_err(|error| format!("read {id} via amf{port}: {error}"))?;
-        }
         assert_eq!(
             data.len(),
             pending.block_count as usize * BLOCK_BYTES as usize
         );
-        Ok(())
+        self.history
+            .check_sectors(&data, pending.first_block * BLOCK_SECTORS, pending.invoked)
+            .map_err(|error| format!("read {id} via amf{port}: {error}"))
     }
 
     fn run_job(&mut self, port: u8, index: usize) {
@@ -967,8 +1004,8 @@ impl World {
             } = job
             {
                 self.counters.interrupted_writes += 1;
-                let first = stripe * stripe_blocks + u64::from(*first_block);
-                for (index, bytes) in data.chunks_exact(BLOCK_BYTES as usize).enumerate() {
+                let first = (stripe * stripe_blocks + u64::from(*first_block)) * BLOCK_SECTORS;
+                for (index, bytes) in data.chunks_exact(SECTOR_BYTES).enumerate() {
                     let tag = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
                     self.interrupted.push((tag, first + index as u64, self.now));
                 }
@@ -1082,14 +1119,10 @@ impl World {
         let now = self.now + 1;
         for stripe in 0..self.swarm.stripes {
             let data = self.members.read(stripe, 0, stripe_blocks);
-            for (index, bytes) in data.chunks_exact(BLOCK_BYTES as usize).enumerate() {
-                let block = stripe * u64::from(stripe_blocks) + index as u64;
-                let tag =
-                    decode_block(bytes, block).map_err(|error| format!("at rest: {error}"))?;
-                self.history
-                    .check_read(block, tag, now)
-                    .map_err(|error| format!("acknowledged write lost at rest: {error}"))?;
-            }
+            let first_address = stripe * u64::from(stripe_blocks) * BLOCK_SECTORS;
+            self.history
+                .check_sectors(&data, first_address, now)
+                .map_err(|error| format!("acknowledged write lost at rest: {error}"))?;
         }
         Ok(())
     }
@@ -1097,26 +1130,27 @@ impl World {
 
 impl World {
     /// Every write interrupted after its member writes were issued was completed: each
-    /// of its blocks holds it, or a write that was still running when its owner died.
+    /// of its sectors holds it, or a write that was still running when its owner died.
     fn check_interrupted(&mut self) -> Result<(), String> {
-        for &(tag, block, crashed) in &self.interrupted {
-            {
-                let stripe_blocks = u64::from(self.members.stripe_data_blocks());
-                let (stripe, index) = (block / stripe_blocks, (block % stripe_blocks) as u32);
-                let bytes = self.members.read(stripe, index, 1);
-                let found = decode_block(&bytes, block)?;
-                // A write that had not completed when the owner died may follow it.
-                let newer = found != 0
-                    && self
-                        .history
-                        .completed(found)
-                        .is_none_or(|completed| completed > crashed);
-                if found != tag && !newer {
-                    return Err(format!(
-                        "write {tag} was interrupted at step {crashed} and never completed: \
-                         block {block} holds {found}"
-                    ));
-                }
+        let stripe_blocks = u64::from(self.members.stripe_data_blocks());
+        for &(tag, address, crashed) in &self.interrupted {
+            let block = address / BLOCK_SECTORS;
+            let (stripe, index) = (block / stripe_blocks, (block % stripe_blocks) as u32);
+            let bytes = self.members.read(stripe, index, 1);
+            let sector = (address % BLOCK_SECTORS) as usize;
+            let found =
+                decode_sectors(&bytes[sector * SECTOR_BYTES..][..SECTOR_BYTES], address)?[0];
+            // A write that had not completed when the owner died may follow it.
+            let newer = found != 0
+                && self
+                    .history
+                    .completed(found)
+                    .is_none_or(|completed| completed > crashed);
+            if found != tag && !newer {
+                return Err(format!(
+                    "write {tag} was interrupted at step {crashed} and never completed: \
+                     block {block} sector {sector} holds {found}"
+                ));
             }
         }
         Ok(())

@@ -37,6 +37,10 @@ fn two_thousand_seeds_with_faults() {
         "AMFs crash while members are lost (the degraded write hole)"
     );
     assert!(summary.totals.protocol.widened > 100);
+    assert!(
+        summary.totals.patches_completed > 1000,
+        "hosts write sub-block patches"
+    );
 }
 
 #[test]
@@ -103,6 +107,11 @@ fn a_degraded_record_without_the_lost_chunks_image_is_caught() {
 #[test]
 fn admitting_a_port_that_joins_during_recovery_at_once_is_caught() {
     first_failure(Mutation::AdmitJoinerDuringFence, 2400..3400);
+}
+
+#[test]
+fn patching_a_block_read_outside_exclusive_ownership_is_caught() {
+    first_failure(Mutation::PatchOutsideOwnership, 0..300);
 }
 
 #[test]
