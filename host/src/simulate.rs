@@ -53,6 +53,7 @@ enum MutationArg {
     DegradedRecordWithoutImage,
     AdmitJoinerDuringFence,
     PatchOutsideOwnership,
+    UnfencedDeath,
 }
 
 /// Parses `A..B` with `A < B`.
@@ -89,6 +90,7 @@ fn options(args: &SimArgs) -> SimOptions {
             MutationArg::DegradedRecordWithoutImage => Mutation::DegradedRecordWithoutImage,
             MutationArg::AdmitJoinerDuringFence => Mutation::AdmitJoinerDuringFence,
             MutationArg::PatchOutsideOwnership => Mutation::PatchOutsideOwnership,
+            MutationArg::UnfencedDeath => Mutation::UnfencedDeath,
         },
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! One seed drives everything: how many AMFs (2-4), RAID-5 or RAID-6, the fault rates,
 //! the hosts' workload, every delivery order the fabric's guarantees allow, member write
-//! interleavings, AMF crashes (including between the member writes of one stripe) and
-//! restarts, and corrupted intent records in a survivor's SRAM. The coherency core
+//! interleavings, AMF crashes (including between the member writes of one stripe, whose
+//! issued member writes may land after the crash but before the fabric announces it:
+//! fencing) and restarts, and corrupted intent records in a survivor's SRAM. The coherency core
 //! (`amf-coherency`) runs unchanged; members are memory driven through the RAID core's
 //! plans (`amf-raid`) with `amf_parity::HostParity`.
 //!
@@ -140,7 +141,8 @@ impl SimSummary {
              invalidations {}, replays {}, corrupt records refused {}\n\
              stripe writes {}, stripe reads {}, broadcasts per stripe write {:.4}\n\
              exclusive acquires {}, ownership changes {}, acquires per ownership change {:.4}\n\
-             writes interrupted by a crash and completed by a survivor {}\n\
+             writes interrupted by a crash and completed by a survivor {}, \
+             member writes landing after their AMF died (before it was announced down) {}\n\
              members failing I/O {}, member I/O errors met and redone degraded {}, \
              operations failed beyond the parity {}\n\
              crashes while degraded {}, degraded writes recorded whole-stripe {}\n\
@@ -168,6 +170,7 @@ impl SimSummary {
             protocol.grants,
             self.acquires_per_ownership_change(),
             self.totals.interrupted_writes,
+            self.totals.zombie_writes,
             self.totals.member_errors,
             protocol.member_errors,
             protocol.ops_failed,
@@ -239,5 +242,6 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.interrupted_writes += run.interrupted_writes;
     total.member_failures += run.member_failures;
     total.member_errors += run.member_errors;
+    total.zombie_writes += run.zombie_writes;
     total.degraded_crashes += run.degraded_crashes;
 }

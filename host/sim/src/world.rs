@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use amf_coherency::{
-    Amf, Config, Counters, Event, MemberOutcome, MemberRequest, Mode, Request, Sram, Transmit,
-    id_incarnation,
+    Amf, Config, Counters, Event, MemberOutcome, MemberRequest, Mode, Mutation, Request, Sram,
+    Transmit, id_incarnation,
 };
 use amf_raid::{Level, MemberWrite};
 use rand_chacha::ChaCha8Rng;
@@ -20,6 +20,8 @@ use crate::{SimOptions, Workload};
 
 /// Most host requests outstanding across all hosts.
 const REQUESTS_OUTSTANDING_MAX: usize = 8;
+/// Most steps after its AMF's crash before a zombie member write may land.
+const ZOMBIE_DELAY_STEPS_MAX: u64 = 300;
 /// Steps the liveness phase may take once faults stop.
 const LIVENESS_STEPS_MAX: u64 = 200_000;
 
@@ -66,6 +68,21 @@ enum Job {
         /// An erroring member the plan met (its other writes still go on).
         error: Option<u32>,
     },
+}
+
+/// A member write a crashed AMF had issued and that had not reached its member when the
+/// AMF died: it may still land. The fabric fences a dead port (kills its process and waits
+/// for its exit) before it broadcasts `MEMBER_DOWN`, so every zombie lands or is lost
+/// before its owner's `MEMBER_DOWN` reaches any port (`Mutation::UnfencedDeath`: at any
+/// later step, the real fault of an AMF paused by SIGSTOP and declared dead).
+#[derive(Debug)]
+struct Zombie {
+    owner: u8,
+    /// Index in the log of its owner's `MEMBER_DOWN`.
+    member_down: usize,
+    /// Not before this step: a paused process resumes late.
+    due: u64,
+    write: MemberWrite,
 }
 
 #[derive(Debug)]
@@ -118,6 +135,8 @@ pub struct RunCounters {
     pub member_failures: u64,
     /// Members that started failing I/O (every read and write of them errs).
     pub member_errors: u64,
+    /// Member writes of dead AMFs that landed after their AMF's crash.
+    pub zombie_writes: u64,
     /// AMF crashes while a member was failed or failing I/O (the degraded write hole).
     pub degraded_crashes: u64,
 }
@@ -143,6 +162,9 @@ pub struct World {
     /// (tag the write puts there, volume sector address, crash step). A survivor must complete
     /// each. (A write widened to its whole stripe puts back what the other blocks held.)
     interrupted: Vec<(u64, u64, u64)>,
+    /// Member writes of dead AMFs still in flight (at most one plan's worth per job of
+    /// each crash, so bounded by the jobs).
+    zombies: Vec<Zombie>,
 }
 
 pub(crate) fn add_counters(total: &mut Counters, more: Counters) {
@@ -212,6 +234,7 @@ impl World {
             faults: true,
             trace,
             interrupted: Vec::new(),
+            zombies: Vec::new(),
             swarm,
         };
         for port in 0..amfs {
@@ -294,6 +317,7 @@ impl World {
     fn quiescent(&self) -> bool {
         let dead_down = (0..self.nodes.len() as u8).all(|port| self.live(port));
         dead_down
+            && self.zombies.is_empty()
             && self.pairs.values().all(VecDeque::is_empty)
             && self.nodes.iter().all(|node| {
                 node.cursor == self.log.len()
@@ -313,10 +337,13 @@ enum Action {
     Crash(u8),
     Restart(u8),
     FailMember,
+    Zombie,
 }
 
 impl World {
-    fn actions(&self) -> Vec<(Action, u32)> {
+    /// The actions possible now; crashes only when `crash_now` (working out which crash
+    /// is survivable decodes SRAM, too dear for every step).
+    fn actions(&self, crash_now: bool) -> Vec<(Action, u32)> {
         let mut actions = Vec::new();
         let outstanding = self
             .pending
@@ -344,7 +371,7 @@ impl World {
             for job in 0..node.jobs.len() {
                 actions.push((Action::Job(port, job), 3));
             }
-            if self.faults && live_count > 1 && self.crash_survivable(port) {
+            if crash_now && self.faults && live_count > 1 && self.crash_survivable(port) {
                 actions.push((Action::Crash(port), 30));
             }
         }
@@ -362,15 +389,30 @@ impl World {
                 actions.push((Action::Pair(from, to), 4));
             }
         }
+        if self.zombies.iter().any(|zombie| zombie.due <= self.now) {
+            actions.push((Action::Zombie, 3));
+        }
         actions
     }
 
+    /// Whether the next broadcast for `port` may be delivered: a `MEMBER_DOWN(x)` only
+    /// after everything `x` sent to `port`, and once `x` is fenced (none of its member
+    /// writes can land any more).
     fn deliverable(&self, port: u8) -> bool {
-        match &self.log[self.nodes[port as usize].cursor] {
-            LogEntry::MemberDown(dead) => self
-                .pairs
-                .get(&(*dead, port))
-                .is_none_or(VecDeque::is_empty),
+        let cursor = self.nodes[port as usize].cursor;
+        match &self.log[cursor] {
+            LogEntry::MemberDown(dead) => {
+                let fenced = self.options.mutation == Mutation::UnfencedDeath
+                    || self
+                        .zombies
+                        .iter()
+                        .all(|zombie| zombie.member_down != cursor);
+                fenced
+                    && self
+                        .pairs
+                        .get(&(*dead, port))
+                        .is_none_or(VecDeque::is_empty)
+            }
             _ => true,
         }
     }
@@ -526,12 +568,8 @@ impl World {
     fn step(&mut self) -> Result<(), String> {
         self.now += 1;
         self.counters.steps += 1;
-        let actions = self.actions();
         let crash_now = self.chance(self.swarm.crash_per_mille);
-        let actions: Vec<(Action, u32)> = actions
-            .into_iter()
-            .filter(|(action, _)| crash_now || !matches!(action, Action::Crash(_)))
-            .collect();
+        let actions = self.actions(crash_now);
         let total: u64 = actions.iter().map(|(_, weight)| u64::from(*weight)).sum();
         if total == 0 {
             return Ok(());
@@ -553,6 +591,7 @@ impl World {
             Action::Job(port, index) => self.run_job(port, index),
             Action::Crash(port) => self.crash(port),
             Action::Restart(port) => self.restart(port),
+            Action::Zombie => self.land_zombie(),
             Action::FailMember => {
                 let member = self.below(u64::from(self.members.geometry.members())) as u32;
                 if !self.members.lost().contains(member) {
@@ -927,28 +966,7 @@ impl World {
                 error,
             } => {
                 if plan.is_none() {
-                    let writes = match request {
-                        MemberRequest::Write {
-                            stripe,
-                            first_block,
-                            data,
-                            failed_members,
-                            ..
-                        } => self
-                            .members
-                            .plan_write(*stripe, *first_block, data, *failed_members),
-                        MemberRequest::Replay {
-                            stripe,
-                            first_block,
-                            data,
-                            failed_members,
-                            ..
-                        } => self
-                            .members
-                            .plan_replay(*stripe, *first_block, data, *failed_members),
-                        MemberRequest::Read { .. } => unreachable!("reads are read jobs"),
-                    };
-                    match writes {
+                    match plan_member_writes(&self.members, request) {
                         Ok(writes) => *plan = Some(writes.into()),
                         // A read of the plan failed: nothing was written.
                         Err(member) => {
@@ -1013,7 +1031,8 @@ impl World {
         }
         let amf = node.amf.take().expect("live");
         add_counters(&mut self.counters.protocol, amf.counters());
-        node.jobs.clear();
+        let jobs = std::mem::take(&mut node.jobs);
+        self.keep_zombies(port, jobs);
         self.counters.crashes += 1;
         if !self.members.lost().is_empty() {
             self.counters.degraded_crashes += 1;
@@ -1029,6 +1048,66 @@ impl World {
             self.corrupt_one_record(port);
         }
         self.log.push(LogEntry::MemberDown(port));
+    }
+
+    /// Keeps a random subset of the member writes `owner` had issued and not yet seen
+    /// applied: the rest of a started plan, or all of one not started if it was made
+    /// knowing every member lost now (else it is dropped whole: a plan torn around a
+    /// member unknown to its writer is the double fault `torn_writes_degraded` keeps
+    /// out). Issued before the crash, they may still land; the others never reach their
+    /// member. `owner`'s `MEMBER_DOWN` is the next log entry.
+    fn keep_zombies(&mut self, owner: u8, jobs: Vec<Job>) {
+        let member_down = self.log.len();
+        let lost = self.members.lost().bits();
+        for job in jobs {
+            let Job::Write { plan, request, .. } = job else {
+                continue;
+            };
+            let writes: Vec<MemberWrite> = match (plan, &request) {
+                (Some(plan), _) => plan.into(),
+                (
+                    None,
+                    MemberRequest::Write { failed_members, .. }
+                    | MemberRequest::Replay { failed_members, .. },
+                ) if lost & !failed_members == 0 => {
+                    plan_member_writes(&self.members, &request).unwrap_or_default()
+                }
+                (None, _) => Vec::new(),
+            };
+            for write in writes {
+                if self.chance(500) {
+                    let due = self.now + self.below(ZOMBIE_DELAY_STEPS_MAX);
+                    self.zombies.push(Zombie {
+                        owner,
+                        member_down,
+                        due,
+                        write,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One dead AMF's in-flight member write reaches its member (its error, if the
+    /// member errs, goes to nobody).
+    fn land_zombie(&mut self) {
+        let due: Vec<usize> = (0..self.zombies.len())
+            .filter(|&index| self.zombies[index].due <= self.now)
+            .collect();
+        let index = due[self.below(due.len() as u64) as usize];
+        let zombie = self.zombies.swap_remove(index);
+        let failed = self.members.apply(&zombie.write);
+        self.counters.zombie_writes += 1;
+        self.trace(|| {
+            format!(
+                "ZOMBIE write of dead amf{}: member {} {:?} at {}{}",
+                zombie.owner,
+                zombie.write.io.member,
+                zombie.write.io.role,
+                zombie.write.io.member_offset,
+                if failed.is_some() { ": I/O error" } else { "" }
+            )
+        });
     }
 
     /// Flips one byte of one of `owner`'s records in one survivor's SRAM: never the
@@ -1154,6 +1233,28 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+/// The member writes of a write or replay, planned from the members as they are now;
+/// `Err(member)` if its reads met an erroring member (nothing written then).
+fn plan_member_writes(members: &Members, request: &MemberRequest) -> Result<Vec<MemberWrite>, u32> {
+    match request {
+        MemberRequest::Write {
+            stripe,
+            first_block,
+            data,
+            failed_members,
+            ..
+        } => members.plan_write(*stripe, *first_block, data, *failed_members),
+        MemberRequest::Replay {
+            stripe,
+            first_block,
+            data,
+            failed_members,
+            ..
+        } => members.plan_replay(*stripe, *first_block, data, *failed_members),
+        MemberRequest::Read { .. } => unreachable!("reads are read jobs"),
     }
 }
 

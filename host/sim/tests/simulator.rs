@@ -22,6 +22,10 @@ fn two_thousand_seeds_with_faults() {
     );
     assert!(summary.totals.protocol.replays > 100);
     assert!(
+        summary.totals.zombie_writes > 100,
+        "a dead AMF's issued member writes land"
+    );
+    assert!(
         summary.totals.protocol.records_corrupt > 10,
         "corrupt records are met"
     );
@@ -112,6 +116,11 @@ fn admitting_a_port_that_joins_during_recovery_at_once_is_caught() {
 #[test]
 fn patching_a_block_read_outside_exclusive_ownership_is_caught() {
     first_failure(Mutation::PatchOutsideOwnership, 0..300);
+}
+
+#[test]
+fn member_writes_of_an_unfenced_dead_amf_are_caught() {
+    first_failure(Mutation::UnfencedDeath, 0..300);
 }
 
 #[test]
