@@ -16,12 +16,12 @@
 //!
 //! Addressing by kind: broadcasts, `MemberDown`, `MemberUp` go to [`PORT_BROADCAST`];
 //! `Unicast`, `SramWrite` and `SramWriteAck` go to one port. The link kinds (`Heartbeat`,
-//! `Join`, `Welcome`, `Refused`) never leave the link between one port and the fabric:
+//! `Join`, `Welcome`, `Refused`, `Leave`) never leave the link between one port and the fabric:
 //! their target is [`PORT_BROADCAST`] (the fabric itself) and their source the port of
 //! that link. `sram_offset` is used by `SramWrite` only (8-byte aligned; the receiving card
 //! checks it against its SRAM size, and applies the write whole or not at all) and is zero
 //! otherwise. A `SramWriteAck`'s payload is the acknowledged write's `sequence`, 8 bytes
-//! little-endian; `MemberDown`, `MemberUp` and `Heartbeat` carry no payload; `Join` carries
+//! little-endian; `MemberDown`, `MemberUp`, `Heartbeat` and `Leave` carry no payload; `Join` carries
 //! a [`JoinPayload`], `Welcome` a [`WelcomePayload`], `Refused` a [`RefusalReason`] byte
 //! and up to [`REFUSAL_TEXT_BYTES_MAX`] bytes of UTF-8 explanation.
 
@@ -64,6 +64,10 @@ crate::wire_enum! {
         Welcome = 9,
         /// The fabric refuses or drops this link; it closes right after.
         Refused = 10,
+        /// A port's last frame: its host has stopped every member write, so the fabric
+        /// announces it down without fencing it. 12, not 11: the card's fabric decodes
+        /// the low two bits of a kind, and 11's are `SramWrite`'s (3).
+        Leave = 12,
     }
 }
 
@@ -72,7 +76,7 @@ impl MessageKind {
     pub const fn is_link(self) -> bool {
         matches!(
             self,
-            Self::Heartbeat | Self::Join | Self::Welcome | Self::Refused
+            Self::Heartbeat | Self::Join | Self::Welcome | Self::Refused | Self::Leave
         )
     }
 
@@ -86,6 +90,7 @@ impl MessageKind {
                 | Self::SramWrite
                 | Self::SramWriteAck
                 | Self::Heartbeat
+                | Self::Leave
         )
     }
 
@@ -174,6 +179,9 @@ crate::wire_enum! {
         HeartbeatTimeout = 7,
         /// The fabric is shutting down.
         ShuttingDown = 8,
+        /// The fabric's fence agent could not fence this port's peer (a remote TCP peer
+        /// with `--fence kill`), so it may not join: its death could not be made safe.
+        Unfenceable = 9,
     }
 }
 
@@ -389,7 +397,7 @@ fn check_addressing(kind: MessageKind, header: &FabricHeader) -> Result<(), Fram
     let bytes = header.payload_bytes.get();
     let length_valid = match kind {
         SramWriteAck => bytes == 8,
-        MemberDown | MemberUp | Heartbeat => bytes == 0,
+        MemberDown | MemberUp | Heartbeat | Leave => bytes == 0,
         Join => bytes as usize == size_of::<JoinPayload>(),
         Welcome => bytes as usize == size_of::<WelcomePayload>(),
         Refused => (1..=1 + REFUSAL_TEXT_BYTES_MAX).contains(&bytes),
@@ -559,6 +567,35 @@ mod tests {
         }
         assert_eq!(RefusalReason::from_u8(1), Some(RefusalReason::PortInUse));
         assert_eq!(RefusalReason::from_u8(0), None);
+        assert!(MessageKind::Leave.is_link() && MessageKind::Leave.sent_by_ports());
+        assert_ne!(
+            MessageKind::Leave as u8 & 0b11,
+            MessageKind::SramWrite as u8 & 0b11,
+            "the card decodes the low two bits of a kind; a Leave must never look like an SRAM write"
+        );
+    }
+
+    #[test]
+    fn leave_goes_to_the_fabric_with_no_payload() {
+        assert!(parse_frame(&link_frame(MessageKind::Leave, &[])).is_ok());
+        assert!(matches!(
+            parse_frame(&link_frame(MessageKind::Leave, &[0])),
+            Err(FrameError::BadPayloadLength { .. })
+        ));
+        let mut to_one = FabricHeader::new(MessageKind::Leave, 3, 2, 0, 0, &[])
+            .as_bytes()
+            .to_vec();
+        assert!(matches!(
+            parse_frame(&to_one),
+            Err(FrameError::BadTarget { .. })
+        ));
+        to_one = FabricHeader::new(MessageKind::Leave, 3, PORT_BROADCAST, 0, 8, &[])
+            .as_bytes()
+            .to_vec();
+        assert!(matches!(
+            parse_frame(&to_one),
+            Err(FrameError::BadSramOffset { .. })
+        ));
     }
 
     proptest! {

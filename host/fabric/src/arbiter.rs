@@ -23,6 +23,16 @@
 //!   port goes down. No other link is touched.
 //! * Every tick (one heartbeat interval) the arbiter beats on every link and closes those
 //!   silent for more than `heartbeat_misses_max` intervals.
+//! * **Fencing.** When a joined link ends for any reason but a `Leave`, its port is not
+//!   announced down at once: the peer may only be paused (SIGSTOP, a partition) and would
+//!   write old data over what a survivor replays. The arbiter asks the shell to fence it
+//!   ([`Output::Fence`]), keeps the port reserved (a `Join` for it is refused "port in
+//!   use", it stays in the join order, frames for it are dropped), and broadcasts
+//!   `MemberDown` only at [`Arbiter::handle_fenced`]. A failed fence
+//!   ([`Arbiter::handle_fence_failed`]) is asked again after a back-off, for ever: an
+//!   unfenced port is never announced down. A `Leave` (the port's host stopped every
+//!   member write) is announced down at once, unfenced. A link whose peer the shell cannot
+//!   fence ([`Arbiter::handle_unfenceable`]) is refused at its `Join`.
 
 use crate::codec::OwnedFrame;
 use shared_regs::fabric::{
@@ -40,6 +50,10 @@ use zerocopy::{FromBytes, IntoBytes};
 pub type LinkId = u64;
 
 const PORTS: usize = FABRIC_PORTS_MAX as usize;
+/// Wait before the first retry of a failed fence; it doubles with each failure.
+pub const FENCE_RETRY_MS_FIRST: u64 = 250;
+/// Longest wait between two fence attempts.
+pub const FENCE_RETRY_MS_MAX: u64 = 8_000;
 
 /// How the arbiter judges liveness and which array it serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,13 +96,35 @@ pub enum Output {
         reason: RefusalReason,
         detail: String,
     },
+    /// Make sure the peer that was on `link` (ended, and closed by an earlier output) can
+    /// no longer change a member, then call [`Arbiter::handle_fenced`] for `port`, or
+    /// [`Arbiter::handle_fence_failed`]. `attempt` counts from 1.
+    Fence {
+        port: u8,
+        link: LinkId,
+        attempt: u32,
+    },
+    /// `port` left cleanly (a `Leave`): close `link` once what is queued on it is sent; no
+    /// fence.
+    Left { link: LinkId, port: u8 },
 }
 
 /// One link's state.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Link {
     port: Option<u8>,
     last_heard_ms: u64,
+    /// Why the shell cannot fence this link's peer: its `Join` is refused.
+    unfenceable: Option<String>,
+}
+
+/// A port whose link ended and whose peer is not yet fenced.
+#[derive(Clone, Copy, Debug)]
+struct Fencing {
+    link: LinkId,
+    attempts: u32,
+    /// When to ask again after a failure; `None` while an attempt runs.
+    retry_at_ms: Option<u64>,
 }
 
 /// The arbiter; see the [module docs](self).
@@ -99,6 +135,8 @@ pub struct Arbiter {
     links: BTreeMap<LinkId, Link>,
     /// The link holding each live port.
     holders: [Option<LinkId>; PORTS],
+    /// Ports whose link ended, waiting for their fence (still in `join_order`).
+    fencing: [Option<Fencing>; PORTS],
     /// Live ports, oldest first.
     join_order: Vec<u8>,
     /// Last sequence of the total order.
@@ -129,6 +167,7 @@ impl Arbiter {
             array_uuid: config.array_uuid,
             links: BTreeMap::new(),
             holders: [None; PORTS],
+            fencing: [None; PORTS],
             join_order: Vec::with_capacity(PORTS),
             broadcast_sequence: 0,
             sent_sequence: [0; PORTS],
@@ -136,9 +175,26 @@ impl Arbiter {
         }
     }
 
-    /// Live ports, oldest first.
+    /// Live ports, oldest first: those not yet announced down, the ones waiting for their
+    /// fence included.
     pub fn live_ports(&self) -> &[u8] {
         &self.join_order
+    }
+
+    /// The ended links whose ports wait for their fence.
+    pub fn fencing_links(&self) -> Vec<LinkId> {
+        self.fencing
+            .iter()
+            .flatten()
+            .map(|fencing| fencing.link)
+            .collect()
+    }
+
+    /// Ports whose link ended and which wait for their fence before their `MemberDown`.
+    pub fn fencing_ports(&self) -> Vec<u8> {
+        (0..PORTS as u8)
+            .filter(|&port| self.fencing[usize::from(port)].is_some())
+            .collect()
     }
 
     /// The array served, once known.
@@ -168,9 +224,51 @@ impl Arbiter {
             Link {
                 port: None,
                 last_heard_ms: now_ms,
+                unfenceable: None,
             },
         );
         assert!(previous.is_none(), "link {link} connected twice");
+    }
+
+    /// The shell cannot fence the peer of `link` (`why`): its `Join` will be refused, so
+    /// that no port is live that could not be made safe at its death.
+    pub fn handle_unfenceable(&mut self, _now_ms: u64, link: LinkId, why: String) {
+        if let Some(state) = self.links.get_mut(&link)
+            && state.port.is_none()
+        {
+            state.unfenceable = Some(why);
+        }
+    }
+
+    /// The peer of `port`'s ended link can no longer change a member: announce the port
+    /// down, after everything it sent. Ignored for a port that is not being fenced.
+    pub fn handle_fenced(&mut self, _now_ms: u64, port: u8) {
+        let Some(slot) = self.fencing.get_mut(usize::from(port)) else {
+            return;
+        };
+        if slot.take().is_none() {
+            tracing::debug!(port, "fenced report for a port not being fenced: ignored");
+            return;
+        }
+        tracing::info!(port, "port fenced");
+        self.member_down(port);
+    }
+
+    /// Fencing `port` failed (`error`): it stays reserved and unannounced, and is asked
+    /// again after a back-off that doubles up to [`FENCE_RETRY_MS_MAX`].
+    pub fn handle_fence_failed(&mut self, now_ms: u64, port: u8, error: &str) {
+        let Some(Some(fencing)) = self.fencing.get_mut(usize::from(port)) else {
+            return;
+        };
+        let retry_ms = fence_retry_ms(fencing.attempts);
+        fencing.retry_at_ms = Some(now_ms.saturating_add(retry_ms));
+        tracing::error!(
+            port,
+            attempt = fencing.attempts,
+            retry_ms,
+            error,
+            "fencing failed: the port stays reserved and is not announced down until it is fenced"
+        );
     }
 
     /// A whole, checked frame arrived on `link`.
@@ -191,6 +289,7 @@ impl Arbiter {
         }
         match frame.kind() {
             MessageKind::Heartbeat => {}
+            MessageKind::Leave => self.leave(link, port),
             MessageKind::Broadcast => self.broadcast(frame),
             MessageKind::Unicast | MessageKind::SramWrite | MessageKind::SramWriteAck => {
                 self.forward(port, frame);
@@ -217,13 +316,14 @@ impl Arbiter {
         }
     }
 
-    /// The connection ended (end of stream or an error); its port, if any, goes down.
+    /// The connection ended (end of stream or an error); its port, if any, is fenced and
+    /// then goes down.
     pub fn handle_closed(&mut self, _now_ms: u64, link: LinkId) {
         if let Some(state) = self.links.remove(&link)
             && let Some(port) = state.port
         {
-            tracing::info!(port, "port left the fabric");
-            self.member_down(port);
+            tracing::info!(port, "port's link ended without a Leave: fencing it");
+            self.begin_fence(port, link);
         }
     }
 
@@ -248,6 +348,7 @@ impl Arbiter {
             let detail = format!("silent for more than {silence_ms_max} ms");
             self.refuse(link, RefusalReason::HeartbeatTimeout, detail);
         }
+        self.retry_fences(now_ms);
         let beats: Vec<(LinkId, u8)> = self
             .links
             .iter()
@@ -259,12 +360,22 @@ impl Arbiter {
         }
     }
 
-    /// Refuses every link (the fabric stops).
+    /// Refuses every link (the fabric stops). No `MemberDown` is announced: every port
+    /// loses its link at once, and a survivor told of a peer's death now could replay it
+    /// while that peer, unfenced, still writes.
     pub fn shutdown(&mut self) {
         let links: Vec<LinkId> = self.links.keys().copied().collect();
         for link in links {
             let detail = "the fabric is shutting down".to_string();
-            self.close(link, RefusalReason::ShuttingDown, detail, true);
+            let state = self.links.remove(&link).expect("listed above");
+            let port = state.port.unwrap_or(0);
+            let reason = RefusalReason::ShuttingDown;
+            self.send(link, refusal(port, reason, &detail).encode().into());
+            self.outputs.push_back(Output::Close {
+                link,
+                reason,
+                detail,
+            });
         }
     }
 
@@ -275,6 +386,15 @@ impl Arbiter {
             return;
         }
         let port = frame.source_port();
+        if let Some(why) = self
+            .links
+            .get(&link)
+            .and_then(|state| state.unfenceable.clone())
+        {
+            let detail = format!("port {port} cannot be fenced by this fabric: {why}");
+            self.refuse_unjoined(link, port, RefusalReason::Unfenceable, detail);
+            return;
+        }
         let join = JoinPayload::read_from_bytes(frame.payload()).expect("length checked by parse");
         let array_uuid = *self.array_uuid.get_or_insert(join.array_uuid);
         if join.array_uuid != array_uuid {
@@ -288,6 +408,12 @@ impl Arbiter {
         }
         if self.holders[usize::from(port)].is_some() {
             let detail = format!("port {port} is already in use by a live link");
+            self.refuse_unjoined(link, port, RefusalReason::PortInUse, detail);
+            return;
+        }
+        if self.fencing[usize::from(port)].is_some() {
+            let detail =
+                format!("port {port} is in use: its last link ended and it is not fenced yet");
             self.refuse_unjoined(link, port, RefusalReason::PortInUse, detail);
             return;
         }
@@ -330,8 +456,13 @@ impl Arbiter {
         assert!(frame.kind().is_ordered_broadcast());
         self.broadcast_sequence += 1;
         let bytes: Arc<[u8]> = frame.stamped(self.broadcast_sequence).encode().into();
-        for port in self.join_order.clone() {
-            let link = self.holders[usize::from(port)].expect("live ports have a link");
+        // A port waiting for its fence has no link: it misses what it could not act on.
+        let links: Vec<LinkId> = self
+            .join_order
+            .iter()
+            .filter_map(|&port| self.holders[usize::from(port)])
+            .collect();
+        for link in links {
             self.send(link, Arc::clone(&bytes));
         }
     }
@@ -379,18 +510,73 @@ impl Arbiter {
             detail,
         });
         if let Some(port) = state.port {
-            self.member_down(port);
+            self.begin_fence(port, link);
         }
     }
 
-    fn member_down(&mut self, port: u8) {
+    /// `port`'s `link` ended: it keeps the port, without a link, until it is fenced.
+    fn begin_fence(&mut self, port: u8, link: LinkId) {
         let held = self.holders[usize::from(port)].take();
-        assert!(held.is_some(), "port {port} went down twice");
+        assert_eq!(held, Some(link), "port {port} lost a link it did not hold");
+        self.fencing[usize::from(port)] = Some(Fencing {
+            link,
+            attempts: 1,
+            retry_at_ms: None,
+        });
+        self.outputs.push_back(Output::Fence {
+            port,
+            link,
+            attempt: 1,
+        });
+    }
+
+    /// Asks again for every failed fence whose back-off is over.
+    fn retry_fences(&mut self, now_ms: u64) {
+        for port in 0..PORTS as u8 {
+            let Some(fencing) = self.fencing[usize::from(port)].as_mut() else {
+                continue;
+            };
+            if fencing.retry_at_ms.is_some_and(|at_ms| at_ms <= now_ms) {
+                fencing.retry_at_ms = None;
+                fencing.attempts += 1;
+                let (link, attempt) = (fencing.link, fencing.attempts);
+                self.outputs.push_back(Output::Fence {
+                    port,
+                    link,
+                    attempt,
+                });
+            }
+        }
+    }
+
+    /// `port` said `Leave`: its host stopped every member write, so it goes down unfenced.
+    fn leave(&mut self, link: LinkId, port: u8) {
+        self.links.remove(&link);
+        let held = self.holders[usize::from(port)].take();
+        assert_eq!(held, Some(link), "port {port} left a link it did not hold");
+        tracing::info!(port, "port left the fabric cleanly");
+        self.outputs.push_back(Output::Left { link, port });
+        self.member_down(port);
+    }
+
+    /// Announces `port` down, its link already gone (left or fenced).
+    fn member_down(&mut self, port: u8) {
+        assert!(
+            self.holders[usize::from(port)].is_none() && self.join_order.contains(&port),
+            "port {port} went down twice or while held"
+        );
         self.join_order.retain(|&live| live != port);
         tracing::info!(port, live = ?self.join_order, "port is down");
         let down = OwnedFrame::new(MessageKind::MemberDown, port, PORT_BROADCAST, 0, vec![]);
         self.broadcast(down);
     }
+}
+
+/// Wait after the `attempts`-th failed fence: doubles from [`FENCE_RETRY_MS_FIRST`] up to
+/// [`FENCE_RETRY_MS_MAX`].
+pub fn fence_retry_ms(attempts: u32) -> u64 {
+    let doublings = attempts.saturating_sub(1).min(16);
+    (FENCE_RETRY_MS_FIRST << doublings).min(FENCE_RETRY_MS_MAX)
 }
 
 /// A `Refused` frame: the reason byte and as much of `detail` as fits.
@@ -420,13 +606,39 @@ mod tests {
         OwnedFrame::new(MessageKind::Broadcast, port, PORT_BROADCAST, 0, vec![byte])
     }
 
-    /// Every output, with sends decoded.
+    /// Every send and close, with sends decoded (fences and leaves left out: see
+    /// [`drain_all`]).
     fn drain(arbiter: &mut Arbiter) -> Vec<(LinkId, Result<OwnedFrame, RefusalReason>)> {
         std::iter::from_fn(|| arbiter.poll_output())
-            .map(|output| match output {
-                Output::Send { link, bytes } => (link, Ok(OwnedFrame::parse(&bytes).unwrap())),
-                Output::Close { link, reason, .. } => (link, Err(reason)),
+            .filter_map(|output| match output {
+                Output::Send { link, bytes } => {
+                    Some((link, Ok(OwnedFrame::parse(&bytes).unwrap())))
+                }
+                Output::Close { link, reason, .. } => Some((link, Err(reason))),
+                Output::Fence { .. } | Output::Left { .. } => None,
             })
+            .collect()
+    }
+
+    fn drain_all(arbiter: &mut Arbiter) -> Vec<Output> {
+        std::iter::from_fn(|| arbiter.poll_output()).collect()
+    }
+
+    /// Reports every port waiting for its fence as fenced.
+    fn fence_all(arbiter: &mut Arbiter, now_ms: u64) {
+        for port in arbiter.fencing_ports() {
+            arbiter.handle_fenced(now_ms, port);
+        }
+    }
+
+    fn kinds_to(
+        out: &[(LinkId, Result<OwnedFrame, RefusalReason>)],
+        to: LinkId,
+    ) -> Vec<(MessageKind, u8)> {
+        out.iter()
+            .filter(|(link, _)| *link == to)
+            .filter_map(|(_, frame)| frame.as_ref().ok())
+            .map(|frame| (frame.kind(), frame.source_port()))
             .collect()
     }
 
@@ -492,6 +704,7 @@ mod tests {
         let unicast = OwnedFrame::new(MessageKind::Unicast, 0, 1, 0, vec![2]);
         arbiter.handle_frame(1, 100, unicast);
         arbiter.handle_closed(2, 100);
+        fence_all(&mut arbiter, 2);
         let to_one: Vec<(MessageKind, u64)> = drain(&mut arbiter)
             .into_iter()
             .filter(|(link, _)| *link == 101)
@@ -540,6 +753,8 @@ mod tests {
         assert!(drain(&mut arbiter).contains(&(101, Err(RefusalReason::Forbidden))));
         arbiter.handle_malformed(1, 102, FrameError::BadMagic(0));
         assert!(drain(&mut arbiter).contains(&(102, Err(RefusalReason::Malformed))));
+        assert_eq!(arbiter.fencing_ports(), vec![0, 1, 2]);
+        fence_all(&mut arbiter, 1);
         assert!(arbiter.live_ports().is_empty());
         arbiter.handle_connect(1, 5);
         arbiter.handle_frame(1, 5, broadcast(3, 0));
@@ -559,13 +774,209 @@ mod tests {
         arbiter.handle_tick(late_ms + 1);
         let out = drain(&mut arbiter);
         assert!(out.contains(&(100, Err(RefusalReason::HeartbeatTimeout))));
-        let kinds: Vec<MessageKind> = out
-            .iter()
-            .filter(|(link, _)| *link == 101)
-            .map(|(_, frame)| frame.as_ref().unwrap().kind())
-            .collect();
-        assert_eq!(kinds, vec![MessageKind::MemberDown, MessageKind::Heartbeat]);
+        let kinds: Vec<MessageKind> = kinds_to(&out, 101).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            kinds,
+            vec![MessageKind::Heartbeat],
+            "no MemberDown before the fence"
+        );
+        fence_all(&mut arbiter, late_ms + 1);
+        let out = drain(&mut arbiter);
+        assert_eq!(kinds_to(&out, 101), vec![(MessageKind::MemberDown, 0)]);
         assert_eq!(arbiter.live_ports(), &[1]);
+    }
+
+    fn heartbeat(port: u8) -> OwnedFrame {
+        OwnedFrame::new(MessageKind::Heartbeat, port, PORT_BROADCAST, 0, vec![])
+    }
+
+    fn leave(port: u8) -> OwnedFrame {
+        OwnedFrame::new(MessageKind::Leave, port, PORT_BROADCAST, 0, vec![])
+    }
+
+    #[test]
+    fn member_down_waits_for_the_fence_and_comes_after_the_ports_frames() {
+        let mut arbiter = joined(&[0, 1]);
+        arbiter.handle_frame(1, 100, broadcast(0, 1));
+        arbiter.handle_closed(2, 100);
+        let out = drain_all(&mut arbiter);
+        assert!(out.contains(&Output::Fence {
+            port: 0,
+            link: 100,
+            attempt: 1
+        }));
+        let sequence_before = arbiter.broadcast_sequence();
+        // Others' traffic flows while port 0 is fenced; port 0 misses it.
+        arbiter.handle_frame(3, 101, broadcast(1, 2));
+        let unicast = OwnedFrame::new(MessageKind::Unicast, 1, 0, 0, vec![3]);
+        arbiter.handle_frame(3, 101, unicast);
+        let out = drain(&mut arbiter);
+        assert_eq!(kinds_to(&out, 101), vec![(MessageKind::Broadcast, 1)]);
+        assert!(
+            kinds_to(&out, 100).is_empty(),
+            "the fenced port has no link"
+        );
+        assert_eq!(arbiter.live_ports(), &[0, 1], "not down until fenced");
+        assert_eq!(arbiter.broadcast_sequence(), sequence_before + 1);
+        arbiter.handle_fenced(4, 0);
+        let out = drain(&mut arbiter);
+        let down: Vec<(LinkId, MessageKind, u64)> = out
+            .iter()
+            .map(|(link, frame)| {
+                let frame = frame.as_ref().unwrap();
+                (*link, frame.kind(), frame.sequence())
+            })
+            .collect();
+        assert_eq!(
+            down,
+            vec![(101, MessageKind::MemberDown, sequence_before + 2)]
+        );
+        assert_eq!(arbiter.live_ports(), &[1]);
+        arbiter.handle_fenced(5, 0);
+        assert!(
+            drain_all(&mut arbiter).is_empty(),
+            "one MemberDown per death"
+        );
+    }
+
+    #[test]
+    fn a_port_being_fenced_cannot_be_joined_until_it_is_fenced() {
+        let mut arbiter = joined(&[0, 1]);
+        arbiter.handle_closed(1, 100);
+        drain_all(&mut arbiter);
+        arbiter.handle_connect(2, 7);
+        arbiter.handle_frame(2, 7, join_frame(0, ARRAY));
+        let out = drain(&mut arbiter);
+        assert_eq!(out.last(), Some(&(7, Err(RefusalReason::PortInUse))));
+        arbiter.handle_fenced(3, 0);
+        drain_all(&mut arbiter);
+        arbiter.handle_connect(4, 8);
+        arbiter.handle_frame(4, 8, join_frame(0, ARRAY));
+        let out = drain(&mut arbiter);
+        assert_eq!(kinds_to(&out, 8)[0], (MessageKind::Welcome, 0));
+        assert_eq!(arbiter.live_ports(), &[1, 0]);
+    }
+
+    #[test]
+    fn a_failed_fence_is_retried_with_back_off_and_never_announced() {
+        let mut arbiter = joined(&[0, 1]);
+        let interval_ms = u64::from(ArbiterConfig::default().heartbeat_interval_ms);
+        arbiter.handle_closed(0, 100);
+        drain_all(&mut arbiter);
+        let mut now_ms = 0;
+        let mut attempts_seen = vec![1];
+        for _ in 0..3 {
+            arbiter.handle_fence_failed(now_ms, 0, "agent exited 1");
+            let retry_ms = fence_retry_ms(*attempts_seen.last().unwrap());
+            // A tick before the back-off is over asks nothing.
+            arbiter.handle_frame(now_ms, 101, heartbeat(1));
+            arbiter.handle_tick(now_ms + retry_ms - 1);
+            assert!(
+                !drain_all(&mut arbiter)
+                    .iter()
+                    .any(|output| matches!(output, Output::Fence { .. }))
+            );
+            now_ms += retry_ms;
+            arbiter.handle_frame(now_ms, 101, heartbeat(1));
+            arbiter.handle_tick(now_ms);
+            let out = drain_all(&mut arbiter);
+            let attempt = out.iter().find_map(|output| match output {
+                Output::Fence {
+                    port: 0,
+                    link: 100,
+                    attempt,
+                } => Some(*attempt),
+                _ => None,
+            });
+            attempts_seen.push(attempt.expect("asked again once the back-off is over"));
+            let downs = out.iter().filter(|output| match output {
+                Output::Send { bytes, .. } => {
+                    OwnedFrame::parse(bytes).unwrap().kind() == MessageKind::MemberDown
+                }
+                _ => false,
+            });
+            assert_eq!(downs.count(), 0, "never announced unfenced");
+            now_ms += interval_ms;
+        }
+        assert_eq!(attempts_seen, vec![1, 2, 3, 4]);
+        assert!(fence_retry_ms(2) > fence_retry_ms(1));
+        assert_eq!(fence_retry_ms(40), FENCE_RETRY_MS_MAX);
+        assert_eq!(arbiter.live_ports(), &[0, 1]);
+        arbiter.handle_fenced(now_ms, 0);
+        assert_eq!(
+            kinds_to(&drain(&mut arbiter), 101),
+            vec![(MessageKind::MemberDown, 0)]
+        );
+    }
+
+    #[test]
+    fn every_way_a_joined_link_ends_fences_it_but_leave() {
+        let mut arbiter = joined(&[0, 1, 2, 3, 4]);
+        arbiter.handle_closed(1, 100);
+        arbiter.handle_malformed(1, 101, FrameError::BadMagic(0));
+        arbiter.handle_overloaded(1, 102);
+        arbiter.handle_frame(1, 103, broadcast(0, 0));
+        drain_all(&mut arbiter);
+        assert_eq!(arbiter.fencing_ports(), vec![0, 1, 2, 3]);
+        arbiter.handle_frame(1, 104, broadcast(4, 7));
+        arbiter.handle_frame(1, 104, leave(4));
+        let out = drain_all(&mut arbiter);
+        assert!(out.contains(&Output::Left { link: 104, port: 4 }));
+        assert!(
+            !out.iter()
+                .any(|output| matches!(output, Output::Fence { .. }))
+        );
+        assert_eq!(arbiter.live_ports(), &[0, 1, 2, 3], "4 is down at once");
+        arbiter.handle_frame(2, 104, broadcast(4, 8));
+        arbiter.handle_closed(2, 104);
+        assert!(
+            drain_all(&mut arbiter).is_empty(),
+            "after Leave the link is gone"
+        );
+    }
+
+    #[test]
+    fn leave_is_announced_after_the_ports_last_frame_without_a_fence() {
+        let mut arbiter = joined(&[0, 1]);
+        arbiter.handle_frame(1, 100, broadcast(0, 5));
+        arbiter.handle_frame(1, 100, leave(0));
+        let out = drain(&mut arbiter);
+        assert_eq!(
+            kinds_to(&out, 101),
+            vec![(MessageKind::Broadcast, 0), (MessageKind::MemberDown, 0)]
+        );
+        assert!(arbiter.fencing_ports().is_empty());
+        arbiter.handle_connect(2, 9);
+        arbiter.handle_frame(2, 9, join_frame(0, ARRAY));
+        assert_eq!(kinds_to(&drain(&mut arbiter), 9)[0].0, MessageKind::Welcome);
+    }
+
+    #[test]
+    fn an_unfenceable_peer_is_refused_at_join() {
+        let mut arbiter = joined(&[0]);
+        arbiter.handle_connect(1, 5);
+        arbiter.handle_unfenceable(1, 5, "a remote TCP peer".into());
+        arbiter.handle_frame(1, 5, join_frame(1, ARRAY));
+        let out = drain(&mut arbiter);
+        let refused = out[0].1.as_ref().unwrap();
+        assert_eq!(refused.payload()[0], RefusalReason::Unfenceable as u8);
+        assert!(String::from_utf8_lossy(&refused.payload()[1..]).contains("remote TCP peer"));
+        assert_eq!(out[1], (5, Err(RefusalReason::Unfenceable)));
+        assert_eq!(arbiter.live_ports(), &[0]);
+    }
+
+    #[test]
+    fn shutdown_refuses_every_link_and_announces_no_death() {
+        let mut arbiter = joined(&[0, 1]);
+        let sequence = arbiter.broadcast_sequence();
+        arbiter.shutdown();
+        let out = drain_all(&mut arbiter);
+        assert!(
+            !out.iter()
+                .any(|output| matches!(output, Output::Fence { .. }))
+        );
+        assert_eq!(arbiter.broadcast_sequence(), sequence);
+        assert_eq!(arbiter.link_count(), 0);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! guarantees"): one total order of broadcasts seen by every live port, the sender
 //! included; FIFO per sender-receiver pair; a remote SRAM write forwarded to its target,
 //! whose card acknowledges it once applied; heartbeats; and a port's death announced as a
-//! `MemberDown` broadcast ordered after everything it sent. Frames are the
+//! `MemberDown` broadcast ordered after everything it sent, and only once the port is
+//! fenced (its process killed, or an external agent's word) or left cleanly. Frames are the
 //! `shared_regs::fabric` format on every link, so a malformed one is refused with its
 //! typed error and closes that link only.
 //!
@@ -13,6 +14,8 @@
 //! * [`server`]: the tokio shell that listens and runs the links;
 //! * [`client`]: a port's side of a link, blocking (the sim card's fabric port, tests);
 //! * [`codec`]: owned frames and the stream decoder (fuzzed);
+//! * [`fence`]: who is at the other end of a link, and how the fabric makes sure a dead
+//!   port's process can no longer write before it announces the port down;
 //! * [`address`]: `tcp:HOST:PORT`, `HOST:PORT` or `unix:PATH`.
 //!
 //! Running a fabric on a free port and joining it:
@@ -33,10 +36,12 @@ pub mod address;
 pub mod arbiter;
 pub mod client;
 pub mod codec;
+pub mod fence;
 pub mod server;
 
 pub use address::{Address, AddressError};
 pub use arbiter::{Arbiter, ArbiterConfig, LinkId, Output};
 pub use client::{ClientError, Joined, LinkReader, LinkWriter};
 pub use codec::{FRAME_BYTES_MAX, FrameDecoder, OwnedFrame};
+pub use fence::{FenceAgent, FenceError};
 pub use server::{BackgroundFabric, Listener, ServerConfig, ServerError};

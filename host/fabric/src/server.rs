@@ -8,10 +8,16 @@
 //! wait in a queue of at most [`ServerConfig::link_queue_frames_max`]; a link whose queue
 //! overflows is too slow for the fabric and is dropped (its port goes down), so one stuck
 //! port never holds the others back.
+//!
+//! Each link's peer is identified at accept ([`crate::fence`]); a peer the configured
+//! agent cannot fence is refused at its `Join`. When the arbiter asks for a fence, a task
+//! runs the agent and reports back through the same event queue; the arbiter announces the
+//! port down only then.
 
 use crate::address::Address;
 use crate::arbiter::{Arbiter, ArbiterConfig, LinkId, Output};
 use crate::codec::{FrameDecoder, OwnedFrame};
+use crate::fence::{self, FenceAgent, Peer};
 use shared_regs::fabric::FrameError;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -33,12 +39,14 @@ pub const LINKS_MAX: usize = 64;
 const DRAIN_TIMEOUT_MS: u64 = 2_000;
 
 /// How the server runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     /// The arbiter's rules.
     pub arbiter: ArbiterConfig,
     /// Frames queued for one link at most before it is dropped as too slow.
     pub link_queue_frames_max: usize,
+    /// How the peer of a dead link is fenced before its port is announced down.
+    pub fence: FenceAgent,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +54,7 @@ impl Default for ServerConfig {
         Self {
             arbiter: ArbiterConfig::default(),
             link_queue_frames_max: 4096,
+            fence: FenceAgent::default(),
         }
     }
 }
@@ -109,19 +118,24 @@ impl Listener {
         }
     }
 
-    async fn accept(&self) -> std::io::Result<(LinkReader, LinkWriter)> {
+    /// The next link, and its peer, identified now: the process that connected is the one
+    /// to fence if the link dies.
+    async fn accept(&self) -> std::io::Result<(LinkReader, LinkWriter, Peer)> {
         match self {
             Self::Tcp(listener) => {
                 let (stream, _) = listener.accept().await?;
                 // Frames are small and latency matters more than segment count.
                 stream.set_nodelay(true)?;
+                // Reads /proc: a few milliseconds, once per link.
+                let peer = fence::identify_tcp(&stream);
                 let (reader, writer) = stream.into_split();
-                Ok((Box::new(reader), Box::new(writer)))
+                Ok((Box::new(reader), Box::new(writer), peer))
             }
             Self::Unix(listener, _) => {
                 let (stream, _) = listener.accept().await?;
+                let peer = fence::identify_unix(&stream);
                 let (reader, writer) = stream.into_split();
-                Ok((Box::new(reader), Box::new(writer)))
+                Ok((Box::new(reader), Box::new(writer), peer))
             }
         }
     }
@@ -154,6 +168,8 @@ enum Event {
     Frame(LinkId, OwnedFrame),
     Malformed(LinkId, FrameError),
     Closed(LinkId),
+    /// A fence attempt for `port` ended: `Err` says why it failed.
+    Fenced(u8, Result<(), String>),
 }
 
 /// The server's side of one link.
@@ -161,15 +177,16 @@ enum Event {
 struct LinkTasks {
     queue: mpsc::Sender<Arc<[u8]>>,
     reader: JoinHandle<()>,
+    peer: Arc<Peer>,
 }
 
 /// Runs the fabric on `listener` until `shutdown` resolves; then refuses every link
 /// (`ShuttingDown`) and waits briefly for them to take their last frames.
 pub async fn serve(listener: Listener, config: ServerConfig, shutdown: impl Future<Output = ()>) {
+    let interval = Duration::from_millis(u64::from(config.arbiter.heartbeat_interval_ms));
     let mut shell = Shell::new(config);
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
-    let interval = Duration::from_millis(u64::from(config.arbiter.heartbeat_interval_ms));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events = shell.take_events();
@@ -178,7 +195,7 @@ pub async fn serve(listener: Listener, config: ServerConfig, shutdown: impl Futu
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((reader, writer)) => shell.accept(now_ms(), reader, writer),
+                Ok((reader, writer, peer)) => shell.accept(now_ms(), reader, writer, peer),
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(interval).await;
@@ -200,6 +217,12 @@ struct Shell {
     config: ServerConfig,
     arbiter: Arbiter,
     links: BTreeMap<LinkId, LinkTasks>,
+    /// Peers of links that ended since the arbiter's outputs were last run: those it
+    /// asks to fence move to `fencing`, the others are forgotten.
+    ended: BTreeMap<LinkId, Arc<Peer>>,
+    /// Peers being fenced, by link, until the arbiter is told they are.
+    fencing: BTreeMap<LinkId, Arc<Peer>>,
+    fence: Arc<FenceAgent>,
     writers: Vec<JoinHandle<()>>,
     next_link: LinkId,
     events_sender: mpsc::Sender<Event>,
@@ -210,9 +233,12 @@ impl Shell {
     fn new(config: ServerConfig) -> Self {
         let (events_sender, events) = mpsc::channel(EVENTS_MAX);
         Self {
-            config,
             arbiter: Arbiter::new(config.arbiter),
+            fence: Arc::new(config.fence.clone()),
+            config,
             links: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            fencing: BTreeMap::new(),
             writers: Vec::new(),
             next_link: 1,
             events_sender,
@@ -224,7 +250,7 @@ impl Shell {
         self.events.take().expect("taken once")
     }
 
-    fn accept(&mut self, now_ms: u64, reader: LinkReader, writer: LinkWriter) {
+    fn accept(&mut self, now_ms: u64, reader: LinkReader, writer: LinkWriter, peer: Peer) {
         self.writers.retain(|writer| !writer.is_finished());
         if self.links.len() >= LINKS_MAX {
             tracing::warn!(
@@ -239,9 +265,73 @@ impl Shell {
         self.writers
             .push(tokio::spawn(write_link(link, writer, outgoing)));
         let reader = tokio::spawn(read_link(link, reader, self.events_sender.clone()));
-        self.links.insert(link, LinkTasks { queue, reader });
         self.arbiter.handle_connect(now_ms, link);
-        tracing::debug!(link, "link accepted");
+        if let Err(why) = self.fence.check(&peer) {
+            self.arbiter.handle_unfenceable(now_ms, link, why);
+        }
+        tracing::debug!(link, %peer, "link accepted");
+        let peer = Arc::new(peer);
+        self.links.insert(
+            link,
+            LinkTasks {
+                queue,
+                reader,
+                peer,
+            },
+        );
+    }
+
+    /// Forgets `link`'s tasks, keeping its peer in case the arbiter asks for a fence.
+    fn end_link(&mut self, link: LinkId) {
+        if let Some(tasks) = self.links.remove(&link) {
+            // Dropping the queue lets the writer send what is queued, then close; the
+            // reader stops at once.
+            tasks.reader.abort();
+            self.ended.insert(link, tasks.peer);
+        }
+    }
+
+    /// Runs the fence agent for `port`, once the peer of its ended `link`, on a task of
+    /// its own; the outcome comes back as an event.
+    fn start_fence(&mut self, port: u8, link: LinkId, attempt: u32) {
+        if let Some(peer) = self.ended.remove(&link) {
+            self.fencing.insert(link, peer);
+        }
+        let Some(peer) = self.fencing.get(&link).cloned() else {
+            // Cannot happen: every ended link's peer is kept until it is fenced.
+            tracing::error!(port, link, "no peer recorded for the link to fence");
+            let events = self.events_sender.clone();
+            tokio::spawn(async move {
+                let outcome = Err("no peer recorded for its link".to_string());
+                let _ = events.send(Event::Fenced(port, outcome)).await;
+            });
+            return;
+        };
+        tracing::warn!(port, link, attempt, %peer, "fencing the port's peer");
+        let (agent, events) = (Arc::clone(&self.fence), self.events_sender.clone());
+        tokio::spawn(async move {
+            let outcome = agent
+                .fence(port, &peer)
+                .await
+                .map_err(|error| error_chain(&error));
+            let _ = events.send(Event::Fenced(port, outcome)).await;
+        });
+    }
+
+    fn fenced(&mut self, now_ms: u64, port: u8, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => {
+                self.arbiter.handle_fenced(now_ms, port);
+                self.forget_fenced();
+            }
+            Err(error) => self.arbiter.handle_fence_failed(now_ms, port, &error),
+        }
+    }
+
+    /// Drops the peers of links the arbiter no longer fences.
+    fn forget_fenced(&mut self) {
+        let fencing = self.arbiter.fencing_links();
+        self.fencing.retain(|link, _| fencing.contains(link));
     }
 
     fn apply(&mut self, now_ms: u64, event: Event) {
@@ -249,9 +339,10 @@ impl Shell {
             Event::Frame(link, frame) => self.arbiter.handle_frame(now_ms, link, frame),
             Event::Malformed(link, error) => self.arbiter.handle_malformed(now_ms, link, error),
             Event::Closed(link) => {
-                self.links.remove(&link);
+                self.end_link(link);
                 self.arbiter.handle_closed(now_ms, link);
             }
+            Event::Fenced(port, outcome) => self.fenced(now_ms, port, outcome),
         }
     }
 
@@ -265,14 +356,20 @@ impl Shell {
                     detail,
                 } => {
                     tracing::warn!(link, ?reason, %detail, "link closed");
-                    if let Some(tasks) = self.links.remove(&link) {
-                        // Dropping the queue lets the writer send what is queued, then
-                        // close; the reader stops at once.
-                        tasks.reader.abort();
-                    }
+                    self.end_link(link);
+                }
+                Output::Fence {
+                    port,
+                    link,
+                    attempt,
+                } => self.start_fence(port, link, attempt),
+                Output::Left { link, port } => {
+                    tracing::info!(link, port, "port left cleanly: not fenced");
+                    self.end_link(link);
                 }
             }
         }
+        self.ended.clear();
     }
 
     fn send(&mut self, now_ms: u64, link: LinkId, bytes: Arc<[u8]>) {
@@ -297,6 +394,18 @@ impl Shell {
         };
         let _ = tokio::time::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), all).await;
     }
+}
+
+/// `error` and its sources, for one log line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 async fn read_link(link: LinkId, mut reader: LinkReader, events: mpsc::Sender<Event>) {
