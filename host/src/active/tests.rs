@@ -267,6 +267,8 @@ fn the_survivor_completes_a_dead_owners_write_from_its_sram() {
     // Port 0's process dies: its link closes.
     cluster.cards[1].hold_member_io = true;
     cluster.arbiter.handle_closed(cluster.now, 0);
+    // The fabric announces it down once it is fenced (its process is gone).
+    cluster.arbiter.handle_fenced(cluster.now, 0);
     cluster.run();
     let replay = cluster.cards[1]
         .held
