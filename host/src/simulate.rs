@@ -1,7 +1,7 @@
 //! `amf sim`: the deterministic simulator (crate `amf-sim`) from the command line: run a
 //! range of seeds, or replay one seed, optionally with a readable trace.
 
-use amf_sim::{Mutation, SimOptions, Workload};
+use amf_sim::{GeometryChoice, Mutation, SimOptions, Workload};
 use clap::{Args, ValueEnum};
 use std::ops::Range;
 use std::process::ExitCode;
@@ -30,6 +30,14 @@ pub struct SimArgs {
     /// What the hosts do.
     #[arg(long, value_enum, default_value = "mixed")]
     workload: WorkloadArg,
+    /// Which geometry: any (the seed picks; one in eight the product's default), small
+    /// (8 KiB chunks, 6 stripes), or product-default (RAID-6, 6 members, 64 KiB chunks).
+    #[arg(long, value_enum, default_value = "any")]
+    geometry: GeometryArg,
+    /// Also crash AMFs mid-write on degraded stripes wider than one intent record (64 KiB
+    /// chunks): injects the degraded write hole, a known limit (docs/PROTOCOL.md).
+    #[arg(long)]
+    wide_stripe_write_hole: bool,
     /// Break the protocol on purpose, to see the checkers catch it (for testing the
     /// simulator itself).
     #[arg(long, value_enum, default_value = "none", hide = true)]
@@ -41,6 +49,13 @@ enum WorkloadArg {
     Mixed,
     OwnRanges,
     HotStripe,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GeometryArg {
+    Any,
+    Small,
+    ProductDefault,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -81,6 +96,12 @@ fn options(args: &SimArgs) -> SimOptions {
             WorkloadArg::OwnRanges => Workload::OwnRanges,
             WorkloadArg::HotStripe => Workload::HotStripe,
         },
+        geometry: match args.geometry {
+            GeometryArg::Any => GeometryChoice::Any,
+            GeometryArg::Small => GeometryChoice::Small,
+            GeometryArg::ProductDefault => GeometryChoice::ProductDefault,
+        },
+        wide_stripe_write_hole: args.wide_stripe_write_hole,
         mutation: match args.mutation {
             MutationArg::None => Mutation::None,
             MutationArg::SkipInvalidate => Mutation::SkipInvalidate,

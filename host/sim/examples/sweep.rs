@@ -1,0 +1,58 @@
+//! A seed sweep without the `amf` binary (which needs every host crate to build):
+//! `cargo run -p amf-sim --release --example sweep -- 0..100000 [any|small|product-default]`
+//! (a single seed instead of a range: replay it with a trace).
+//! `scripts/sim-sweep` (through `amf sim`) is the usual way.
+
+use std::process::ExitCode;
+
+use amf_sim::{GeometryChoice, SimOptions, run_seeds};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let range = args.first().map_or("0..100", String::as_str);
+    if let Ok(seed) = range.parse::<u64>() {
+        // One seed, traced.
+        let options = SimOptions {
+            geometry: geometry(args.get(1).map(String::as_str)).unwrap_or_default(),
+            ..SimOptions::default()
+        };
+        return match amf_sim::replay(seed, &options, true) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(failure) => {
+                println!("FAILED at step {}: {}", failure.step, failure.message);
+                ExitCode::from(1)
+            }
+        };
+    }
+    let Some((start, end)) = range
+        .split_once("..")
+        .and_then(|(start, end)| Some((start.parse::<u64>().ok()?, end.parse::<u64>().ok()?)))
+    else {
+        eprintln!("usage: sweep A..B [any|small|product-default]");
+        return ExitCode::from(2);
+    };
+    let Some(geometry) = geometry(args.get(1).map(String::as_str)) else {
+        eprintln!("unknown geometry");
+        return ExitCode::from(2);
+    };
+    let options = SimOptions {
+        geometry,
+        ..SimOptions::default()
+    };
+    let summary = run_seeds(start..end, &options);
+    print!("{}", summary.render());
+    if summary.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn geometry(name: Option<&str>) -> Option<GeometryChoice> {
+    match name {
+        None | Some("any") => Some(GeometryChoice::Any),
+        Some("small") => Some(GeometryChoice::Small),
+        Some("product-default") => Some(GeometryChoice::ProductDefault),
+        Some(_) => None,
+    }
+}
