@@ -5,9 +5,15 @@
 //! resolved) once it takes connections, and runs until SIGTERM or Ctrl-C, when it refuses
 //! every link (`ShuttingDown`) and exits 0. Refused and dropped links are logged at
 //! `warn` (set `AMF_LOG=info` to see ports join and leave too).
+//!
+//! A port whose link ends without a `Leave` is fenced before it is announced down
+//! (`--fence`, `docs/PROTOCOL.md` "Fencing"): by default its process is killed; with
+//! `--fence command --fence-command CMD` an external agent does it. Failed fences are
+//! logged at `error` and retried.
 
-use amf_fabric::{Address, ArbiterConfig, ServerConfig, server};
-use clap::Args;
+use amf_fabric::fence::COMMAND_TIMEOUT_MS_DEFAULT;
+use amf_fabric::{Address, ArbiterConfig, FenceAgent, ServerConfig, server};
+use clap::{Args, ValueEnum};
 use std::process::ExitCode;
 
 /// Default listening address.
@@ -30,6 +36,45 @@ pub struct FabricArgs {
     /// Beats a port may miss before it is declared down.
     #[arg(long, value_name = "N", default_value_t = amf_fabric::ArbiterConfig::default().heartbeat_misses_max, value_parser = clap::value_parser!(u32).range(1..))]
     heartbeat_misses: u32,
+    /// How a port whose link died is fenced before the others are told: kill its process
+    /// (found at connect; a peer whose process cannot be found is refused at join), or run
+    /// --fence-command.
+    #[arg(long, value_enum, default_value_t = FenceKind::Kill)]
+    fence: FenceKind,
+    /// The external fence agent (shell text), run as `CMD --port N --address A [--pid P]`;
+    /// exit status 0 means fenced. Needs --fence command.
+    #[arg(long, value_name = "CMD", required_if_eq("fence", "command"))]
+    fence_command: Option<String>,
+    /// How long one run of --fence-command may take before it is killed and retried.
+    #[arg(long, value_name = "MS", default_value_t = COMMAND_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+    fence_timeout_ms: u64,
+}
+
+/// `--fence`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FenceKind {
+    /// SIGKILL the port's process and wait until it is gone.
+    Kill,
+    /// Run --fence-command.
+    Command,
+}
+
+impl FabricArgs {
+    fn fence_agent(&self) -> Result<FenceAgent, String> {
+        match (self.fence, &self.fence_command) {
+            (FenceKind::Kill, None) => Ok(FenceAgent::Kill),
+            (FenceKind::Kill, Some(_)) => {
+                Err("--fence-command is only used with --fence command".into())
+            }
+            (FenceKind::Command, Some(command)) if !command.trim().is_empty() => {
+                Ok(FenceAgent::Command {
+                    command: command.clone(),
+                    timeout_ms: self.fence_timeout_ms,
+                })
+            }
+            (FenceKind::Command, _) => Err("--fence command needs a --fence-command CMD".into()),
+        }
+    }
 }
 
 /// Runs `amf fabric` until a signal.
@@ -44,6 +89,7 @@ pub fn run(args: &FabricArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             heartbeat_interval_ms: args.heartbeat_ms,
             heartbeat_misses_max: args.heartbeat_misses,
         },
+        fence: args.fence_agent()?,
         ..ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -110,10 +110,14 @@ impl Stream {
     }
 
     fn shutdown(&self) {
+        self.shutdown_direction(Shutdown::Both);
+    }
+
+    fn shutdown_direction(&self, direction: Shutdown) {
         // Already closed is as good as closed.
         let _ = match self {
-            Self::Tcp(stream) => stream.shutdown(Shutdown::Both),
-            Self::Unix(stream) => stream.shutdown(Shutdown::Both),
+            Self::Tcp(stream) => stream.shutdown(direction),
+            Self::Unix(stream) => stream.shutdown(direction),
         };
     }
 }
@@ -327,6 +331,20 @@ impl LinkWriter {
             .lock()
             .map_err(|_| ClientError::Protocol("a sender panicked mid-frame".into()))?;
         stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Says `Leave` and closes the sending direction: the fabric announces this port down
+    /// without fencing it. Only for a host that has stopped every member write: a port
+    /// that leaves must not write again. Frames sent after it are never taken.
+    pub fn leave(&mut self) -> Result<(), ClientError> {
+        let leave = OwnedFrame::new(MessageKind::Leave, self.port, PORT_BROADCAST, 0, vec![]);
+        let mut stream = self
+            .stream
+            .lock()
+            .map_err(|_| ClientError::Protocol("a sender panicked mid-frame".into()))?;
+        stream.write_all(&leave.encode())?;
+        stream.shutdown_direction(Shutdown::Write);
         Ok(())
     }
 

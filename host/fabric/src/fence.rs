@@ -43,9 +43,10 @@ pub const KILL_WAIT_MS_MAX: u64 = 10_000;
 pub const COMMAND_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
 /// How the fabric fences the peer of a dead link.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum FenceAgent {
     /// SIGKILL the peer process through a pidfd and wait until it is gone.
+    #[default]
     Kill,
     /// Run an external agent (see the [module docs](self)).
     Command {
@@ -54,12 +55,6 @@ pub enum FenceAgent {
         /// Longest run; past it the agent is killed and the attempt failed.
         timeout_ms: u64,
     },
-}
-
-impl Default for FenceAgent {
-    fn default() -> Self {
-        Self::Kill
-    }
 }
 
 /// Who is at the other end of a link, found when it was accepted.

@@ -3,7 +3,8 @@
 mod support;
 
 use amf_fabric::client;
-use amf_fabric::{ArbiterConfig, ClientError, OwnedFrame};
+use amf_fabric::server::BackgroundFabric;
+use amf_fabric::{ArbiterConfig, ClientError, FenceAgent, OwnedFrame, ServerConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shared_regs::fabric::{MessageKind, PORT_BROADCAST, RefusalReason};
@@ -270,4 +271,61 @@ fn sram_writes_reach_their_target_and_acks_come_back_by_sequence() {
         assert_eq!(ack.payload(), &sequence.to_le_bytes());
         assert_eq!(ack.source_port(), 1);
     }
+}
+
+#[test]
+fn a_port_that_leaves_is_announced_after_its_last_frame_and_its_port_is_free_again() {
+    let fabric = Fabric::tcp();
+    let mut survivor = fabric.join(1);
+    let mut leaving = fabric.join(2);
+    leaving.broadcast(vec![7]);
+    leaving.joined.writer.leave().unwrap();
+    assert!(
+        matches!(
+            support::link_error(&mut leaving.joined.reader),
+            ClientError::Closed
+        ),
+        "the fabric closes a left link without a refusal"
+    );
+    let mut seen = Vec::new();
+    loop {
+        let frame = survivor.recv().unwrap();
+        seen.push((frame.kind(), frame.source_port()));
+        if frame.kind() == MessageKind::MemberDown {
+            break;
+        }
+    }
+    assert_eq!(
+        &seen[seen.len() - 2..],
+        &[(MessageKind::Broadcast, 2), (MessageKind::MemberDown, 2)]
+    );
+    let again = fabric.join(2);
+    assert_eq!(
+        again.joined.welcome.live_ports().collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
+
+#[test]
+fn a_peer_in_the_fabrics_own_process_is_fenced_without_the_agent() {
+    let directory = tempfile::tempdir().unwrap();
+    let attempts = directory.path().join("attempts");
+    let config = ServerConfig {
+        fence: FenceAgent::Command {
+            command: format!("echo attempt >>{}; false", attempts.display()),
+            timeout_ms: 5_000,
+        },
+        ..ServerConfig::default()
+    };
+    let server = BackgroundFabric::start(&"127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let address = server.address().clone();
+    let mut survivor = Port::beating(client::join(&address, 1, ARRAY, TIMEOUT).unwrap());
+    let doomed = client::join(&address, 2, ARRAY, TIMEOUT).unwrap();
+    drop(doomed);
+    let down = survivor.recv_kind(MessageKind::MemberDown);
+    assert_eq!(down.source_port(), 2);
+    assert!(
+        !attempts.exists(),
+        "a peer in the fabric's own process cannot be fenced but by closing its link"
+    );
 }

@@ -22,6 +22,13 @@
 //! transmit ring stops being consumed; the reason is kept ([`super::SimCard::fabric_link_error`]). The link survives
 //! `CONTROL_RESET` (it is the card's cable, not its registers) and ends when the card is
 //! dropped, which the fabric announces to the other ports as `MemberDown`.
+//!
+//! **Leaving.** A card its host drops deliberately (not while a panic unwinds) with its
+//! link up says `Leave` and waits (at most the link's silence limit) for the fabric to
+//! close the link: the fabric then announces the port down without fencing it. Dropping
+//! the card is the host's word that it has stopped every member write. A link that dies
+//! any other way (the process killed, the fabric gone, a panic) sends no `Leave`, and the
+//! fabric fences the port (kills its process) before announcing it down.
 
 use super::{Shared, SimError};
 use amf_fabric::client::{self, HeartbeatGuard, LinkCloser, LinkReader, LinkWriter};
@@ -71,6 +78,8 @@ pub struct PortState {
     outgoing: Option<SyncSender<Vec<u8>>>,
     sram_writes_refused: u64,
     link_error: Option<String>,
+    /// The host closed the card while the link was up: say `Leave` on the way out.
+    leaving: bool,
 }
 
 /// The outgoing queue is full (or gone): try again once the writer took something.
@@ -93,6 +102,7 @@ impl PortState {
             outgoing: Some(outgoing),
             sram_writes_refused: 0,
             link_error: None,
+            leaving: false,
         }
     }
 
@@ -146,6 +156,9 @@ impl PortState {
 /// The link's threads; dropping this closes the link and joins them.
 #[derive(Debug)]
 pub(super) struct LinkThreads {
+    shared: Arc<Shared>,
+    /// Says `Leave` when the host closes the card.
+    leaver: LinkWriter,
     closer: LinkCloser,
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
@@ -212,6 +225,8 @@ pub(super) fn start(shared: &Arc<Shared>, pending: PendingLink) -> Result<LinkTh
         move || run_reader(&shared, link_reader, &acks)
     })?;
     Ok(LinkThreads {
+        shared: Arc::clone(shared),
+        leaver: link.writer.clone(),
         closer,
         reader: Some(reader),
         writer: Some(writer),
@@ -228,6 +243,19 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
 
 impl Drop for LinkThreads {
     fn drop(&mut self) {
+        let leaving = self
+            .shared
+            .model
+            .lock()
+            .is_ok_and(|model| model.fabric().is_some_and(|port| port.leaving));
+        if leaving && self.leaver.leave().is_ok() {
+            // The fabric closes the link once it took the Leave; the reader returns then
+            // (or at the link's silence limit), so the Leave is never cut off by a reset.
+            if let Some(reader) = self.reader.take() {
+                let _ = reader.join();
+            }
+            tracing::info!(port = self.leaver.port(), "sim card left the fabric");
+        }
         self.closer.close();
         // The reader returns on the closed socket; the writer once the model's sender
         // (dropped with the model, or at link loss) and the reader's are gone, or on its
@@ -358,6 +386,15 @@ fn lose_link(shared: &Shared, reason: String) {
 /// queueing frames for the writer, which then ends once its queue is empty.
 pub(super) fn detach(shared: &Shared) {
     if let Ok(mut model) = shared.model.lock() {
+        // A card dropped while a panic unwinds is not a deliberate close: its host may
+        // still be writing; let the fabric fence it.
+        let deliberate = !std::thread::panicking();
+        if let Some(port) = model.fabric_mut()
+            && port.link_up()
+            && deliberate
+        {
+            port.leaving = true;
+        }
         model.fabric_link_lost("the card was closed".into());
     }
 }
