@@ -1,5 +1,6 @@
 //! A seed sweep without the `amf` binary (which needs every host crate to build):
-//! `cargo run -p amf-sim --release --example sweep -- 0..100000 [any|small|product-default]`
+//! `cargo run -p amf-sim --release --example sweep -- 0..100000 [any|small|product-default]
+//! [--wide-stripe-write-hole] [--restart-after-path-failure]`
 //! (a single seed instead of a range: replay it with a trace).
 //! `scripts/sim-sweep` (through `amf sim`) is the usual way.
 
@@ -8,12 +9,21 @@ use std::process::ExitCode;
 use amf_sim::{GeometryChoice, SimOptions, run_seeds};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |args: &mut Vec<String>, name: &str| {
+        let found = args.iter().any(|arg| arg == name);
+        args.retain(|arg| arg != name);
+        found
+    };
+    let wide_stripe_write_hole = flag(&mut args, "--wide-stripe-write-hole");
+    let restart_after_path_failure = flag(&mut args, "--restart-after-path-failure");
     let range = args.first().map_or("0..100", String::as_str);
     if let Ok(seed) = range.parse::<u64>() {
         // One seed, traced.
         let options = SimOptions {
             geometry: geometry(args.get(1).map(String::as_str)).unwrap_or_default(),
+            wide_stripe_write_hole,
+            restart_after_path_failure,
             ..SimOptions::default()
         };
         return match amf_sim::replay(seed, &options, true) {
@@ -28,7 +38,10 @@ fn main() -> ExitCode {
         .split_once("..")
         .and_then(|(start, end)| Some((start.parse::<u64>().ok()?, end.parse::<u64>().ok()?)))
     else {
-        eprintln!("usage: sweep A..B [any|small|product-default]");
+        eprintln!(
+            "usage: sweep A..B|SEED [any|small|product-default] [--wide-stripe-write-hole] \
+             [--restart-after-path-failure]"
+        );
         return ExitCode::from(2);
     };
     let Some(geometry) = geometry(args.get(1).map(String::as_str)) else {
@@ -37,6 +50,8 @@ fn main() -> ExitCode {
     };
     let options = SimOptions {
         geometry,
+        wide_stripe_write_hole,
+        restart_after_path_failure,
         ..SimOptions::default()
     };
     let summary = run_seeds(start..end, &options);

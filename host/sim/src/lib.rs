@@ -69,9 +69,14 @@ pub struct SimOptions {
     /// Also crash AMFs mid-write on degraded stripes wider than one intent record (the
     /// product's default geometry). Such a stripe is not widened, so this injects the
     /// degraded write hole, a known limit (docs/PROTOCOL.md "Known limits": "a stripe
-    /// larger than one record ... keeps the hole"; seeds 70, 102, 187, 237 of
+    /// larger than one record ... keeps the hole"; seeds 187 and 272 of
     /// `--geometry product-default` fail with it). Off in CI until the core closes it.
     pub wide_stripe_write_hole: bool,
+    /// Also restart AMFs while a member's I/O fails for another AMF only. A restarted
+    /// AMF knows no failed member and reads the unreachable member's stale contents: a
+    /// core gap (seed 1620 with this on), off in CI until a joining AMF learns the
+    /// failed members.
+    pub restart_after_path_failure: bool,
     #[doc(hidden)]
     pub mutation: Mutation,
 }
@@ -85,6 +90,7 @@ impl Default for SimOptions {
             workload: Workload::Mixed,
             geometry: GeometryChoice::Any,
             wide_stripe_write_hole: false,
+            restart_after_path_failure: false,
             mutation: Mutation::None,
         }
     }
@@ -115,6 +121,9 @@ impl SimOptions {
         }
         if self.wide_stripe_write_hole {
             command += " --wide-stripe-write-hole";
+        }
+        if self.restart_after_path_failure {
+            command += " --restart-after-path-failure";
         }
         if self.mutation != Mutation::None {
             command += &format!(
@@ -190,7 +199,7 @@ impl SimSummary {
              exclusive acquires {}, ownership changes {}, acquires per ownership change {:.4}\n\
              writes interrupted by a crash and completed by a survivor {}, \
              member writes landing after their AMF died (before it was announced down) {}\n\
-             members failing I/O {}, member I/O errors met and redone degraded {}, \
+             members failing I/O {} (for one AMF only {}), member I/O errors met and redone degraded {}, \
              operations failed beyond the parity {}\n\
              crashes while degraded {}, degraded writes recorded whole-stripe {}\n\
              AMFs restarted while survivors completed their writes (joins held until \
@@ -220,6 +229,7 @@ impl SimSummary {
             self.totals.interrupted_writes,
             self.totals.zombie_writes,
             self.totals.member_errors,
+            self.totals.path_failures,
             protocol.member_errors,
             protocol.ops_failed,
             self.totals.degraded_crashes,
@@ -292,5 +302,6 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.member_failures += run.member_failures;
     total.member_errors += run.member_errors;
     total.zombie_writes += run.zombie_writes;
+    total.path_failures += run.path_failures;
     total.degraded_crashes += run.degraded_crashes;
 }

@@ -18,10 +18,13 @@ pub struct Members {
     /// Members whose every read and write fails with an I/O error until the AMFs treat
     /// them as failed (a plan degraded around them never touches them).
     pub erroring: MemberSet,
+    /// Per AMF port: members whose I/O fails for that AMF only (a path failure), while
+    /// the others still reach them.
+    pub unreachable: Vec<MemberSet>,
 }
 
 impl Members {
-    pub fn new(level: Level, members: u32, chunk_bytes: u32, stripes: u64) -> Members {
+    pub fn new(level: Level, members: u32, chunk_bytes: u32, stripes: u64, ports: u8) -> Members {
         let geometry = Geometry::new(
             level,
             members,
@@ -36,12 +39,32 @@ impl Members {
             data: vec![vec![0; bytes]; members as usize],
             failed: MemberSet::new(),
             erroring: MemberSet::new(),
+            unreachable: vec![MemberSet::new(); usize::from(ports)],
         }
     }
 
-    /// Members failed or erroring: what the level must survive.
+    /// Members failed, erroring, or unreachable from some AMF: what the level must
+    /// survive (an unreachable member is written by nobody once its failure is ordered,
+    /// so its contents go stale).
     pub fn lost(&self) -> MemberSet {
-        self.failed.iter().chain(self.erroring.iter()).collect()
+        let unreachable = self.unreachable.iter().flat_map(|set| set.iter());
+        self.failed
+            .iter()
+            .chain(self.erroring.iter())
+            .chain(unreachable)
+            .collect()
+    }
+
+    /// The members whose I/O fails for AMF `port`.
+    fn erroring_for(&self, port: u8) -> MemberSet {
+        let unreachable = self.unreachable[usize::from(port)];
+        self.erroring.iter().chain(unreachable.iter()).collect()
+    }
+
+    /// `member` stops answering AMF `port` only (its path fails); its contents stay.
+    pub fn start_unreachable(&mut self, member: u32, port: u8) {
+        assert!(self.lost().count() < self.geometry.level().parity_count());
+        self.unreachable[usize::from(port)].insert(member);
     }
 
     /// `member` starts failing every I/O: its contents can no longer be read.
@@ -67,12 +90,14 @@ impl Members {
             .expect("inside the stripe")
     }
 
-    /// The bytes of `reads`, or the first erroring member among them (nothing read then).
-    fn gather(&self, reads: &[MemberIo]) -> Result<Vec<&[u8]>, u32> {
+    /// The bytes of `reads` by AMF `port`, or the first member among them erroring for
+    /// it (nothing read then).
+    fn gather(&self, reads: &[MemberIo], port: u8) -> Result<Vec<&[u8]>, u32> {
+        let erroring_for = self.erroring_for(port);
         let erroring = reads
             .iter()
             .map(|io| io.member)
-            .find(|&m| self.erroring.contains(m));
+            .find(|&m| erroring_for.contains(m));
         match erroring {
             Some(member) => Err(member),
             None => Ok(reads.iter().map(|io| self.read_io(io)).collect()),
@@ -114,6 +139,7 @@ impl Members {
         // Rebuild each from the survivors only, then let them all serve again.
         self.failed = MemberSet::new();
         self.erroring = MemberSet::new();
+        self.unreachable.fill(MemberSet::new());
     }
 
     fn read_io(&self, io: &MemberIo) -> &[u8] {
@@ -121,12 +147,13 @@ impl Members {
         &self.data[io.member as usize][start..start + io.length as usize]
     }
 
-    /// Applies one member write; one to a member that died since the plan was made is
-    /// lost with the member, and the plan's other writes keep the stripe consistent.
-    /// One to an erroring member fails: returns that member (the caller goes on with the
-    /// plan's other writes, which keep the stripe consistent the same way).
-    pub fn apply(&mut self, write: &MemberWrite) -> Option<u32> {
-        if self.erroring.contains(write.io.member) {
+    /// Applies one member write by AMF `port`; one to a member that died since the plan
+    /// was made is lost with the member, and the plan's other writes keep the stripe
+    /// consistent. One to a member erroring for `port` fails: returns that member (the
+    /// caller goes on with the plan's other writes, which keep the stripe consistent the
+    /// same way).
+    pub fn apply(&mut self, write: &MemberWrite, port: u8) -> Option<u32> {
+        if self.erroring_for(port).contains(write.io.member) {
             return Some(write.io.member);
         }
         if self.failed.contains(write.io.member) {
@@ -141,18 +168,21 @@ impl Members {
     /// Blocks `first_block ..` of `stripe`'s data, with no member erroring.
     pub fn read(&self, stripe: u64, first_block: u32, block_count: u32) -> Vec<u8> {
         assert!(self.erroring.is_empty());
-        self.read_degraded(stripe, first_block, block_count, 0)
+        assert!(self.unreachable.iter().all(|set| set.is_empty()));
+        self.read_degraded(stripe, first_block, block_count, 0, 0)
             .expect("no member errors")
     }
 
-    /// Blocks `first_block ..` of `stripe`'s data, degraded around the dead members and
-    /// those `known` failed; `Err(member)` if the plan touched an erroring member.
+    /// Blocks `first_block ..` of `stripe`'s data read by AMF `port`, degraded around the
+    /// dead members and those `known` failed; `Err(member)` if the plan touched a member
+    /// erroring for `port`.
     pub fn read_degraded(
         &self,
         stripe: u64,
         first_block: u32,
         block_count: u32,
         known: u32,
+        port: u8,
     ) -> Result<Vec<u8>, u32> {
         let extent = self.block_extent(
             stripe,
@@ -163,28 +193,30 @@ impl Members {
             .geometry
             .plan_read(&extent, self.degraded(known))
             .expect("within what the level survives");
-        let buffers = self.gather(plan.reads())?;
+        let buffers = self.gather(plan.reads(), port)?;
         let mut out = vec![0; extent.length() as usize];
         plan.execute(&buffers, &mut out)
             .expect("buffers fit the plan");
         Ok(out)
     }
 
-    /// The member writes that put `data` at `first_block` of `stripe` with parity.
-    /// `Err(member)` if its reads touched an erroring member (nothing written then).
+    /// The member writes that put `data` at `first_block` of `stripe` with parity, for
+    /// AMF `port`. `Err(member)` if its reads touched a member erroring for `port`
+    /// (nothing written then).
     pub fn plan_write(
         &self,
         stripe: u64,
         first_block: u32,
         data: &[u8],
         known: u32,
+        port: u8,
     ) -> Result<Vec<MemberWrite>, u32> {
         let extent = self.block_extent(stripe, first_block, data.len() as u64);
         let plan = self
             .geometry
             .plan_write(&extent, self.degraded(known))
             .expect("within what the level survives");
-        let buffers = self.gather(plan.reads())?;
+        let buffers = self.gather(plan.reads(), port)?;
         Ok(plan
             .execute_to_vec(&mut HostParity, &buffers, data)
             .expect("buffers fit the plan"))
@@ -198,12 +230,13 @@ impl Members {
         first_block: u32,
         data: &[u8],
         known: u32,
+        port: u8,
     ) -> Result<Vec<MemberWrite>, u32> {
         let blocks = self.stripe_data_blocks();
-        let mut whole = self.read_degraded(stripe, 0, blocks, known)?;
+        let mut whole = self.read_degraded(stripe, 0, blocks, known, port)?;
         let start = first_block as usize * BLOCK_BYTES as usize;
         whole[start..start + data.len()].copy_from_slice(data);
-        self.plan_write(stripe, 0, &whole, known)
+        self.plan_write(stripe, 0, &whole, known, port)
     }
 
     /// Whether every stripe's parity matches its data.
@@ -238,8 +271,8 @@ mod tests {
     }
 
     fn write(members: &mut Members, stripe: u64, first_block: u32, data: &[u8]) {
-        for write in members.plan_write(stripe, first_block, data, 0).unwrap() {
-            assert_eq!(members.apply(&write), None);
+        for write in members.plan_write(stripe, first_block, data, 0, 0).unwrap() {
+            assert_eq!(members.apply(&write, 0), None);
         }
     }
 
@@ -251,7 +284,7 @@ mod tests {
             (Level::Raid6, 4, vec![1, 2]),
             (Level::Raid6, 5, vec![0, 3]),
         ] {
-            let mut members = Members::new(level, count, 2 * BLOCK_BYTES, 4);
+            let mut members = Members::new(level, count, 2 * BLOCK_BYTES, 4, 1);
             let blocks = members.stripe_data_blocks();
             write(&mut members, 0, 0, &block(1).repeat(blocks as usize));
             for member in &failed {

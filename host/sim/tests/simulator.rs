@@ -33,6 +33,10 @@ fn two_thousand_seeds_with_faults() {
     assert!(summary.totals.member_failures > 100, "runs go degraded");
     assert!(summary.totals.member_errors > 100, "members fail I/O");
     assert!(
+        summary.totals.path_failures > 100,
+        "members fail I/O for one AMF only"
+    );
+    assert!(
         summary.totals.protocol.member_errors > 100,
         "member I/O errors are met and redone degraded"
     );
@@ -149,12 +153,33 @@ fn the_wide_stripe_write_hole_is_still_open() {
         wide_stripe_write_hole: true,
         ..SimOptions::default()
     };
-    let failing = (60..120).find(|&seed| amf_sim::replay(seed, &options, false).is_err());
-    assert_eq!(
-        failing,
-        Some(70),
-        "the hole's first seed changed: see the comment"
-    );
+    known_gap_still_open(&options, 150..300);
+}
+
+/// A known gap kept visible: a restarted AMF knows no failed member, so while a member
+/// is unreachable from another AMF only (a path failure, ordered as `MemberFailed`), a
+/// restarted AMF that still reaches it reads its stale contents (docs/PROTOCOL.md
+/// "Known limits", member I/O errors). CI keeps that fault out
+/// (`SimOptions::restart_after_path_failure` off); once a joining AMF learns the failed
+/// members this test fails: then turn the option on by default and delete this test.
+#[test]
+fn a_restart_after_a_path_failure_still_reads_stale_data() {
+    let options = SimOptions {
+        restart_after_path_failure: true,
+        ..SimOptions::default()
+    };
+    known_gap_still_open(&options, 1600..1700);
+}
+
+/// Asserts that some seed of `seeds` still fails with a known gap's fault let in.
+fn known_gap_still_open(options: &SimOptions, seeds: Range<u64>) {
+    let failure = seeds
+        .clone()
+        .find_map(|seed| amf_sim::replay(seed, options, false).err());
+    let failure = failure.unwrap_or_else(|| {
+        panic!("no seed of {seeds:?} fails any more: the gap is closed (see the comment)")
+    });
+    println!("seed {} still fails: {}", failure.seed, failure.message);
 }
 
 #[test]
