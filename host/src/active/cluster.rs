@@ -258,12 +258,28 @@ impl ClusterVolume {
 
     /// Runs `request` through the core and waits for its answer.
     fn submit(&self, request: Request) -> Answer {
-        let (answer, received) = mpsc::sync_channel(1);
-        let sent = lock(&self.inputs).send(Input::Request { request, answer });
-        if sent.is_err() {
-            return Err(self.stopped());
-        }
-        received.recv().unwrap_or_else(|_| Err(self.stopped()))
+        self.submit_all(vec![request])
+            .pop()
+            .expect("one answer per request")
+    }
+
+    /// Runs `requests` through the core at once and waits for every answer, in order.
+    fn submit_all(&self, requests: Vec<Request>) -> Vec<Answer> {
+        let receivers: Vec<_> = requests
+            .into_iter()
+            .map(|request| {
+                let (answer, received) = mpsc::sync_channel(1);
+                let sent = lock(&self.inputs).send(Input::Request { request, answer });
+                sent.ok().map(|()| received)
+            })
+            .collect();
+        receivers
+            .into_iter()
+            .map(|received| match received {
+                Some(received) => received.recv().unwrap_or_else(|_| Err(self.stopped())),
+                None => Err(self.stopped()),
+            })
+            .collect()
     }
 
     fn stopped(&self) -> BlockError {
@@ -312,30 +328,18 @@ impl BlockDevice for ClusterVolume {
         Ok(())
     }
 
-    /// A write of whole blocks goes to the core as it is; a partial block is read through
-    /// the core, patched and written whole (the core's unit is the 4 KiB block; a client
-    /// writing parts of one block through two AMFs at once races, as on one disk with a
-    /// 4 KiB sector).
+    /// Whole blocks go to the core as one write; a partial first or last block goes as a
+    /// patch, which the core lays over the block under exclusive ownership of its stripe,
+    /// so sub-block writes of one block through any AMFs never lose one another.
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), BlockError> {
         let length = data.len() as u64;
         check_range(offset, length, self.size_bytes())?;
         if length == 0 {
             return Ok(());
         }
-        let (first_block, end_block) = (offset / BLOCK, (offset + length).div_ceil(BLOCK));
-        let aligned = offset.is_multiple_of(BLOCK) && length.is_multiple_of(BLOCK);
-        let blocks = if aligned {
-            data.to_vec()
-        } else {
-            let mut blocks = self.read_blocks(first_block, end_block - first_block)?;
-            let start = (offset - first_block * BLOCK) as usize;
-            blocks[start..start + data.len()].copy_from_slice(data);
-            blocks
-        };
-        self.submit(Request::Write {
-            first_block,
-            data: blocks,
-        })?;
+        for answer in self.submit_all(write_requests(offset, data)) {
+            answer?;
+        }
         if fua {
             self.volume.flush()?;
         }
@@ -352,6 +356,33 @@ impl BlockDevice for ClusterVolume {
     fn flush(&self) -> Result<(), BlockError> {
         self.volume.flush()
     }
+}
+
+/// A write of `data` at byte `offset` as core requests: a patch for a partial first
+/// block, one write for the whole blocks, a patch for a partial last block.
+fn write_requests(offset: u64, data: &[u8]) -> Vec<Request> {
+    let mut requests = Vec::with_capacity(3);
+    let end = offset + data.len() as u64;
+    let whole_start = offset.next_multiple_of(BLOCK).min(end);
+    let whole_end = (end / BLOCK * BLOCK).max(whole_start);
+    let patch = |from: u64, to: u64| Request::Patch {
+        block: from / BLOCK,
+        offset: (from % BLOCK) as u32,
+        data: data[(from - offset) as usize..(to - offset) as usize].to_vec(),
+    };
+    if whole_start > offset {
+        requests.push(patch(offset, whole_start));
+    }
+    if whole_end > whole_start {
+        requests.push(Request::Write {
+            first_block: whole_start / BLOCK,
+            data: data[(whole_start - offset) as usize..(whole_end - offset) as usize].to_vec(),
+        });
+    }
+    if end > whole_end {
+        requests.push(patch(whole_end, end));
+    }
+    requests
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -773,6 +804,53 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (kind, first block, byte offset, bytes) of each request `write_requests` makes.
+    fn shapes(offset: u64, length: usize) -> Vec<(&'static str, u64, u32, usize)> {
+        let data: Vec<u8> = (0..length).map(|index| index as u8).collect();
+        let requests = write_requests(offset, &data);
+        let mut covered = Vec::new();
+        let shapes = requests
+            .iter()
+            .map(|request| match request {
+                Request::Patch {
+                    block,
+                    offset,
+                    data,
+                } => {
+                    covered.extend_from_slice(data);
+                    ("patch", *block, *offset, data.len())
+                }
+                Request::Write { first_block, data } => {
+                    covered.extend_from_slice(data);
+                    ("write", *first_block, 0, data.len())
+                }
+                Request::Read { .. } => unreachable!("a write makes no read"),
+            })
+            .collect();
+        assert_eq!(covered, data, "the requests carry the data once, in order");
+        shapes
+    }
+
+    #[test]
+    fn writes_split_into_patches_of_partial_blocks_and_one_write_of_whole_ones() {
+        assert_eq!(shapes(0, 8192), vec![("write", 0, 0, 8192)]);
+        assert_eq!(shapes(512, 512), vec![("patch", 0, 512, 512)]);
+        assert_eq!(shapes(0, 512), vec![("patch", 0, 0, 512)]);
+        assert_eq!(shapes(3584, 512), vec![("patch", 0, 3584, 512)]);
+        assert_eq!(
+            shapes(100, 4900),
+            vec![("patch", 0, 100, 3996), ("patch", 1, 0, 904)]
+        );
+        assert_eq!(
+            shapes(4096 + 7, 3 * 4096),
+            vec![
+                ("patch", 1, 7, 4089),
+                ("write", 2, 0, 8192),
+                ("patch", 4, 0, 7)
+            ]
+        );
+    }
 
     #[test]
     fn incarnations_count_up_across_starts_and_garbage_is_an_error() {
