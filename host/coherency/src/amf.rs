@@ -443,6 +443,9 @@ pub struct Amf {
     ops: BTreeMap<u64, Op>,
     ios: BTreeMap<u64, u64>,
     slots: Vec<Option<u64>>,
+    /// Stripes whose next write or replay waits for a free slot, in the order they
+    /// found none: advanced again as slots free up.
+    slot_waiters: VecDeque<u64>,
     dead: BTreeMap<u8, DeadOwner>,
     /// Ports that joined while `dead` was not empty, in join order: admitted (made live)
     /// at the `Recovered` that empties it. See [`Amf::handle_member_up`].
@@ -475,6 +478,7 @@ impl Amf {
         Amf {
             live: config.live_ports.clone(),
             slots: vec![None; config.intent_slots as usize],
+            slot_waiters: VecDeque::new(),
             next_op_id: u64::from(config.incarnation) << INCARNATION_SHIFT,
             next_acquire: u64::from(config.incarnation) << INCARNATION_SHIFT,
             config,
@@ -863,6 +867,9 @@ impl Amf {
         if satisfied {
             let needs_slot = matches!(op.kind, OpKind::Write { .. } | OpKind::Replay { .. });
             if needs_slot && self.slots.iter().all(Option::is_some) {
+                if !self.slot_waiters.contains(&stripe) {
+                    self.slot_waiters.push_back(stripe);
+                }
                 return false;
             }
             state.queue.pop_front();
@@ -1491,6 +1498,21 @@ impl Amf {
             state.busy = None;
         }
         self.advance(op.stripe);
+        self.advance_slot_waiters();
+    }
+
+    /// Gives freed slots to the stripes that waited for one, oldest first, while slots
+    /// are free (a stripe that still finds none queues again at the back).
+    fn advance_slot_waiters(&mut self) {
+        for _ in 0..self.slot_waiters.len() {
+            if self.slots.iter().all(Option::is_some) {
+                break;
+            }
+            let Some(stripe) = self.slot_waiters.pop_front() else {
+                break;
+            };
+            self.advance(stripe);
+        }
     }
 }
 
