@@ -40,6 +40,9 @@ const MEMBER_WORKERS: usize = 8;
 const INTENT_SLOTS_MAX: u32 = 32;
 /// How long the card may take to be welcomed by the fabric.
 const WELCOME_TIMEOUT_MS: u32 = 10_000;
+/// How long a clean stop waits for the core's operations in flight to end before the
+/// AMF fences itself and leaves (the survivors complete what is left from the records).
+const STOP_DRAIN_MS: u64 = 5_000;
 /// Longest the driver sleeps when idle before it polls the card again.
 const IDLE_POLL_US_MAX: u64 = 1_000;
 /// How often the status walks the node's stripes and records (stripes held, records).
@@ -210,6 +213,7 @@ impl ClusterVolume {
         }));
         let workers = Workers::start(Arc::clone(&volume), inputs.clone());
         let driver = Driver {
+            volume: Arc::clone(&volume),
             card,
             node,
             inputs: received,
@@ -473,24 +477,37 @@ fn next_incarnation(sram_path: &Path) -> Result<u32, ClusterOpenError> {
             INCARNATIONS_MAX - 1
         ))));
     }
-    let mut file = std::fs::File::create(&path).map_err(failed)?;
-    std::io::Write::write_all(&mut file, format!("{next}\n").as_bytes()).map_err(failed)?;
-    file.sync_all().map_err(failed)?;
+    write_durably(&path, format!("{next}\n").as_bytes()).map_err(failed)?;
     Ok(next as u32)
+}
+
+/// Replaces `path`'s contents so that a crash at any point leaves the old contents or the
+/// new, never an empty or partial file: a synced temporary file renamed over it, then
+/// the directory synced so the rename itself survives a power loss.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = PathBuf::from(format!("{}.tmp", path.display()));
+    let mut file = std::fs::File::create(&temporary)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty());
+    std::fs::File::open(directory.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// The member I/O threads.
 struct Workers {
     jobs: Sender<MemberRequest>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Workers {
     fn start(volume: Arc<Volume>, inputs: Sender<Input>) -> Self {
         let (jobs, queue) = mpsc::channel::<MemberRequest>();
         let queue = Arc::new(Mutex::new(queue));
+        let mut threads = Vec::with_capacity(MEMBER_WORKERS);
         for index in 0..MEMBER_WORKERS {
             let (volume, inputs, queue) = (Arc::clone(&volume), inputs.clone(), Arc::clone(&queue));
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("amf-member-io-{index}"))
                 .spawn(move || {
                     loop {
@@ -504,8 +521,18 @@ impl Workers {
                     }
                 })
                 .expect("a member I/O thread starts");
+            threads.push(thread);
         }
-        Self { jobs }
+        Self { jobs, threads }
+    }
+
+    /// Ends every worker once its current job is done (queued jobs are dropped).
+    fn stop(self) {
+        drop(self.jobs);
+        for thread in self.threads {
+            // A worker that panicked has nothing left to stop.
+            let _ = thread.join();
+        }
     }
 }
 
@@ -599,6 +626,7 @@ fn failure(volume: &Volume, known_failed: u32, error: &BlockError) -> MemberOutc
 
 /// The driver thread's state; see the [module docs](self).
 struct Driver {
+    volume: Arc<Volume>,
     card: Card<SimCard>,
     node: ActiveNode,
     inputs: Receiver<Input>,
@@ -632,6 +660,10 @@ impl Driver {
             Ok(()) => "stopped".to_owned(),
             Err(error) => crate::volume::faults::chain(error),
         };
+        // Self-fencing: once out of the fabric (or about to leave it) this AMF writes no
+        // member again, since a survivor completes its unfinished writes from their
+        // records and then writes those stripes itself.
+        self.volume.fence(&why);
         if outcome.is_err() {
             tracing::error!(port = self.node.amf().port(), why, "left the cluster");
         }
@@ -646,7 +678,12 @@ impl Driver {
                 "this AMF left the cluster: {why}"
             ))));
         }
+        // Every member write has ended before the card leaves: a clean leave promises
+        // the fabric that this host writes no more.
+        let Driver { workers, card, .. } = self;
+        workers.stop();
         // Dropping the card closes its fabric link: the fabric tells the peers.
+        drop(card);
     }
 
     fn now_ms(&self) -> u64 {
@@ -657,7 +694,13 @@ impl Driver {
     /// nothing moved, a little longer each idle round, up to [`IDLE_POLL_US_MAX`].
     fn serve(&mut self) -> Result<(), DriverError> {
         let mut idle_us = 0;
+        let mut stop_deadline_ms = None;
         loop {
+            if let Some(deadline_ms) = stop_deadline_ms
+                && (self.node.amf().is_quiet() || self.now_ms() >= deadline_ms)
+            {
+                return Ok(());
+            }
             let first = match self.inputs.recv_timeout(Duration::from_micros(idle_us)) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -670,7 +713,7 @@ impl Driver {
             {
                 moved = true;
                 if !self.take(input) {
-                    return Ok(());
+                    stop_deadline_ms.get_or_insert(self.now_ms() + STOP_DRAIN_MS);
                 }
             }
             moved |= self.receive()?;
