@@ -379,6 +379,10 @@ impl Cluster {
                 }
             }
         }
+        while let Some(write) = amf.poll_local_write() {
+            let mut sram = CardSram(RefCell::new(self.pair.card_mut(port)));
+            sram.write(write.offset, &write.bytes);
+        }
         self.member_io[usize::from(port)].extend(amf.poll_member_io().map(|io| (now, io)));
         self.events[usize::from(port)].extend(std::iter::from_fn(|| amf.poll_event()));
     }

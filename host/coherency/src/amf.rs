@@ -139,8 +139,14 @@ pub trait Sram {
 /// A host request; blocks are 4 KiB volume blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Read { first_block: u64, block_count: u32 },
-    Write { first_block: u64, data: Vec<u8> },
+    Read {
+        first_block: u64,
+        block_count: u32,
+    },
+    Write {
+        first_block: u64,
+        data: Vec<u8>,
+    },
     /// Writes `data` at byte `offset` of volume block `block`, atomically against every
     /// other write of that block at every AMF: the block is read, patched and recorded
     /// under exclusive ownership of its stripe. `1 <= data.len()` and
@@ -191,6 +197,16 @@ pub enum Transmit {
     },
 }
 
+/// A write into this AMF's own card SRAM: the local copy of an own record (or its
+/// release), which a restart of this port finds when no peer completed the write (it was
+/// alone, or every AMF died). [`Amf::poll_member_io`] hands out nothing while one waits,
+/// so a record's local copy is always in place before its member writes begin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalWrite {
+    pub offset: u32,
+    pub bytes: Vec<u8>,
+}
+
 /// Member I/O for the RAID path; blocks are counted within the stripe's data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberRequest {
@@ -211,8 +227,8 @@ pub enum MemberRequest {
         failed_members: u32,
     },
     /// Complete a dead owner's write: read every data chunk, lay `data` over it at
-    /// `first_block`, write the whole stripe with fresh parity. Idempotent. Empty `data`
-    /// only under a mutation.
+    /// `first_block`, write the whole stripe with fresh parity. Idempotent. Empty `data`:
+    /// a parity resync (a restart's unfinished writes, or under a mutation).
     Replay {
         io: u64,
         stripe: u64,
@@ -280,6 +296,8 @@ pub struct Counters {
     /// Ports that joined while a dead peer's writes were being completed (held until
     /// the fence ended).
     pub joins_during_fence: u64,
+    /// Stripes resynced at start for records that no survivor completed.
+    pub resyncs: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -293,6 +311,12 @@ enum OpKind {
         op_id: u64,
         slot: u32,
         data: Vec<u8>,
+    },
+    /// Parity rewritten from the stripe's data, for a record found at start that nobody
+    /// may have completed; `own_slot` holds this port's previous incarnation's record
+    /// until then, so a crash during the resync finds it again.
+    Resync {
+        own_slot: Option<u32>,
     },
 }
 
@@ -460,21 +484,24 @@ pub struct Amf {
     next_io: u64,
     next_op_id: u64,
     transmits: VecDeque<Transmit>,
+    local_writes: VecDeque<LocalWrite>,
     member_ios: VecDeque<MemberRequest>,
     events: VecDeque<Event>,
     counters: Counters,
 }
 
 impl Amf {
-    /// A fresh (or restarted) AMF. Peers' records left in `sram` from before are
-    /// dropped: while this port was down, the survivors completed their owners' writes.
+    /// A fresh (or restarted) AMF over its card's `sram`, as left by the previous
+    /// incarnation of this port. See [`Amf::resync_leftovers`] for what it does with the
+    /// records it finds there.
     pub fn new(config: Config, sram: &mut dyn Sram) -> Amf {
         config.check();
-        for owner in 0..FABRIC_PORTS_MAX as u8 {
-            for slot in 0..config.intent_slots {
-                sram.write(config.slot_offset(owner, slot), &[0; 4]);
-            }
-        }
+        let mut amf = Amf::empty(config);
+        amf.resync_leftovers(sram);
+        amf
+    }
+
+    fn empty(config: Config) -> Amf {
         Amf {
             live: config.live_ports.clone(),
             slots: vec![None; config.intent_slots as usize],
@@ -494,6 +521,7 @@ impl Amf {
             next_op: 0,
             next_io: 0,
             transmits: VecDeque::new(),
+            local_writes: VecDeque::new(),
             member_ios: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -502,6 +530,66 @@ impl Amf {
 
     pub fn port(&self) -> u8 {
         self.config.port
+    }
+
+    /// The records a previous incarnation left in this card's SRAM:
+    ///
+    /// * its own (local copies): a write it had begun. If peers were live they completed
+    ///   it from their copies; if it was alone, or every AMF died, nobody did. Either way
+    ///   its stripe's parity is resynced from the data, under exclusive ownership like a
+    ///   write, and the slot is held until then (a crash meanwhile finds it again).
+    /// * peers': if other AMFs are live now, they completed those writes while this port
+    ///   was down: dropped. If this AMF is the only one (every AMF died), nobody did:
+    ///   their stripes are resynced too. The record may be stale (its write completed,
+    ///   even overwritten since, while this port was down) — which is why only parity is
+    ///   rewritten, never the record's data: a resync of a consistent stripe changes
+    ///   nothing, and a torn stripe's blocks each hold the old or the new data of a write
+    ///   that was never acknowledged.
+    ///
+    /// A resync cannot repair a degraded stripe (its lost chunk lives only in the parity
+    /// it would rewrite); that double fault is in docs/PROTOCOL.md's known limits.
+    fn resync_leftovers(&mut self, sram: &mut dyn Sram) {
+        let alone = self.live == [self.config.port];
+        let mut stripes = Vec::new();
+        for owner in 0..FABRIC_PORTS_MAX as u8 {
+            let own = owner == self.config.port;
+            for slot in 0..self.config.intent_slots {
+                let Some(decoded) = self.decode_slot(owner, slot, sram) else {
+                    continue;
+                };
+                match decoded {
+                    Ok((intent, _)) if own => stripes.push((intent.stripe, Some(slot))),
+                    Ok((intent, _)) if alone => stripes.push((intent.stripe, None)),
+                    Ok(_) => {}
+                    Err(()) => self.counters.records_corrupt += 1,
+                }
+                if !own {
+                    sram.write(self.config.slot_offset(owner, slot), &[0; 4]);
+                }
+            }
+        }
+        for (stripe, own_slot) in stripes {
+            self.queue_resync(stripe, own_slot, sram);
+        }
+    }
+
+    /// Queues a resync of `stripe`; `own_slot` stays taken until it is done.
+    fn queue_resync(&mut self, stripe: u64, own_slot: Option<u32>, sram: &mut dyn Sram) {
+        let duplicate = self.ops.values().any(|op| op.stripe == stripe);
+        if duplicate {
+            // One resync of a stripe covers every record on it.
+            if let Some(slot) = own_slot {
+                sram.write(self.config.slot_offset(self.config.port, slot), &[0; 4]);
+            }
+            return;
+        }
+        let blocks = self.config.stripe_data_blocks;
+        let kind = OpKind::Resync { own_slot };
+        let key = self.enqueue(stripe, None, 0, 0, blocks, kind, false);
+        if let Some(slot) = own_slot {
+            self.slots[slot as usize] = Some(key);
+        }
+        self.advance(stripe);
     }
 
     pub fn counters(&self) -> Counters {
@@ -565,10 +653,14 @@ impl Amf {
             && !self.has_output()
     }
 
-    /// Something waits in [`Amf::poll_transmit`], [`Amf::poll_member_io`] or
+    /// Something waits in [`Amf::poll_transmit`], [`Amf::poll_local_write`],
+    /// [`Amf::poll_member_io`] or
     /// [`Amf::poll_event`].
     pub fn has_output(&self) -> bool {
-        !self.transmits.is_empty() || !self.member_ios.is_empty() || !self.events.is_empty()
+        !self.transmits.is_empty()
+            || !self.local_writes.is_empty()
+            || !self.member_ios.is_empty()
+            || !self.events.is_empty()
     }
 
     fn tick(&mut self, now: u64) {
@@ -589,7 +681,16 @@ impl Amf {
                 block,
                 offset,
                 data,
-            } => return self.handle_patch(id, block, Patch { offset, bytes: data }),
+            } => {
+                return self.handle_patch(
+                    id,
+                    block,
+                    Patch {
+                        offset,
+                        bytes: data,
+                    },
+                );
+            }
             Request::Read {
                 first_block,
                 block_count,
@@ -759,8 +860,16 @@ impl Amf {
         self.transmits.pop_front()
     }
 
-    /// Next member I/O to perform.
+    /// Next write into this card's own SRAM; take them all before member I/O.
+    pub fn poll_local_write(&mut self) -> Option<LocalWrite> {
+        self.local_writes.pop_front()
+    }
+
+    /// Next member I/O to perform; none while a [`Amf::poll_local_write`] waits.
     pub fn poll_member_io(&mut self) -> Option<MemberRequest> {
+        if !self.local_writes.is_empty() {
+            return None;
+        }
         self.member_ios.pop_front()
     }
 
@@ -1050,6 +1159,11 @@ impl Amf {
                 }
                 self.replicate(key, data);
             }
+            OpKind::Resync { .. } => {
+                self.counters.resyncs += 1;
+                state.busy = Some(key);
+                self.issue_io(key, None);
+            }
             // A replay is recorded like a write: if this completer dies mid-replay, the
             // next one (live now, since nobody joins during recovery) holds this record
             // even if it lacked the dead owner's.
@@ -1142,7 +1256,7 @@ impl Amf {
         assert_eq!(whole.len(), stripe_blocks as usize * BLOCK_BYTES as usize);
         let data = match &mut op.kind {
             OpKind::Write { data } | OpKind::Replay { data, .. } => data,
-            OpKind::Read => unreachable!("reads are never widened"),
+            OpKind::Read | OpKind::Resync { .. } => unreachable!("never widened"),
         };
         whole[op.first_block as usize * BLOCK_BYTES as usize..][..data.len()].copy_from_slice(data);
         data.clone_from(&whole);
@@ -1179,6 +1293,10 @@ impl Amf {
         assert_eq!(payload, data);
         let awaited = self.live_peers();
         let offset = self.config.slot_offset(self.config.port, slot);
+        self.local_writes.push_back(LocalWrite {
+            offset,
+            bytes: record.clone(),
+        });
         for target in awaited.iter() {
             self.transmits.push_back(Transmit::SramWrite {
                 target,
@@ -1241,6 +1359,13 @@ impl Amf {
                 first_block,
                 data: data.clone(),
                 failed_members,
+            },
+            OpKind::Resync { .. } => MemberRequest::Replay {
+                io,
+                stripe,
+                first_block: 0,
+                failed_members,
+                data: Vec::new(),
             },
             OpKind::Replay { data, .. } => MemberRequest::Replay {
                 io,
@@ -1307,12 +1432,7 @@ impl Amf {
                 assert_eq!(state.held, Some(Mode::Exclusive));
                 cache_blocks(&mut state.cache, op.first_block, &data);
                 if let Some(slot) = slot {
-                    self.slots[slot as usize] = None;
-                    self.broadcast(&Message::Retire {
-                        owner: self.config.port,
-                        op_id: op.op_id,
-                        slot,
-                    });
+                    self.release_slot(slot, op.op_id);
                 }
                 if self.config.mutation != Mutation::AckBeforeReplication {
                     self.complete_piece(key);
@@ -1329,17 +1449,18 @@ impl Amf {
                 MemberOutcome::Written,
             ) => {
                 let own_slot = slot.expect("a replay is recorded");
-                self.slots[own_slot as usize] = None;
-                self.broadcast(&Message::Retire {
-                    owner: self.config.port,
-                    op_id: op.op_id,
-                    slot: own_slot,
-                });
+                self.release_slot(own_slot, op.op_id);
                 self.broadcast(&Message::Retire {
                     owner,
                     op_id,
                     slot: dead_slot,
                 });
+                self.finish_op(key);
+            }
+            (OpKind::Resync { own_slot }, MemberOutcome::Written) => {
+                if let Some(slot) = own_slot {
+                    self.release_leftover(slot);
+                }
                 self.finish_op(key);
             }
             (OpKind::Write { .. }, MemberOutcome::Read(block)) if op.patch.is_some() => {
@@ -1355,6 +1476,31 @@ impl Amf {
             }
             (kind, outcome) => panic!("member outcome {outcome:?} does not fit {kind:?}"),
         }
+    }
+
+    /// Our record in `slot` is done with: peers free their copies at the `Retire`, and
+    /// the local copy goes first.
+    fn release_slot(&mut self, slot: u32, op_id: u64) {
+        self.slots[slot as usize] = None;
+        self.release_local(slot);
+        self.broadcast(&Message::Retire {
+            owner: self.config.port,
+            op_id,
+            slot,
+        });
+    }
+
+    /// A previous incarnation's record in `slot` is resynced: the slot is ours again.
+    fn release_leftover(&mut self, slot: u32) {
+        self.slots[slot as usize] = None;
+        self.release_local(slot);
+    }
+
+    fn release_local(&mut self, slot: u32) {
+        self.local_writes.push_back(LocalWrite {
+            offset: self.config.slot_offset(self.config.port, slot),
+            bytes: vec![0; 4],
+        });
     }
 
     /// Op `key`'s member I/O met an error on `member`: the member is failed for every
@@ -1409,12 +1555,13 @@ impl Amf {
             self.slots[reserved as usize] = None;
         }
         if let Some(slot) = slot {
-            self.slots[slot as usize] = None;
-            self.broadcast(&Message::Retire {
-                owner: self.config.port,
-                op_id: op.op_id,
-                slot,
-            });
+            self.release_slot(slot, op.op_id);
+        }
+        if let OpKind::Resync {
+            own_slot: Some(slot),
+        } = op.kind
+        {
+            self.release_leftover(slot);
         }
         if let OpKind::Replay {
             owner,
@@ -1819,32 +1966,49 @@ impl Amf {
 
     fn read_records(&mut self, owner: u8, sram: &mut dyn Sram) -> DeadOwner {
         let mut dead = DeadOwner::default();
-        let slot_bytes = self.config.slot_bytes() as usize;
-        let mut bytes = vec![0u8; slot_bytes];
         for slot in 0..self.config.intent_slots {
-            let offset = self.config.slot_offset(owner, slot);
-            sram.read(offset, &mut bytes[..4]);
-            if bytes[..4] == [0; 4] {
-                continue;
-            }
-            sram.read(offset, &mut bytes);
-            match Intent::decode(&bytes) {
-                Ok((intent, payload))
-                    if intent.owner_port == owner
-                        && intent.array_generation == self.config.array_generation
-                        && intent.stripe < self.config.stripe_count
-                        && intent.first_block + intent.block_count
-                            <= self.config.stripe_data_blocks =>
-                {
-                    dead.records.insert(slot, (intent, payload.to_vec()));
+            match self.decode_slot(owner, slot, sram) {
+                None => continue,
+                Some(Ok(record)) => {
+                    dead.records.insert(slot, record);
                 }
-                _ => {
-                    self.counters.records_corrupt += 1;
-                }
+                Some(Err(())) => self.counters.records_corrupt += 1,
             }
-            sram.write(offset, &[0; 4]);
+            sram.write(self.config.slot_offset(owner, slot), &[0; 4]);
         }
         dead
+    }
+
+    /// `owner`'s record in `slot` of `sram`: none (an empty slot), or the record, or an
+    /// error when it is corrupt or not one of this array's (checksum, owner, generation,
+    /// range).
+    #[allow(clippy::type_complexity)]
+    fn decode_slot(
+        &self,
+        owner: u8,
+        slot: u32,
+        sram: &dyn Sram,
+    ) -> Option<Result<(Intent, Vec<u8>), ()>> {
+        let offset = self.config.slot_offset(owner, slot);
+        let mut magic = [0u8; 4];
+        sram.read(offset, &mut magic);
+        if magic == [0; 4] {
+            return None;
+        }
+        let mut bytes = vec![0u8; self.config.slot_bytes() as usize];
+        sram.read(offset, &mut bytes);
+        Some(match Intent::decode(&bytes) {
+            Ok((intent, payload))
+                if intent.owner_port == owner
+                    && intent.array_generation == self.config.array_generation
+                    && intent.stripe < self.config.stripe_count
+                    && intent.first_block + intent.block_count
+                        <= self.config.stripe_data_blocks =>
+            {
+                Ok((intent, payload.to_vec()))
+            }
+            _ => Err(()),
+        })
     }
 
     /// We complete `owner`'s records: one replay per record, per stripe in op order,

@@ -98,6 +98,10 @@ impl Pair {
                     progressed = true;
                     self.deliver(index, transmit);
                 }
+                while let Some(write) = self.amfs[index].poll_local_write() {
+                    progressed = true;
+                    self.srams[index].write(write.offset, &write.bytes);
+                }
                 while let Some(request) = self.amfs[index].poll_member_io() {
                     progressed = true;
                     if self.hold[index] {

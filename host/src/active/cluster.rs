@@ -490,7 +490,9 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::io::Write::write_all(&mut file, bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)?;
-    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty());
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
     std::fs::File::open(directory.unwrap_or(Path::new(".")))?.sync_all()
 }
 

@@ -40,6 +40,10 @@ impl FabricPort for Outbox {
         self.0.push(frame.clone());
         Ok(())
     }
+
+    fn write_own_sram(&mut self, _offset: u32, _bytes: &[u8]) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 fn config(port: u8) -> Config {
