@@ -214,6 +214,7 @@ fn config(port: u8, live_ports: Vec<u8>) -> Config {
         array_generation: 1,
         intent_slots: 1,
         parity_count: 2,
+        cache_blocks_max: 1024,
         mutation: Default::default(),
     }
 }

@@ -86,6 +86,9 @@ pub struct Config {
     /// Members the redundancy group survives losing (1 for RAID-5, 2 for RAID-6): an
     /// operation needing more failed members than this fails to the host.
     pub parity_count: u32,
+    /// Blocks this AMF caches at most; past it, the stripes cached longest ago drop
+    /// their blocks (they keep their ownership: a cache is any subset of what is held).
+    pub cache_blocks_max: u64,
     #[doc(hidden)]
     pub mutation: Mutation,
 }
@@ -125,6 +128,7 @@ impl Config {
         assert!(self.stripe_data_blocks >= 2);
         assert!(self.intent_slots >= 1);
         assert!((1..=2).contains(&self.parity_count));
+        assert!(self.cache_blocks_max >= 1);
         assert!(self.sram_bytes() <= SRAM_BYTES_MAX);
     }
 }
@@ -470,6 +474,10 @@ pub struct Amf {
     /// Stripes whose next write or replay waits for a free slot, in the order they
     /// found none: advanced again as slots free up.
     slot_waiters: VecDeque<u64>,
+    /// Blocks cached over every stripe, and the stripes in the order their caches
+    /// filled (stale entries are skipped when met): what [`Amf::trim_cache`] evicts.
+    cached_blocks: u64,
+    cache_order: VecDeque<u64>,
     dead: BTreeMap<u8, DeadOwner>,
     /// Ports that joined while `dead` was not empty, in join order: admitted (made live)
     /// at the `Recovered` that empties it. See [`Amf::handle_member_up`].
@@ -506,6 +514,8 @@ impl Amf {
             live: config.live_ports.clone(),
             slots: vec![None; config.intent_slots as usize],
             slot_waiters: VecDeque::new(),
+            cached_blocks: 0,
+            cache_order: VecDeque::new(),
             next_op_id: u64::from(config.incarnation) << INCARNATION_SHIFT,
             next_acquire: u64::from(config.incarnation) << INCARNATION_SHIFT,
             config,
@@ -1052,6 +1062,7 @@ impl Amf {
                     self.counters.invalidations += 1;
                 }
                 state.held = None;
+                self.cached_blocks -= state.cache.len() as u64;
                 state.cache.clear();
             }
             Mode::Shared => {
@@ -1095,8 +1106,11 @@ impl Amf {
             (Some(Mode::Exclusive), _) | (_, Mode::Exclusive) => Some(Mode::Exclusive),
             _ => Some(Mode::Shared),
         };
+        let before = state.cache.len();
         state.cache.extend(acquiring.forwarded);
+        let added = state.cache.len() - before;
         state.batch = state.queue.len().max(1);
+        self.cache_grew(stripe, before, added);
         self.advance(stripe);
     }
 }
@@ -1422,15 +1436,12 @@ impl Amf {
         match (op.kind, outcome) {
             (OpKind::Read, MemberOutcome::Read(data)) => {
                 assert_eq!(data.len(), op.block_count as usize * BLOCK_BYTES as usize);
-                let state = self.stripes.get_mut(&op.stripe).expect("op's stripe");
-                assert!(state.held.is_some());
-                cache_blocks(&mut state.cache, op.first_block, &data);
+                self.cache(op.stripe, op.first_block, &data);
                 self.finish_read(key, data);
             }
             (OpKind::Write { data }, MemberOutcome::Written) => {
-                let state = self.stripes.get_mut(&op.stripe).expect("op's stripe");
-                assert_eq!(state.held, Some(Mode::Exclusive));
-                cache_blocks(&mut state.cache, op.first_block, &data);
+                assert_eq!(self.stripes[&op.stripe].held, Some(Mode::Exclusive));
+                self.cache(op.stripe, op.first_block, &data);
                 if let Some(slot) = slot {
                     self.release_slot(slot, op.op_id);
                 }
@@ -1580,6 +1591,7 @@ impl Amf {
             && let Some(state) = self.stripes.get_mut(&op.stripe)
         {
             // The members may hold the write in part: no cached copy may contradict them.
+            self.cached_blocks -= state.cache.len() as u64;
             state.cache.clear();
         }
         if let Some(id) = op.request {
@@ -1660,6 +1672,69 @@ impl Amf {
             };
             self.advance(stripe);
         }
+    }
+}
+
+impl Amf {
+    /// Caches `data` as `stripe`'s blocks from `first_block` on (the stripe is held).
+    fn cache(&mut self, stripe: u64, first_block: u32, data: &[u8]) {
+        let state = self.stripes.get_mut(&stripe).expect("a held stripe");
+        assert!(state.held.is_some());
+        let before = state.cache.len();
+        cache_blocks(&mut state.cache, first_block, data);
+        let added = state.cache.len() - before;
+        self.cache_grew(stripe, before, added);
+    }
+
+    /// `stripe`'s cache grew from `before` blocks by `added`: count them, and evict
+    /// while the cache is over its bound.
+    fn cache_grew(&mut self, stripe: u64, before: usize, added: usize) {
+        self.cached_blocks += added as u64;
+        if before == 0 && added > 0 {
+            self.cache_order.push_back(stripe);
+        }
+        self.trim_cache(stripe);
+    }
+
+    /// Drops the caches of the stripes cached longest ago (never `keep`'s, nor a busy
+    /// stripe's) until at most `cache_blocks_max` blocks are cached.
+    fn trim_cache(&mut self, keep: u64) {
+        for _ in 0..self.cache_order.len() {
+            if self.cached_blocks <= self.config.cache_blocks_max {
+                break;
+            }
+            let Some(stripe) = self.cache_order.pop_front() else {
+                break;
+            };
+            let Some(state) = self.stripes.get_mut(&stripe) else {
+                continue;
+            };
+            if state.cache.is_empty() {
+                continue;
+            }
+            if stripe == keep || state.busy.is_some() {
+                self.cache_order.push_back(stripe);
+                continue;
+            }
+            self.cached_blocks -= state.cache.len() as u64;
+            state.cache.clear();
+        }
+        if self.cache_order.len() as u64 > self.config.cache_blocks_max.max(64) {
+            // Entries of caches dropped since: keep one per stripe that still caches.
+            let stripes = &self.stripes;
+            let mut seen = std::collections::BTreeSet::new();
+            self.cache_order.retain(|stripe| {
+                stripes
+                    .get(stripe)
+                    .is_some_and(|state| !state.cache.is_empty())
+                    && seen.insert(*stripe)
+            });
+        }
+    }
+
+    /// Blocks cached over every stripe.
+    pub fn cached_blocks_total(&self) -> u64 {
+        self.cached_blocks
     }
 }
 

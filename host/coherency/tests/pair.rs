@@ -32,6 +32,7 @@ fn config(port: u8) -> Config {
         array_generation: 1,
         intent_slots: 4,
         parity_count: 1,
+        cache_blocks_max: 1024,
         mutation: Mutation::None,
     }
 }

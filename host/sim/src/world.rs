@@ -237,6 +237,8 @@ impl World {
             array_generation: 1,
             intent_slots: 8,
             parity_count: self.swarm.level.parity_count(),
+            // Small, so that eviction runs all the time under the checkers.
+            cache_blocks_max: 24,
             mutation: self.options.mutation,
         }
     }

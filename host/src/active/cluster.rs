@@ -58,7 +58,12 @@ pub struct ClusterConfig {
     pub fabric: amf_fabric::Address,
     /// This AMF's card SRAM file (peers' intent records land there).
     pub sram_path: PathBuf,
+    /// Bytes of blocks the coherency core caches at most (`--cache-size`).
+    pub cache_bytes_max: u64,
 }
+
+/// `--cache-size`'s default: 256 MiB of cached blocks per AMF.
+pub const CACHE_BYTES_DEFAULT: u64 = 256 << 20;
 
 /// Why the cluster AMF could not start.
 #[derive(Debug, thiserror::Error)]
@@ -188,12 +193,7 @@ impl ClusterVolume {
         let volume = Arc::new(volume);
         let mut card = open_card(config, &volume)?;
         let incarnation = next_incarnation(&config.sram_path)?;
-        let core_config = core_config(
-            config.port,
-            incarnation,
-            &volume,
-            card.identity().sram_bytes,
-        )?;
+        let core_config = core_config(config, incarnation, &volume, card.identity().sram_bytes)?;
         let welcome = card
             .fabric_recv(WELCOME_TIMEOUT_MS)
             .map_err(|source| card_error(config, source.into()))?
@@ -424,11 +424,13 @@ fn open_card(config: &ClusterConfig, volume: &Volume) -> Result<Card<SimCard>, C
 /// The core's configuration for this volume, with as many intent slots as the SRAM holds
 /// for every port (at most [`INTENT_SLOTS_MAX`]).
 fn core_config(
-    port: u8,
+    cluster: &ClusterConfig,
     incarnation: u32,
     volume: &Volume,
     sram_bytes: u64,
 ) -> Result<CoreConfig, ClusterOpenError> {
+    let port = cluster.port;
+    let cache_blocks_max = (cluster.cache_bytes_max / BLOCK).max(1);
     let geometry = volume.geometry();
     let stripe_data_blocks = u32::try_from(geometry.stripe_data_bytes() / BLOCK)
         .expect("a stripe holds fewer than 2^32 blocks");
@@ -441,6 +443,7 @@ fn core_config(
         array_generation: volume.array().superblock.generation,
         intent_slots: 1,
         parity_count: geometry.parity_count(),
+        cache_blocks_max,
         mutation: Default::default(),
     };
     let per_slot = u64::from(FABRIC_PORTS_MAX) * u64::from(config.slot_bytes());
