@@ -81,6 +81,11 @@ struct ServeArgs {
     /// HOST:PORT or unix:PATH.
     #[arg(long, value_name = "ADDR", requires = "id")]
     fabric: Option<amf_fabric::Address>,
+    /// Most bytes of blocks a cluster AMF caches (e.g. 1G); past it, the stripes cached
+    /// longest ago drop their blocks (reads then ask the peers, then the members).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes, requires = "id",
+          default_value_t = crate::active::CACHE_BYTES_DEFAULT)]
+    cache_size: u64,
     #[command(flatten)]
     control: ControlArgs,
     #[command(flatten)]
@@ -378,6 +383,7 @@ fn run_serve_cluster(
         fabric,
         sram_path,
         metrics: args.metrics,
+        cache_bytes_max: args.cache_size,
     };
     crate::serve_cluster::run(&config, |address| {
         use std::io::Write;

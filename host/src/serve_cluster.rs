@@ -40,6 +40,8 @@ pub struct ClusterServeConfig {
     pub sram_path: Option<PathBuf>,
     /// `--metrics`: address to serve Prometheus metrics on.
     pub metrics: Option<String>,
+    /// `--cache-size`: bytes of blocks the AMF caches at most.
+    pub cache_bytes_max: u64,
 }
 
 /// The status file of AMF `port` for the members `members`.
@@ -77,6 +79,7 @@ pub fn run(
             port: config.port,
             fabric: config.fabric.clone(),
             sram_path,
+            cache_bytes_max: config.cache_bytes_max,
         },
         volume,
     )?);

@@ -8,134 +8,18 @@
 
 mod serve_support;
 
-use serve_support::{AMF, Pattern, Server, amf, create, qemu_io, scrub_mismatches, text};
+use serve_support::cluster::{Cluster, acknowledged, must, spawn_writer};
+use serve_support::{Pattern, amf, create, qemu_io, scrub_mismatches, text};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 const KIB: u64 = 1024;
 /// RAID-6 of 5 members with 64 KiB chunks: 192 KiB of data a stripe.
 const STRIPE_DATA_BYTES: u64 = 192 * KIB;
 /// Failover rounds (`AMF_FAILOVER_ROUNDS` for a soak run).
 const FAILOVER_ROUNDS_DEFAULT: u32 = 20;
-const WAIT_MAX: Duration = Duration::from_secs(20);
-
-/// A running `amf fabric` on a Unix socket.
-struct Fabric {
-    child: Child,
-    address: String,
-}
-
-impl Fabric {
-    fn start(root: &Path) -> Fabric {
-        let socket = root.join("fabric.sock");
-        let address = format!("unix:{}", socket.display());
-        let mut child = Command::new(AMF)
-            .args(["fabric", "--listen", &address])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("amf fabric starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening"), "amf fabric printed {line:?}");
-        Fabric { child, address }
-    }
-}
-
-impl Drop for Fabric {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Two AMFs over one array.
-struct Cluster {
-    root: tempfile::TempDir,
-    dir: PathBuf,
-    fabric: Fabric,
-    amfs: Vec<Option<Server>>,
-}
-
-impl Cluster {
-    fn start(size: &str) -> Cluster {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("array");
-        create(&dir, "6", 5, size);
-        let fabric = Fabric::start(root.path());
-        let mut cluster = Cluster {
-            root,
-            dir,
-            fabric,
-            amfs: vec![None, None],
-        };
-        cluster.start_amf(0);
-        cluster.start_amf(1);
-        cluster
-    }
-
-    fn start_amf(&mut self, port: u8) {
-        self.start_amf_with(port, &[]);
-    }
-
-    fn start_amf_with(&mut self, port: u8, extra: &[&str]) {
-        let id = port.to_string();
-        let mut arguments = vec!["--id", &id, "--fabric", &self.fabric.address];
-        arguments.extend_from_slice(extra);
-        self.amfs[port as usize] = Some(Server::start(&self.dir, &arguments));
-    }
-
-    fn amf(&self, port: u8) -> &Server {
-        self.amfs[port as usize].as_ref().expect("the AMF runs")
-    }
-
-    fn uri(&self, port: u8) -> String {
-        self.amf(port).uri()
-    }
-
-    /// A counter of AMF `port`'s status file (rewritten every half second).
-    fn counter(&self, port: u8, name: &str) -> u64 {
-        let path = self.dir.join(format!("amf-{port}.status.json"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|_| panic!("{} exists", path.display()));
-        let report: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        report["cluster"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name} in {report}"))
-    }
-
-    /// Waits until `counter` of AMF `port` reaches `at_least`; its last value.
-    fn await_counter(&self, port: u8, name: &str, at_least: u64) -> u64 {
-        let deadline = Instant::now() + WAIT_MAX;
-        loop {
-            let value = self.counter(port, name);
-            if value >= at_least || Instant::now() > deadline {
-                return value;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM to both AMFs: each must stop cleanly.
-    fn stop(&mut self) {
-        for slot in &mut self.amfs {
-            if let Some(server) = slot.take() {
-                let (status, log) = server.terminate_with_log();
-                assert!(status.success(), "amf serve exited {status}; log:\n{log}");
-            }
-        }
-    }
-}
-
-fn must(uri: &str, commands: &[String]) -> String {
-    let (ok, output) = qemu_io(uri, commands);
-    assert!(ok, "qemu-io {uri} {commands:?}:\n{output}");
-    output
-}
 
 /// Aligned and unaligned, within a block, across chunks and across stripes.
 fn patterns(first_byte: u8) -> Vec<Pattern> {
@@ -240,37 +124,6 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-}
-
-/// Runs qemu-io writes (each its own pattern byte) through `uri` in the background.
-fn spawn_writer(uri: &str, writes: &[Pattern]) -> Child {
-    let mut command = Command::new("qemu-io");
-    command.args(["-f", "raw"]);
-    for write in writes {
-        command.args(["-c", &write.write()]);
-    }
-    command
-        .arg(uri)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qemu-io starts")
-}
-
-/// The writes qemu-io reported done ("wrote N/N bytes at offset X"), in its order.
-fn acknowledged(child: Child, writes: &[Pattern]) -> Vec<Pattern> {
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let offsets: Vec<u64> = stdout
-        .lines()
-        .filter_map(|line| line.strip_prefix("wrote "))
-        .filter_map(|rest| rest.rsplit(' ').next()?.parse().ok())
-        .collect();
-    assert!(offsets.len() <= writes.len());
-    for (offset, write) in offsets.iter().zip(writes) {
-        assert_eq!(*offset, write.offset, "qemu-io runs its commands in order");
-    }
-    writes[..offsets.len()].to_vec()
 }
 
 #[test]

@@ -214,6 +214,7 @@ fn config(port: u8, live_ports: Vec<u8>) -> Config {
         array_generation: 1,
         intent_slots: 1,
         parity_count: 2,
+        cache_blocks_max: 1024,
         mutation: Default::default(),
     }
 }
@@ -378,6 +379,10 @@ impl Cluster {
                     self.sram_writes.push((port, target, offset, bytes));
                 }
             }
+        }
+        while let Some(write) = amf.poll_local_write() {
+            let mut sram = CardSram(RefCell::new(self.pair.card_mut(port)));
+            sram.write(write.offset, &write.bytes);
         }
         self.member_io[usize::from(port)].extend(amf.poll_member_io().map(|io| (now, io)));
         self.events[usize::from(port)].extend(std::iter::from_fn(|| amf.poll_event()));

@@ -86,6 +86,9 @@ pub struct Config {
     /// Members the redundancy group survives losing (1 for RAID-5, 2 for RAID-6): an
     /// operation needing more failed members than this fails to the host.
     pub parity_count: u32,
+    /// Blocks this AMF caches at most; past it, the stripes cached longest ago drop
+    /// their blocks (they keep their ownership: a cache is any subset of what is held).
+    pub cache_blocks_max: u64,
     #[doc(hidden)]
     pub mutation: Mutation,
 }
@@ -125,6 +128,7 @@ impl Config {
         assert!(self.stripe_data_blocks >= 2);
         assert!(self.intent_slots >= 1);
         assert!((1..=2).contains(&self.parity_count));
+        assert!(self.cache_blocks_max >= 1);
         assert!(self.sram_bytes() <= SRAM_BYTES_MAX);
     }
 }
@@ -139,8 +143,14 @@ pub trait Sram {
 /// A host request; blocks are 4 KiB volume blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Read { first_block: u64, block_count: u32 },
-    Write { first_block: u64, data: Vec<u8> },
+    Read {
+        first_block: u64,
+        block_count: u32,
+    },
+    Write {
+        first_block: u64,
+        data: Vec<u8>,
+    },
     /// Writes `data` at byte `offset` of volume block `block`, atomically against every
     /// other write of that block at every AMF: the block is read, patched and recorded
     /// under exclusive ownership of its stripe. `1 <= data.len()` and
@@ -191,6 +201,16 @@ pub enum Transmit {
     },
 }
 
+/// A write into this AMF's own card SRAM: the local copy of an own record (or its
+/// release), which a restart of this port finds when no peer completed the write (it was
+/// alone, or every AMF died). [`Amf::poll_member_io`] hands out nothing while one waits,
+/// so a record's local copy is always in place before its member writes begin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalWrite {
+    pub offset: u32,
+    pub bytes: Vec<u8>,
+}
+
 /// Member I/O for the RAID path; blocks are counted within the stripe's data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberRequest {
@@ -211,8 +231,8 @@ pub enum MemberRequest {
         failed_members: u32,
     },
     /// Complete a dead owner's write: read every data chunk, lay `data` over it at
-    /// `first_block`, write the whole stripe with fresh parity. Idempotent. Empty `data`
-    /// only under a mutation.
+    /// `first_block`, write the whole stripe with fresh parity. Idempotent. Empty `data`:
+    /// a parity resync (a restart's unfinished writes, or under a mutation).
     Replay {
         io: u64,
         stripe: u64,
@@ -280,6 +300,8 @@ pub struct Counters {
     /// Ports that joined while a dead peer's writes were being completed (held until
     /// the fence ended).
     pub joins_during_fence: u64,
+    /// Stripes resynced at start for records that no survivor completed.
+    pub resyncs: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -293,6 +315,12 @@ enum OpKind {
         op_id: u64,
         slot: u32,
         data: Vec<u8>,
+    },
+    /// Parity rewritten from the stripe's data, for a record found at start that nobody
+    /// may have completed; `own_slot` holds this port's previous incarnation's record
+    /// until then, so a crash during the resync finds it again.
+    Resync {
+        own_slot: Option<u32>,
     },
 }
 
@@ -443,6 +471,13 @@ pub struct Amf {
     ops: BTreeMap<u64, Op>,
     ios: BTreeMap<u64, u64>,
     slots: Vec<Option<u64>>,
+    /// Stripes whose next write or replay waits for a free slot, in the order they
+    /// found none: advanced again as slots free up.
+    slot_waiters: VecDeque<u64>,
+    /// Blocks cached over every stripe, and the stripes in the order their caches
+    /// filled (stale entries are skipped when met): what [`Amf::trim_cache`] evicts.
+    cached_blocks: u64,
+    cache_order: VecDeque<u64>,
     dead: BTreeMap<u8, DeadOwner>,
     /// Ports that joined while `dead` was not empty, in join order: admitted (made live)
     /// at the `Recovered` that empties it. See [`Amf::handle_member_up`].
@@ -457,24 +492,30 @@ pub struct Amf {
     next_io: u64,
     next_op_id: u64,
     transmits: VecDeque<Transmit>,
+    local_writes: VecDeque<LocalWrite>,
     member_ios: VecDeque<MemberRequest>,
     events: VecDeque<Event>,
     counters: Counters,
 }
 
 impl Amf {
-    /// A fresh (or restarted) AMF. Peers' records left in `sram` from before are
-    /// dropped: while this port was down, the survivors completed their owners' writes.
+    /// A fresh (or restarted) AMF over its card's `sram`, as left by the previous
+    /// incarnation of this port. See [`Amf::resync_leftovers`] for what it does with the
+    /// records it finds there.
     pub fn new(config: Config, sram: &mut dyn Sram) -> Amf {
         config.check();
-        for owner in 0..FABRIC_PORTS_MAX as u8 {
-            for slot in 0..config.intent_slots {
-                sram.write(config.slot_offset(owner, slot), &[0; 4]);
-            }
-        }
+        let mut amf = Amf::empty(config);
+        amf.resync_leftovers(sram);
+        amf
+    }
+
+    fn empty(config: Config) -> Amf {
         Amf {
             live: config.live_ports.clone(),
             slots: vec![None; config.intent_slots as usize],
+            slot_waiters: VecDeque::new(),
+            cached_blocks: 0,
+            cache_order: VecDeque::new(),
             next_op_id: u64::from(config.incarnation) << INCARNATION_SHIFT,
             next_acquire: u64::from(config.incarnation) << INCARNATION_SHIFT,
             config,
@@ -490,6 +531,7 @@ impl Amf {
             next_op: 0,
             next_io: 0,
             transmits: VecDeque::new(),
+            local_writes: VecDeque::new(),
             member_ios: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -498,6 +540,66 @@ impl Amf {
 
     pub fn port(&self) -> u8 {
         self.config.port
+    }
+
+    /// The records a previous incarnation left in this card's SRAM:
+    ///
+    /// * its own (local copies): a write it had begun. If peers were live they completed
+    ///   it from their copies; if it was alone, or every AMF died, nobody did. Either way
+    ///   its stripe's parity is resynced from the data, under exclusive ownership like a
+    ///   write, and the slot is held until then (a crash meanwhile finds it again).
+    /// * peers': if other AMFs are live now, they completed those writes while this port
+    ///   was down: dropped. If this AMF is the only one (every AMF died), nobody did:
+    ///   their stripes are resynced too. The record may be stale (its write completed,
+    ///   even overwritten since, while this port was down) — which is why only parity is
+    ///   rewritten, never the record's data: a resync of a consistent stripe changes
+    ///   nothing, and a torn stripe's blocks each hold the old or the new data of a write
+    ///   that was never acknowledged.
+    ///
+    /// A resync cannot repair a degraded stripe (its lost chunk lives only in the parity
+    /// it would rewrite); that double fault is in docs/PROTOCOL.md's known limits.
+    fn resync_leftovers(&mut self, sram: &mut dyn Sram) {
+        let alone = self.live == [self.config.port];
+        let mut stripes = Vec::new();
+        for owner in 0..FABRIC_PORTS_MAX as u8 {
+            let own = owner == self.config.port;
+            for slot in 0..self.config.intent_slots {
+                let Some(decoded) = self.decode_slot(owner, slot, sram) else {
+                    continue;
+                };
+                match decoded {
+                    Ok((intent, _)) if own => stripes.push((intent.stripe, Some(slot))),
+                    Ok((intent, _)) if alone => stripes.push((intent.stripe, None)),
+                    Ok(_) => {}
+                    Err(()) => self.counters.records_corrupt += 1,
+                }
+                if !own {
+                    sram.write(self.config.slot_offset(owner, slot), &[0; 4]);
+                }
+            }
+        }
+        for (stripe, own_slot) in stripes {
+            self.queue_resync(stripe, own_slot, sram);
+        }
+    }
+
+    /// Queues a resync of `stripe`; `own_slot` stays taken until it is done.
+    fn queue_resync(&mut self, stripe: u64, own_slot: Option<u32>, sram: &mut dyn Sram) {
+        let duplicate = self.ops.values().any(|op| op.stripe == stripe);
+        if duplicate {
+            // One resync of a stripe covers every record on it.
+            if let Some(slot) = own_slot {
+                sram.write(self.config.slot_offset(self.config.port, slot), &[0; 4]);
+            }
+            return;
+        }
+        let blocks = self.config.stripe_data_blocks;
+        let kind = OpKind::Resync { own_slot };
+        let key = self.enqueue(stripe, None, 0, 0, blocks, kind, false);
+        if let Some(slot) = own_slot {
+            self.slots[slot as usize] = Some(key);
+        }
+        self.advance(stripe);
     }
 
     pub fn counters(&self) -> Counters {
@@ -561,10 +663,14 @@ impl Amf {
             && !self.has_output()
     }
 
-    /// Something waits in [`Amf::poll_transmit`], [`Amf::poll_member_io`] or
+    /// Something waits in [`Amf::poll_transmit`], [`Amf::poll_local_write`],
+    /// [`Amf::poll_member_io`] or
     /// [`Amf::poll_event`].
     pub fn has_output(&self) -> bool {
-        !self.transmits.is_empty() || !self.member_ios.is_empty() || !self.events.is_empty()
+        !self.transmits.is_empty()
+            || !self.local_writes.is_empty()
+            || !self.member_ios.is_empty()
+            || !self.events.is_empty()
     }
 
     fn tick(&mut self, now: u64) {
@@ -585,7 +691,16 @@ impl Amf {
                 block,
                 offset,
                 data,
-            } => return self.handle_patch(id, block, Patch { offset, bytes: data }),
+            } => {
+                return self.handle_patch(
+                    id,
+                    block,
+                    Patch {
+                        offset,
+                        bytes: data,
+                    },
+                );
+            }
             Request::Read {
                 first_block,
                 block_count,
@@ -755,8 +870,16 @@ impl Amf {
         self.transmits.pop_front()
     }
 
-    /// Next member I/O to perform.
+    /// Next write into this card's own SRAM; take them all before member I/O.
+    pub fn poll_local_write(&mut self) -> Option<LocalWrite> {
+        self.local_writes.pop_front()
+    }
+
+    /// Next member I/O to perform; none while a [`Amf::poll_local_write`] waits.
     pub fn poll_member_io(&mut self) -> Option<MemberRequest> {
+        if !self.local_writes.is_empty() {
+            return None;
+        }
         self.member_ios.pop_front()
     }
 
@@ -863,6 +986,9 @@ impl Amf {
         if satisfied {
             let needs_slot = matches!(op.kind, OpKind::Write { .. } | OpKind::Replay { .. });
             if needs_slot && self.slots.iter().all(Option::is_some) {
+                if !self.slot_waiters.contains(&stripe) {
+                    self.slot_waiters.push_back(stripe);
+                }
                 return false;
             }
             state.queue.pop_front();
@@ -936,6 +1062,7 @@ impl Amf {
                     self.counters.invalidations += 1;
                 }
                 state.held = None;
+                self.cached_blocks -= state.cache.len() as u64;
                 state.cache.clear();
             }
             Mode::Shared => {
@@ -979,8 +1106,11 @@ impl Amf {
             (Some(Mode::Exclusive), _) | (_, Mode::Exclusive) => Some(Mode::Exclusive),
             _ => Some(Mode::Shared),
         };
+        let before = state.cache.len();
         state.cache.extend(acquiring.forwarded);
+        let added = state.cache.len() - before;
         state.batch = state.queue.len().max(1);
+        self.cache_grew(stripe, before, added);
         self.advance(stripe);
     }
 }
@@ -1042,6 +1172,11 @@ impl Amf {
                     return;
                 }
                 self.replicate(key, data);
+            }
+            OpKind::Resync { .. } => {
+                self.counters.resyncs += 1;
+                state.busy = Some(key);
+                self.issue_io(key, None);
             }
             // A replay is recorded like a write: if this completer dies mid-replay, the
             // next one (live now, since nobody joins during recovery) holds this record
@@ -1135,7 +1270,7 @@ impl Amf {
         assert_eq!(whole.len(), stripe_blocks as usize * BLOCK_BYTES as usize);
         let data = match &mut op.kind {
             OpKind::Write { data } | OpKind::Replay { data, .. } => data,
-            OpKind::Read => unreachable!("reads are never widened"),
+            OpKind::Read | OpKind::Resync { .. } => unreachable!("never widened"),
         };
         whole[op.first_block as usize * BLOCK_BYTES as usize..][..data.len()].copy_from_slice(data);
         data.clone_from(&whole);
@@ -1172,6 +1307,10 @@ impl Amf {
         assert_eq!(payload, data);
         let awaited = self.live_peers();
         let offset = self.config.slot_offset(self.config.port, slot);
+        self.local_writes.push_back(LocalWrite {
+            offset,
+            bytes: record.clone(),
+        });
         for target in awaited.iter() {
             self.transmits.push_back(Transmit::SramWrite {
                 target,
@@ -1235,6 +1374,13 @@ impl Amf {
                 data: data.clone(),
                 failed_members,
             },
+            OpKind::Resync { .. } => MemberRequest::Replay {
+                io,
+                stripe,
+                first_block: 0,
+                failed_members,
+                data: Vec::new(),
+            },
             OpKind::Replay { data, .. } => MemberRequest::Replay {
                 io,
                 stripe,
@@ -1290,22 +1436,14 @@ impl Amf {
         match (op.kind, outcome) {
             (OpKind::Read, MemberOutcome::Read(data)) => {
                 assert_eq!(data.len(), op.block_count as usize * BLOCK_BYTES as usize);
-                let state = self.stripes.get_mut(&op.stripe).expect("op's stripe");
-                assert!(state.held.is_some());
-                cache_blocks(&mut state.cache, op.first_block, &data);
+                self.cache(op.stripe, op.first_block, &data);
                 self.finish_read(key, data);
             }
             (OpKind::Write { data }, MemberOutcome::Written) => {
-                let state = self.stripes.get_mut(&op.stripe).expect("op's stripe");
-                assert_eq!(state.held, Some(Mode::Exclusive));
-                cache_blocks(&mut state.cache, op.first_block, &data);
+                assert_eq!(self.stripes[&op.stripe].held, Some(Mode::Exclusive));
+                self.cache(op.stripe, op.first_block, &data);
                 if let Some(slot) = slot {
-                    self.slots[slot as usize] = None;
-                    self.broadcast(&Message::Retire {
-                        owner: self.config.port,
-                        op_id: op.op_id,
-                        slot,
-                    });
+                    self.release_slot(slot, op.op_id);
                 }
                 if self.config.mutation != Mutation::AckBeforeReplication {
                     self.complete_piece(key);
@@ -1322,17 +1460,18 @@ impl Amf {
                 MemberOutcome::Written,
             ) => {
                 let own_slot = slot.expect("a replay is recorded");
-                self.slots[own_slot as usize] = None;
-                self.broadcast(&Message::Retire {
-                    owner: self.config.port,
-                    op_id: op.op_id,
-                    slot: own_slot,
-                });
+                self.release_slot(own_slot, op.op_id);
                 self.broadcast(&Message::Retire {
                     owner,
                     op_id,
                     slot: dead_slot,
                 });
+                self.finish_op(key);
+            }
+            (OpKind::Resync { own_slot }, MemberOutcome::Written) => {
+                if let Some(slot) = own_slot {
+                    self.release_leftover(slot);
+                }
                 self.finish_op(key);
             }
             (OpKind::Write { .. }, MemberOutcome::Read(block)) if op.patch.is_some() => {
@@ -1348,6 +1487,31 @@ impl Amf {
             }
             (kind, outcome) => panic!("member outcome {outcome:?} does not fit {kind:?}"),
         }
+    }
+
+    /// Our record in `slot` is done with: peers free their copies at the `Retire`, and
+    /// the local copy goes first.
+    fn release_slot(&mut self, slot: u32, op_id: u64) {
+        self.slots[slot as usize] = None;
+        self.release_local(slot);
+        self.broadcast(&Message::Retire {
+            owner: self.config.port,
+            op_id,
+            slot,
+        });
+    }
+
+    /// A previous incarnation's record in `slot` is resynced: the slot is ours again.
+    fn release_leftover(&mut self, slot: u32) {
+        self.slots[slot as usize] = None;
+        self.release_local(slot);
+    }
+
+    fn release_local(&mut self, slot: u32) {
+        self.local_writes.push_back(LocalWrite {
+            offset: self.config.slot_offset(self.config.port, slot),
+            bytes: vec![0; 4],
+        });
     }
 
     /// Op `key`'s member I/O met an error on `member`: the member is failed for every
@@ -1402,12 +1566,13 @@ impl Amf {
             self.slots[reserved as usize] = None;
         }
         if let Some(slot) = slot {
-            self.slots[slot as usize] = None;
-            self.broadcast(&Message::Retire {
-                owner: self.config.port,
-                op_id: op.op_id,
-                slot,
-            });
+            self.release_slot(slot, op.op_id);
+        }
+        if let OpKind::Resync {
+            own_slot: Some(slot),
+        } = op.kind
+        {
+            self.release_leftover(slot);
         }
         if let OpKind::Replay {
             owner,
@@ -1426,6 +1591,7 @@ impl Amf {
             && let Some(state) = self.stripes.get_mut(&op.stripe)
         {
             // The members may hold the write in part: no cached copy may contradict them.
+            self.cached_blocks -= state.cache.len() as u64;
             state.cache.clear();
         }
         if let Some(id) = op.request {
@@ -1491,6 +1657,84 @@ impl Amf {
             state.busy = None;
         }
         self.advance(op.stripe);
+        self.advance_slot_waiters();
+    }
+
+    /// Gives freed slots to the stripes that waited for one, oldest first, while slots
+    /// are free (a stripe that still finds none queues again at the back).
+    fn advance_slot_waiters(&mut self) {
+        for _ in 0..self.slot_waiters.len() {
+            if self.slots.iter().all(Option::is_some) {
+                break;
+            }
+            let Some(stripe) = self.slot_waiters.pop_front() else {
+                break;
+            };
+            self.advance(stripe);
+        }
+    }
+}
+
+impl Amf {
+    /// Caches `data` as `stripe`'s blocks from `first_block` on (the stripe is held).
+    fn cache(&mut self, stripe: u64, first_block: u32, data: &[u8]) {
+        let state = self.stripes.get_mut(&stripe).expect("a held stripe");
+        assert!(state.held.is_some());
+        let before = state.cache.len();
+        cache_blocks(&mut state.cache, first_block, data);
+        let added = state.cache.len() - before;
+        self.cache_grew(stripe, before, added);
+    }
+
+    /// `stripe`'s cache grew from `before` blocks by `added`: count them, and evict
+    /// while the cache is over its bound.
+    fn cache_grew(&mut self, stripe: u64, before: usize, added: usize) {
+        self.cached_blocks += added as u64;
+        if before == 0 && added > 0 {
+            self.cache_order.push_back(stripe);
+        }
+        self.trim_cache(stripe);
+    }
+
+    /// Drops the caches of the stripes cached longest ago (never `keep`'s, nor a busy
+    /// stripe's) until at most `cache_blocks_max` blocks are cached.
+    fn trim_cache(&mut self, keep: u64) {
+        for _ in 0..self.cache_order.len() {
+            if self.cached_blocks <= self.config.cache_blocks_max {
+                break;
+            }
+            let Some(stripe) = self.cache_order.pop_front() else {
+                break;
+            };
+            let Some(state) = self.stripes.get_mut(&stripe) else {
+                continue;
+            };
+            if state.cache.is_empty() {
+                continue;
+            }
+            if stripe == keep || state.busy.is_some() {
+                self.cache_order.push_back(stripe);
+                continue;
+            }
+            self.cached_blocks -= state.cache.len() as u64;
+            state.cache.clear();
+        }
+        if self.cache_order.len() as u64 > self.config.cache_blocks_max.max(64) {
+            // Entries of caches dropped since: keep one per stripe that still caches.
+            let stripes = &self.stripes;
+            let mut seen = std::collections::BTreeSet::new();
+            self.cache_order.retain(|stripe| {
+                stripes
+                    .get(stripe)
+                    .is_some_and(|state| !state.cache.is_empty())
+                    && seen.insert(*stripe)
+            });
+        }
+    }
+
+    /// Blocks cached over every stripe.
+    pub fn cached_blocks_total(&self) -> u64 {
+        self.cached_blocks
     }
 }
 
@@ -1797,32 +2041,49 @@ impl Amf {
 
     fn read_records(&mut self, owner: u8, sram: &mut dyn Sram) -> DeadOwner {
         let mut dead = DeadOwner::default();
-        let slot_bytes = self.config.slot_bytes() as usize;
-        let mut bytes = vec![0u8; slot_bytes];
         for slot in 0..self.config.intent_slots {
-            let offset = self.config.slot_offset(owner, slot);
-            sram.read(offset, &mut bytes[..4]);
-            if bytes[..4] == [0; 4] {
-                continue;
-            }
-            sram.read(offset, &mut bytes);
-            match Intent::decode(&bytes) {
-                Ok((intent, payload))
-                    if intent.owner_port == owner
-                        && intent.array_generation == self.config.array_generation
-                        && intent.stripe < self.config.stripe_count
-                        && intent.first_block + intent.block_count
-                            <= self.config.stripe_data_blocks =>
-                {
-                    dead.records.insert(slot, (intent, payload.to_vec()));
+            match self.decode_slot(owner, slot, sram) {
+                None => continue,
+                Some(Ok(record)) => {
+                    dead.records.insert(slot, record);
                 }
-                _ => {
-                    self.counters.records_corrupt += 1;
-                }
+                Some(Err(())) => self.counters.records_corrupt += 1,
             }
-            sram.write(offset, &[0; 4]);
+            sram.write(self.config.slot_offset(owner, slot), &[0; 4]);
         }
         dead
+    }
+
+    /// `owner`'s record in `slot` of `sram`: none (an empty slot), or the record, or an
+    /// error when it is corrupt or not one of this array's (checksum, owner, generation,
+    /// range).
+    #[allow(clippy::type_complexity)]
+    fn decode_slot(
+        &self,
+        owner: u8,
+        slot: u32,
+        sram: &dyn Sram,
+    ) -> Option<Result<(Intent, Vec<u8>), ()>> {
+        let offset = self.config.slot_offset(owner, slot);
+        let mut magic = [0u8; 4];
+        sram.read(offset, &mut magic);
+        if magic == [0; 4] {
+            return None;
+        }
+        let mut bytes = vec![0u8; self.config.slot_bytes() as usize];
+        sram.read(offset, &mut bytes);
+        Some(match Intent::decode(&bytes) {
+            Ok((intent, payload))
+                if intent.owner_port == owner
+                    && intent.array_generation == self.config.array_generation
+                    && intent.stripe < self.config.stripe_count
+                    && intent.first_block + intent.block_count
+                        <= self.config.stripe_data_blocks =>
+            {
+                Ok((intent, payload.to_vec()))
+            }
+            _ => Err(()),
+        })
     }
 
     /// We complete `owner`'s records: one replay per record, per stripe in op order,

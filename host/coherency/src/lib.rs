@@ -27,8 +27,8 @@ mod message;
 mod ports;
 
 pub use amf::{
-    Amf, Config, Counters, Event, INCARNATIONS_MAX, MemberOutcome, MemberRequest, Mutation,
-    Request, RequestError, Sram, Transmit, id_incarnation,
+    Amf, Config, Counters, Event, INCARNATIONS_MAX, LocalWrite, MemberOutcome, MemberRequest,
+    Mutation, Request, RequestError, Sram, Transmit, id_incarnation,
 };
 pub use message::{DecodeError, Message, Mode, REPLY_DATA_BYTES_MAX};
 pub use ports::PortSet;

@@ -32,6 +32,7 @@ fn config(port: u8) -> Config {
         array_generation: 1,
         intent_slots: 4,
         parity_count: 1,
+        cache_blocks_max: 1024,
         mutation: Mutation::None,
     }
 }
@@ -97,6 +98,10 @@ impl Pair {
                 while let Some(transmit) = self.amfs[index].poll_transmit() {
                     progressed = true;
                     self.deliver(index, transmit);
+                }
+                while let Some(write) = self.amfs[index].poll_local_write() {
+                    progressed = true;
+                    self.srams[index].write(write.offset, &write.bytes);
                 }
                 while let Some(request) = self.amfs[index].poll_member_io() {
                     progressed = true;

@@ -296,6 +296,8 @@ impl World {
             array_generation: 1,
             intent_slots: 8,
             parity_count: self.swarm.level.parity_count(),
+            // Small, so that eviction runs all the time under the checkers.
+            cache_blocks_max: 24,
             mutation: self.options.mutation,
         }
     }
@@ -584,6 +586,11 @@ impl World {
         first_block: u32,
         data: &[u8],
     ) -> bool {
+        if completer == owner {
+            // A port's local copies of its own records (a restarted incarnation's) are
+            // only resynced, never completed with their data: no survivor's copy.
+            return false;
+        }
         let decoded = self.nodes[completer as usize]
             .amf
             .as_ref()
@@ -931,6 +938,11 @@ impl World {
         let choice = self.below(3);
         let node = &mut self.nodes[port as usize];
         let amf = node.amf.as_mut().expect("live");
+        // The card's own SRAM is written at once, within the step that made the write:
+        // it is no fabric action, and it must precede the member I/O that follows it.
+        while let Some(write) = amf.poll_local_write() {
+            node.sram.write(write.offset, &write.bytes);
+        }
         for attempt in 0..3 {
             match (choice + attempt) % 3 {
                 0 => {

@@ -40,6 +40,9 @@ const MEMBER_WORKERS: usize = 8;
 const INTENT_SLOTS_MAX: u32 = 32;
 /// How long the card may take to be welcomed by the fabric.
 const WELCOME_TIMEOUT_MS: u32 = 10_000;
+/// How long a clean stop waits for the core's operations in flight to end before the
+/// AMF fences itself and leaves (the survivors complete what is left from the records).
+const STOP_DRAIN_MS: u64 = 5_000;
 /// Longest the driver sleeps when idle before it polls the card again.
 const IDLE_POLL_US_MAX: u64 = 1_000;
 /// How often the status walks the node's stripes and records (stripes held, records).
@@ -55,7 +58,12 @@ pub struct ClusterConfig {
     pub fabric: amf_fabric::Address,
     /// This AMF's card SRAM file (peers' intent records land there).
     pub sram_path: PathBuf,
+    /// Bytes of blocks the coherency core caches at most (`--cache-size`).
+    pub cache_bytes_max: u64,
 }
+
+/// `--cache-size`'s default: 256 MiB of cached blocks per AMF.
+pub const CACHE_BYTES_DEFAULT: u64 = 256 << 20;
 
 /// Why the cluster AMF could not start.
 #[derive(Debug, thiserror::Error)]
@@ -185,12 +193,7 @@ impl ClusterVolume {
         let volume = Arc::new(volume);
         let mut card = open_card(config, &volume)?;
         let incarnation = next_incarnation(&config.sram_path)?;
-        let core_config = core_config(
-            config.port,
-            incarnation,
-            &volume,
-            card.identity().sram_bytes,
-        )?;
+        let core_config = core_config(config, incarnation, &volume, card.identity().sram_bytes)?;
         let welcome = card
             .fabric_recv(WELCOME_TIMEOUT_MS)
             .map_err(|source| card_error(config, source.into()))?
@@ -210,6 +213,7 @@ impl ClusterVolume {
         }));
         let workers = Workers::start(Arc::clone(&volume), inputs.clone());
         let driver = Driver {
+            volume: Arc::clone(&volume),
             card,
             node,
             inputs: received,
@@ -258,12 +262,28 @@ impl ClusterVolume {
 
     /// Runs `request` through the core and waits for its answer.
     fn submit(&self, request: Request) -> Answer {
-        let (answer, received) = mpsc::sync_channel(1);
-        let sent = lock(&self.inputs).send(Input::Request { request, answer });
-        if sent.is_err() {
-            return Err(self.stopped());
-        }
-        received.recv().unwrap_or_else(|_| Err(self.stopped()))
+        self.submit_all(vec![request])
+            .pop()
+            .expect("one answer per request")
+    }
+
+    /// Runs `requests` through the core at once and waits for every answer, in order.
+    fn submit_all(&self, requests: Vec<Request>) -> Vec<Answer> {
+        let receivers: Vec<_> = requests
+            .into_iter()
+            .map(|request| {
+                let (answer, received) = mpsc::sync_channel(1);
+                let sent = lock(&self.inputs).send(Input::Request { request, answer });
+                sent.ok().map(|()| received)
+            })
+            .collect();
+        receivers
+            .into_iter()
+            .map(|received| match received {
+                Some(received) => received.recv().unwrap_or_else(|_| Err(self.stopped())),
+                None => Err(self.stopped()),
+            })
+            .collect()
     }
 
     fn stopped(&self) -> BlockError {
@@ -312,30 +332,18 @@ impl BlockDevice for ClusterVolume {
         Ok(())
     }
 
-    /// A write of whole blocks goes to the core as it is; a partial block is read through
-    /// the core, patched and written whole (the core's unit is the 4 KiB block; a client
-    /// writing parts of one block through two AMFs at once races, as on one disk with a
-    /// 4 KiB sector).
+    /// Whole blocks go to the core as one write; a partial first or last block goes as a
+    /// patch, which the core lays over the block under exclusive ownership of its stripe,
+    /// so sub-block writes of one block through any AMFs never lose one another.
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), BlockError> {
         let length = data.len() as u64;
         check_range(offset, length, self.size_bytes())?;
         if length == 0 {
             return Ok(());
         }
-        let (first_block, end_block) = (offset / BLOCK, (offset + length).div_ceil(BLOCK));
-        let aligned = offset.is_multiple_of(BLOCK) && length.is_multiple_of(BLOCK);
-        let blocks = if aligned {
-            data.to_vec()
-        } else {
-            let mut blocks = self.read_blocks(first_block, end_block - first_block)?;
-            let start = (offset - first_block * BLOCK) as usize;
-            blocks[start..start + data.len()].copy_from_slice(data);
-            blocks
-        };
-        self.submit(Request::Write {
-            first_block,
-            data: blocks,
-        })?;
+        for answer in self.submit_all(write_requests(offset, data)) {
+            answer?;
+        }
         if fua {
             self.volume.flush()?;
         }
@@ -352,6 +360,33 @@ impl BlockDevice for ClusterVolume {
     fn flush(&self) -> Result<(), BlockError> {
         self.volume.flush()
     }
+}
+
+/// A write of `data` at byte `offset` as core requests: a patch for a partial first
+/// block, one write for the whole blocks, a patch for a partial last block.
+fn write_requests(offset: u64, data: &[u8]) -> Vec<Request> {
+    let mut requests = Vec::with_capacity(3);
+    let end = offset + data.len() as u64;
+    let whole_start = offset.next_multiple_of(BLOCK).min(end);
+    let whole_end = (end / BLOCK * BLOCK).max(whole_start);
+    let patch = |from: u64, to: u64| Request::Patch {
+        block: from / BLOCK,
+        offset: (from % BLOCK) as u32,
+        data: data[(from - offset) as usize..(to - offset) as usize].to_vec(),
+    };
+    if whole_start > offset {
+        requests.push(patch(offset, whole_start));
+    }
+    if whole_end > whole_start {
+        requests.push(Request::Write {
+            first_block: whole_start / BLOCK,
+            data: data[(whole_start - offset) as usize..(whole_end - offset) as usize].to_vec(),
+        });
+    }
+    if end > whole_end {
+        requests.push(patch(whole_end, end));
+    }
+    requests
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -389,11 +424,13 @@ fn open_card(config: &ClusterConfig, volume: &Volume) -> Result<Card<SimCard>, C
 /// The core's configuration for this volume, with as many intent slots as the SRAM holds
 /// for every port (at most [`INTENT_SLOTS_MAX`]).
 fn core_config(
-    port: u8,
+    cluster: &ClusterConfig,
     incarnation: u32,
     volume: &Volume,
     sram_bytes: u64,
 ) -> Result<CoreConfig, ClusterOpenError> {
+    let port = cluster.port;
+    let cache_blocks_max = (cluster.cache_bytes_max / BLOCK).max(1);
     let geometry = volume.geometry();
     let stripe_data_blocks = u32::try_from(geometry.stripe_data_bytes() / BLOCK)
         .expect("a stripe holds fewer than 2^32 blocks");
@@ -406,6 +443,7 @@ fn core_config(
         array_generation: volume.array().superblock.generation,
         intent_slots: 1,
         parity_count: geometry.parity_count(),
+        cache_blocks_max,
         mutation: Default::default(),
     };
     let per_slot = u64::from(FABRIC_PORTS_MAX) * u64::from(config.slot_bytes());
@@ -442,24 +480,39 @@ fn next_incarnation(sram_path: &Path) -> Result<u32, ClusterOpenError> {
             INCARNATIONS_MAX - 1
         ))));
     }
-    let mut file = std::fs::File::create(&path).map_err(failed)?;
-    std::io::Write::write_all(&mut file, format!("{next}\n").as_bytes()).map_err(failed)?;
-    file.sync_all().map_err(failed)?;
+    write_durably(&path, format!("{next}\n").as_bytes()).map_err(failed)?;
     Ok(next as u32)
+}
+
+/// Replaces `path`'s contents so that a crash at any point leaves the old contents or the
+/// new, never an empty or partial file: a synced temporary file renamed over it, then
+/// the directory synced so the rename itself survives a power loss.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = PathBuf::from(format!("{}.tmp", path.display()));
+    let mut file = std::fs::File::create(&temporary)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    std::fs::File::open(directory.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// The member I/O threads.
 struct Workers {
     jobs: Sender<MemberRequest>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Workers {
     fn start(volume: Arc<Volume>, inputs: Sender<Input>) -> Self {
         let (jobs, queue) = mpsc::channel::<MemberRequest>();
         let queue = Arc::new(Mutex::new(queue));
+        let mut threads = Vec::with_capacity(MEMBER_WORKERS);
         for index in 0..MEMBER_WORKERS {
             let (volume, inputs, queue) = (Arc::clone(&volume), inputs.clone(), Arc::clone(&queue));
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("amf-member-io-{index}"))
                 .spawn(move || {
                     loop {
@@ -473,8 +526,18 @@ impl Workers {
                     }
                 })
                 .expect("a member I/O thread starts");
+            threads.push(thread);
         }
-        Self { jobs }
+        Self { jobs, threads }
+    }
+
+    /// Ends every worker once its current job is done (queued jobs are dropped).
+    fn stop(self) {
+        drop(self.jobs);
+        for thread in self.threads {
+            // A worker that panicked has nothing left to stop.
+            let _ = thread.join();
+        }
     }
 }
 
@@ -568,6 +631,7 @@ fn failure(volume: &Volume, known_failed: u32, error: &BlockError) -> MemberOutc
 
 /// The driver thread's state; see the [module docs](self).
 struct Driver {
+    volume: Arc<Volume>,
     card: Card<SimCard>,
     node: ActiveNode,
     inputs: Receiver<Input>,
@@ -601,6 +665,10 @@ impl Driver {
             Ok(()) => "stopped".to_owned(),
             Err(error) => crate::volume::faults::chain(error),
         };
+        // Self-fencing: once out of the fabric (or about to leave it) this AMF writes no
+        // member again, since a survivor completes its unfinished writes from their
+        // records and then writes those stripes itself.
+        self.volume.fence(&why);
         if outcome.is_err() {
             tracing::error!(port = self.node.amf().port(), why, "left the cluster");
         }
@@ -615,7 +683,12 @@ impl Driver {
                 "this AMF left the cluster: {why}"
             ))));
         }
+        // Every member write has ended before the card leaves: a clean leave promises
+        // the fabric that this host writes no more.
+        let Driver { workers, card, .. } = self;
+        workers.stop();
         // Dropping the card closes its fabric link: the fabric tells the peers.
+        drop(card);
     }
 
     fn now_ms(&self) -> u64 {
@@ -626,7 +699,13 @@ impl Driver {
     /// nothing moved, a little longer each idle round, up to [`IDLE_POLL_US_MAX`].
     fn serve(&mut self) -> Result<(), DriverError> {
         let mut idle_us = 0;
+        let mut stop_deadline_ms = None;
         loop {
+            if let Some(deadline_ms) = stop_deadline_ms
+                && (self.node.amf().is_quiet() || self.now_ms() >= deadline_ms)
+            {
+                return Ok(());
+            }
             let first = match self.inputs.recv_timeout(Duration::from_micros(idle_us)) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -639,7 +718,7 @@ impl Driver {
             {
                 moved = true;
                 if !self.take(input) {
-                    return Ok(());
+                    stop_deadline_ms.get_or_insert(self.now_ms() + STOP_DRAIN_MS);
                 }
             }
             moved |= self.receive()?;
@@ -773,6 +852,53 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (kind, first block, byte offset, bytes) of each request `write_requests` makes.
+    fn shapes(offset: u64, length: usize) -> Vec<(&'static str, u64, u32, usize)> {
+        let data: Vec<u8> = (0..length).map(|index| index as u8).collect();
+        let requests = write_requests(offset, &data);
+        let mut covered = Vec::new();
+        let shapes = requests
+            .iter()
+            .map(|request| match request {
+                Request::Patch {
+                    block,
+                    offset,
+                    data,
+                } => {
+                    covered.extend_from_slice(data);
+                    ("patch", *block, *offset, data.len())
+                }
+                Request::Write { first_block, data } => {
+                    covered.extend_from_slice(data);
+                    ("write", *first_block, 0, data.len())
+                }
+                Request::Read { .. } => unreachable!("a write makes no read"),
+            })
+            .collect();
+        assert_eq!(covered, data, "the requests carry the data once, in order");
+        shapes
+    }
+
+    #[test]
+    fn writes_split_into_patches_of_partial_blocks_and_one_write_of_whole_ones() {
+        assert_eq!(shapes(0, 8192), vec![("write", 0, 0, 8192)]);
+        assert_eq!(shapes(512, 512), vec![("patch", 0, 512, 512)]);
+        assert_eq!(shapes(0, 512), vec![("patch", 0, 0, 512)]);
+        assert_eq!(shapes(3584, 512), vec![("patch", 0, 3584, 512)]);
+        assert_eq!(
+            shapes(100, 4900),
+            vec![("patch", 0, 100, 3996), ("patch", 1, 0, 904)]
+        );
+        assert_eq!(
+            shapes(4096 + 7, 3 * 4096),
+            vec![
+                ("patch", 1, 7, 4089),
+                ("write", 2, 0, 8192),
+                ("patch", 4, 0, 7)
+            ]
+        );
+    }
 
     #[test]
     fn incarnations_count_up_across_starts_and_garbage_is_an_error() {

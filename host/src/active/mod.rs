@@ -19,7 +19,9 @@ pub mod link;
 pub mod node;
 pub mod port;
 
-pub use cluster::{ClusterConfig, ClusterOpenError, ClusterStatus, ClusterVolume};
+pub use cluster::{
+    CACHE_BYTES_DEFAULT, ClusterConfig, ClusterOpenError, ClusterStatus, ClusterVolume,
+};
 pub use link::{Delivery, FabricLink, LinkError, OutFrame};
 pub use node::{ActiveError, ActiveNode};
 pub use port::{CardSram, FabricPort, SEND_TIMEOUT_MS};

@@ -115,9 +115,13 @@ impl ActiveNode {
         Ok(())
     }
 
-    /// Sends everything the core wants on the fabric, in its order; returns how many
-    /// frames went.
+    /// Writes what the core wants in this card's own SRAM (before any member I/O can be
+    /// taken), then sends everything it wants on the fabric, in its order; returns how
+    /// many frames went.
     pub fn transmit<P: FabricPort>(&mut self, port: &mut P) -> Result<usize, P::Error> {
+        while let Some(write) = self.amf.poll_local_write() {
+            port.write_own_sram(write.offset, &write.bytes)?;
+        }
         let mut sent = 0;
         while let Some(transmit) = self.amf.poll_transmit() {
             port.send(&self.link.outgoing(transmit))?;

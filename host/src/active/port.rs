@@ -14,6 +14,9 @@ pub trait FabricPort {
 
     /// Hands one frame to the port.
     fn send(&mut self, frame: &OutFrame) -> Result<(), Self::Error>;
+
+    /// Writes `bytes` at `offset` of this card's own SRAM (local copies of own records).
+    fn write_own_sram(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error>;
 }
 
 impl<B: CardBackend> FabricPort for Card<B> {
@@ -27,6 +30,10 @@ impl<B: CardBackend> FabricPort for Card<B> {
             &frame.payload,
             SEND_TIMEOUT_MS,
         )
+    }
+
+    fn write_own_sram(&mut self, offset: u32, bytes: &[u8]) -> Result<(), CardError> {
+        self.sram_write(u64::from(offset), bytes)
     }
 }
 

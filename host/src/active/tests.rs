@@ -40,6 +40,10 @@ impl FabricPort for Outbox {
         self.0.push(frame.clone());
         Ok(())
     }
+
+    fn write_own_sram(&mut self, _offset: u32, _bytes: &[u8]) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 fn config(port: u8) -> Config {
@@ -52,6 +56,7 @@ fn config(port: u8) -> Config {
         array_generation: 1,
         intent_slots: 4,
         parity_count: 2,
+        cache_blocks_max: 1024,
         mutation: Default::default(),
     }
 }

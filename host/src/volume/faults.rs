@@ -23,6 +23,31 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
 }
 
 impl Volume {
+    /// Self-fencing: from now on this process changes no member (no data, parity or
+    /// superblock write), so a cluster AMF whose fabric link died — a survivor may be
+    /// completing its writes already — cannot write old data over newer. Writes in
+    /// progress stop before their next member write and fail. For good: only a new
+    /// process (a new incarnation on the fabric) writes again.
+    pub fn fence(&self, why: &str) {
+        if !self.fenced.swap(true, Ordering::AcqRel) {
+            tracing::error!(why, "fenced: no more member writes from this process");
+        }
+    }
+
+    /// Whether [`Volume::fence`] was called.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    pub(super) fn check_fenced(&self) -> Result<(), BlockError> {
+        if self.is_fenced() {
+            return Err(BlockError::Io(
+                "this AMF is fenced: it may no longer change a member".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads one member I/O; a failure marks the member failed and asks for a retry.
     pub(super) fn read_member(&self, io: &MemberIo, buffer: &mut [u8]) -> Result<(), Step> {
         let Some(member) = self.member(io.member) else {
@@ -41,6 +66,10 @@ impl Volume {
     /// Writes one member I/O; a failure marks the member failed (its new contents live on
     /// in the parity written beside it).
     pub(super) fn write_member(&self, io: &MemberIo, bytes: &[u8], touched: &mut MemberSet) {
+        if self.is_fenced() {
+            // Not the member's fault: the caller fails the write with `check_fenced`.
+            return;
+        }
         let result = match self.member(io.member) {
             Some(member) => member
                 .write_data(io.member_offset, bytes)
@@ -79,6 +108,9 @@ impl Volume {
     /// Marks `index` failed, bumps the generation and rewrites the superblocks of the
     /// members still in service; a member whose superblock cannot be written fails too.
     pub(super) fn fail_member(&self, index: u32, cause: &str) {
+        if self.is_fenced() {
+            return;
+        }
         let mut membership = self
             .membership
             .write()

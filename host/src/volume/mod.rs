@@ -253,6 +253,8 @@ pub struct Volume {
     flushes: AtomicU64,
     stripe_writes: StripeWriteCounters,
     degraded_reads: AtomicU64,
+    /// Set once this AMF may no longer change a member (see [`Volume::fence`]).
+    fenced: AtomicBool,
 }
 
 /// The intent file `--card host` uses for the members `paths`: `DIR/intent.journal` for a
@@ -371,6 +373,7 @@ impl Volume {
             flushes: AtomicU64::new(0),
             stripe_writes: StripeWriteCounters::default(),
             degraded_reads: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
         }
     }
 
@@ -668,6 +671,7 @@ impl Volume {
                 continue;
             }
             let writes = self.compute(&plan, &reads, data)?;
+            self.check_fenced()?;
             if let Some((slot, committed)) = journal.as_mut() {
                 runs.push(BlockRun {
                     first_block: u32::try_from(extent.stripe_offset() / BLOCK)
@@ -682,6 +686,7 @@ impl Volume {
                 self.write_member(io, bytes, touched);
             }
             self.stripe_writes.count(&plan);
+            self.check_fenced()?;
             return self.check_failed(self.snapshot_for(extent.stripe()).0);
         }
         Err(self.unavailable(self.snapshot().0))

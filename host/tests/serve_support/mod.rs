@@ -2,6 +2,8 @@
 //! by real NBD clients (qemu-io).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -148,23 +150,84 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
 
 /// `qemu-io -f raw` with `commands` against `uri`; (success, text).
 pub fn qemu_io(uri: &str, commands: &[String]) -> (bool, String) {
+    let output = qemu_io_command(uri, commands)
+        .output()
+        .expect("qemu-io runs");
+    judge_qemu_io(output.status.success(), &output.stdout, &output.stderr)
+}
+
+fn qemu_io_command(uri: &str, commands: &[String]) -> Command {
     let mut command = Command::new("qemu-io");
     command.args(["-f", "raw"]);
     for each in commands {
         command.args(["-c", each]);
     }
-    let output = command.arg(uri).output().expect("qemu-io runs");
+    command.arg(uri);
+    command
+}
+
+fn judge_qemu_io(exited_ok: bool, stdout: &[u8], stderr: &[u8]) -> (bool, String) {
     let all = format!(
         "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(stdout),
+        String::from_utf8_lossy(stderr)
     );
     // qemu-io exits 0 even when a command fails; its messages say so.
-    let failed = !output.status.success()
+    let failed = !exited_ok
         || all.contains("failed")
         || all.contains("error")
         || all.contains("Pattern verification");
     (!failed, all)
+}
+
+/// qemu-io `commands` against `uri` started in the background (stdout and stderr piped).
+pub fn spawn_qemu_io(uri: &str, commands: &[String]) -> Child {
+    qemu_io_command(uri, commands)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-io starts")
+}
+
+/// Waits for a qemu-io of [`spawn_qemu_io`]; (success, text) as [`qemu_io`]. One still
+/// running after `timeout` is killed and fails, its text saying so: a hang fails the
+/// test instead of hanging it.
+pub fn finish_qemu_io(mut child: Child, timeout: Duration) -> (bool, String) {
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr piped")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let (ok, text) = judge_qemu_io(status.is_some_and(|s| s.success()), &stdout, &stderr);
+    match status {
+        Some(_) => (ok, text),
+        None => (
+            false,
+            format!("qemu-io timed out after {timeout:?}, killed\n{text}"),
+        ),
+    }
+}
+
+/// [`qemu_io`] that fails (killed) if it has not finished within `timeout`.
+pub fn qemu_io_within(uri: &str, commands: &[String], timeout: Duration) -> (bool, String) {
+    finish_qemu_io(spawn_qemu_io(uri, commands), timeout)
 }
 
 /// One write: `length` bytes of `pattern` at `offset`.
