@@ -69,7 +69,7 @@ pub struct SimOptions {
     /// Also crash AMFs mid-write on degraded stripes wider than one intent record (the
     /// product's default geometry). Such a stripe is not widened, so this injects the
     /// degraded write hole, a known limit (docs/PROTOCOL.md "Known limits": "a stripe
-    /// larger than one record ... keeps the hole"; seeds 187 and 272 of
+    /// larger than one record ... keeps the hole"; seed 272 of
     /// `--geometry product-default` fail with it). Off in CI until the core closes it.
     pub wide_stripe_write_hole: bool,
     /// Also restart AMFs while a member's I/O fails for another AMF only. A restarted
