@@ -355,10 +355,10 @@ impl BlockDevice for ClusterVolume {
         check_range(offset, length, self.size_bytes())
     }
 
-    /// Every write completed by any AMF is in the shared member files; syncing them here
-    /// makes them all durable.
+    /// Every write completed by any AMF is in the shared member files; syncing every one
+    /// of them here (not only those this AMF wrote) makes them all durable.
     fn flush(&self) -> Result<(), BlockError> {
-        self.volume.flush()
+        self.volume.sync_every_member()
     }
 }
 

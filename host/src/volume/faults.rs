@@ -85,6 +85,17 @@ impl Volume {
         }
     }
 
+    /// `fdatasync` of every member in service, whether or not this process wrote it: a
+    /// cluster AMF's FLUSH must cover the writes its peers completed on the shared
+    /// members (one page cache per member file on one host).
+    pub fn sync_every_member(&self) -> Result<(), BlockError> {
+        for unsynced in &self.unsynced {
+            unsynced.store(true, Ordering::Release);
+        }
+        let all: MemberSet = (0..self.geometry.members()).collect();
+        self.sync_members(all)
+    }
+
     /// `fdatasync` of the members in `members` that have unsynced writes.
     pub(super) fn sync_members(&self, members: MemberSet) -> Result<(), BlockError> {
         for index in members.iter() {
