@@ -598,11 +598,11 @@ fn parse_syncs(text: &str) -> Vec<(f64, String)> {
     for line in text.lines() {
         let mut rest = line.trim();
         let mut pid = String::new();
-        if let Some((first, after)) = rest.split_once(' ') {
-            if first.bytes().all(|byte| byte.is_ascii_digit()) {
-                pid = first.to_owned();
-                rest = after.trim_start();
-            }
+        if let Some((first, after)) = rest.split_once(' ')
+            && first.bytes().all(|byte| byte.is_ascii_digit())
+        {
+            pid = first.to_owned();
+            rest = after.trim_start();
         }
         let Some((time, call)) = rest.split_once(' ') else {
             continue;
@@ -616,15 +616,15 @@ fn parse_syncs(text: &str) -> Vec<(f64, String)> {
                 pending.insert(pid, path);
             }
         } else if call.starts_with("<...") {
-            if let Some(path) = pending.remove(&pid) {
-                if call.ends_with("= 0") {
-                    syncs.push((time, path));
-                }
-            }
-        } else if call.ends_with("= 0") {
-            if let Some(path) = path() {
+            if let Some(path) = pending.remove(&pid)
+                && call.ends_with("= 0")
+            {
                 syncs.push((time, path));
             }
+        } else if call.ends_with("= 0")
+            && let Some(path) = path()
+        {
+            syncs.push((time, path));
         }
     }
     syncs
