@@ -31,11 +31,12 @@ pub struct SimArgs {
     #[arg(long, value_enum, default_value = "mixed")]
     workload: WorkloadArg,
     /// Which geometry: any (the seed picks; one in eight the product's default), small
-    /// (8 KiB chunks, 6 stripes), or product-default (RAID-6, 6 members, 64 KiB chunks).
+    /// (8 KiB chunks, 6 stripes), product-default (RAID-6, 6 members, 64 KiB chunks: one
+    /// intent record a stripe) or wide (128 KiB chunks: two records a stripe).
     #[arg(long, value_enum, default_value = "any")]
     geometry: GeometryArg,
-    /// Also crash AMFs mid-write on degraded stripes wider than one intent record (64 KiB
-    /// chunks): injects the degraded write hole, a known limit (docs/PROTOCOL.md).
+    /// Also crash AMFs mid-write on degraded stripes wider than one intent record
+    /// (--geometry wide): injects the degraded write hole, a known limit (docs/PROTOCOL.md).
     #[arg(long)]
     wide_stripe_write_hole: bool,
     /// Also restart AMFs while a member's I/O fails for another AMF only (a restarted AMF
@@ -60,6 +61,7 @@ enum GeometryArg {
     Any,
     Small,
     ProductDefault,
+    Wide,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -104,6 +106,7 @@ fn options(args: &SimArgs) -> SimOptions {
             GeometryArg::Any => GeometryChoice::Any,
             GeometryArg::Small => GeometryChoice::Small,
             GeometryArg::ProductDefault => GeometryChoice::ProductDefault,
+            GeometryArg::Wide => GeometryChoice::Wide,
         },
         wide_stripe_write_hole: args.wide_stripe_write_hole,
         restart_after_path_failure: args.restart_after_path_failure,

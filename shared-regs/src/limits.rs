@@ -38,8 +38,11 @@ pub const RING_ENTRIES_MIN: u32 = 2;
 
 /// Most ports on the broadcast fabric (one per AMF).
 pub const FABRIC_PORTS_MAX: u32 = 8;
-/// Largest payload one fabric message carries.
-pub const FABRIC_PAYLOAD_BYTES_MAX: u32 = 256 * 1024;
+/// Largest payload one fabric message carries: an intent record of 256 KiB of data and
+/// its header, so that the default geometry's whole stripe (RAID-6 of 6 members, 64 KiB
+/// chunks: 256 KiB of data) is one record, and its full-stripe and degraded (widened)
+/// writes stay single operations.
+pub const FABRIC_PAYLOAD_BYTES_MAX: u32 = 256 * 1024 + 4096;
 
 /// Card SRAM size the sim card and the reference design provide.
 pub const SRAM_BYTES_DEFAULT: u64 = 64 << 20;
@@ -69,4 +72,6 @@ const _: () = {
     assert!(SRAM_BYTES_DEFAULT.is_multiple_of(SRAM_WINDOW_BYTES as u64));
     assert!(INTENT_PAYLOAD_BYTES_MAX.is_multiple_of(BLOCK_BYTES));
     assert!(INTENT_PAYLOAD_BYTES_MAX < FABRIC_PAYLOAD_BYTES_MAX);
+    // The default geometry's stripe (RAID-6 of six members) in one record.
+    assert!((6 - 2) * CHUNK_BYTES_DEFAULT <= INTENT_PAYLOAD_BYTES_MAX);
 };

@@ -51,8 +51,11 @@ pub enum GeometryChoice {
     /// RAID-5 or RAID-6, fewest members or one more, 8 KiB chunks, 6 stripes.
     Small,
     /// The product's default (`amf up`): RAID-6, 6 members, 64 KiB chunks (64 blocks a
-    /// stripe, cut in two intent records), 2-3 stripes.
+    /// stripe: exactly one intent record), 2-3 stripes.
     ProductDefault,
+    /// Wider than one intent record: RAID-6, 6 members, 128 KiB chunks (128 blocks a
+    /// stripe, cut in two records), 2 stripes.
+    Wide,
 }
 
 /// What a run may vary beyond its seed.
@@ -66,11 +69,10 @@ pub struct SimOptions {
     pub faults: bool,
     pub workload: Workload,
     pub geometry: GeometryChoice,
-    /// Also crash AMFs mid-write on degraded stripes wider than one intent record (the
-    /// product's default geometry). Such a stripe is not widened, so this injects the
-    /// degraded write hole, a known limit (docs/PROTOCOL.md "Known limits": "a stripe
-    /// larger than one record ... keeps the hole"; seed 272 of
-    /// `--geometry product-default` fail with it). Off in CI until the core closes it.
+    /// Also crash AMFs mid-write on degraded stripes wider than one intent record
+    /// (`--geometry wide`). Such a stripe is not widened, so this injects the degraded
+    /// write hole, a known limit (docs/PROTOCOL.md "Known limits": "a stripe larger than
+    /// one record ... keeps the hole"). Off in CI until the core closes it.
     pub wide_stripe_write_hole: bool,
     /// Also restart AMFs while a member's I/O fails for another AMF only. A restarted
     /// AMF knows no failed member and reads the unreachable member's stale contents: a
@@ -118,6 +120,7 @@ impl SimOptions {
             GeometryChoice::Any => {}
             GeometryChoice::Small => command += " --geometry small",
             GeometryChoice::ProductDefault => command += " --geometry product-default",
+            GeometryChoice::Wide => command += " --geometry wide",
         }
         if self.wide_stripe_write_hole {
             command += " --wide-stripe-write-hole";

@@ -177,6 +177,8 @@ pub struct World {
 /// writes are cut in two operations, and degraded stripes are not widened.
 const DEFAULT_MEMBERS: u32 = 6;
 const DEFAULT_CHUNK_BYTES: u32 = 64 * 1024;
+/// The wide geometry's chunk: 128 blocks a stripe over 4 data chunks, two records.
+const WIDE_CHUNK_BYTES: u32 = 128 * 1024;
 /// The small geometry's chunk: 2 blocks, so a few blocks span several stripes.
 const SMALL_CHUNK_BYTES: u32 = 2 * BLOCK_BYTES;
 
@@ -188,6 +190,7 @@ fn pick_geometry(rng: &mut ChaCha8Rng, choice: GeometryChoice) -> (Level, u32, u
         GeometryChoice::Any => rng.next_u32().is_multiple_of(8),
         GeometryChoice::Small => false,
         GeometryChoice::ProductDefault => true,
+        GeometryChoice::Wide => return (Level::Raid6, DEFAULT_MEMBERS, WIDE_CHUNK_BYTES, 2),
     };
     if product_default {
         let stripes = 2 + u64::from(rng.next_u32() % 2);

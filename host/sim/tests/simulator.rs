@@ -141,15 +141,15 @@ fn the_product_default_geometry_passes() {
     assert!(summary.totals.crashes > 100);
 }
 
-/// A known limit kept visible: on the product's default geometry (64 blocks a stripe,
-/// more than one intent record) a degraded stripe is not widened, so a crash mid-write
+/// A known limit kept visible: on a stripe wider than one intent record (the wide
+/// geometry: 128 blocks a stripe) a degraded stripe is not widened, so a crash mid-write
 /// there loses data (docs/PROTOCOL.md "Known limits", the degraded write hole). CI keeps
 /// that fault out (`SimOptions::wide_stripe_write_hole` off); once the core closes the
 /// hole this test fails: then turn the option on by default and delete this test.
 #[test]
 fn the_wide_stripe_write_hole_is_still_open() {
     let options = SimOptions {
-        geometry: GeometryChoice::ProductDefault,
+        geometry: GeometryChoice::Wide,
         wide_stripe_write_hole: true,
         ..SimOptions::default()
     };
