@@ -131,6 +131,8 @@ pub struct ClusterStatus {
     pub stripe_reads: u64,
     /// Member I/O errors met.
     pub member_errors: u64,
+    /// Members failed in the fabric's order (`MemberFailed`): every AMF plans around them.
+    pub failed_members: Vec<u32>,
     /// Frames this AMF's card sent on the fabric (broadcasts, unicasts, intent records).
     pub frames_sent: u64,
 }
@@ -158,6 +160,7 @@ impl ClusterStatus {
         self.stripe_writes = counters.writes;
         self.stripe_reads = counters.reads;
         self.member_errors = counters.member_errors;
+        self.failed_members = MemberSet::from_bits(amf.failed_members()).iter().collect();
     }
 }
 
@@ -546,8 +549,39 @@ fn volume_offset(volume: &Volume, stripe: u64, first_block: u32) -> u64 {
     stripe * volume.geometry().stripe_data_bytes() + u64::from(first_block) * BLOCK
 }
 
-/// Runs one stripe operation of the core on the members.
+/// Runs one stripe operation of the core on the members, planning around every member
+/// the fabric's order has failed; a member the volume failed itself (its own I/O error,
+/// or its superblocks at start) that the core does not know yet is reported as the op's
+/// failure, so the core broadcasts `MemberFailed` and every AMF plans around it from one
+/// point of the order (and this op is redone degraded then: idempotent).
 fn execute(volume: &Volume, job: MemberRequest) -> (u64, MemberOutcome) {
+    let known = MemberSet::from_bits(known_failed(&job));
+    volume.adopt_failed(known);
+    let (io, outcome) = perform(volume, job);
+    if matches!(outcome, MemberOutcome::Failed { .. }) {
+        return (io, outcome);
+    }
+    match volume
+        .failed_members()
+        .iter()
+        .find(|&member| !known.contains(member))
+    {
+        Some(member) => (io, MemberOutcome::Failed { member }),
+        None => (io, outcome),
+    }
+}
+
+/// The members the core planned `job` around.
+fn known_failed(job: &MemberRequest) -> u32 {
+    match job {
+        MemberRequest::Read { failed_members, .. }
+        | MemberRequest::Write { failed_members, .. }
+        | MemberRequest::Replay { failed_members, .. } => *failed_members,
+    }
+}
+
+/// Runs one stripe operation on the volume as it is.
+fn perform(volume: &Volume, job: MemberRequest) -> (u64, MemberOutcome) {
     match job {
         MemberRequest::Read {
             io,

@@ -48,6 +48,19 @@ impl Volume {
         Ok(())
     }
 
+    /// Fails every member of `members` not failed here yet: another AMF failed them, and
+    /// the fabric's order says so (a cluster AMF's `MemberFailed`); their superblocks
+    /// and the generation follow, as for a failure met here.
+    pub fn adopt_failed(&self, members: MemberSet) {
+        let failed = self.failed_members();
+        for member in members.iter().filter(|&member| !failed.contains(member)) {
+            self.fail_member(
+                member,
+                "failed by another AMF (MemberFailed in the fabric's order)",
+            );
+        }
+    }
+
     /// Reads one member I/O; a failure marks the member failed and asks for a retry.
     pub(super) fn read_member(&self, io: &MemberIo, buffer: &mut [u8]) -> Result<(), Step> {
         let Some(member) = self.member(io.member) else {
