@@ -2055,8 +2055,13 @@ impl Amf {
     }
 
     /// `owner`'s record in `slot` of `sram`: none (an empty slot), or the record, or an
-    /// error when it is corrupt or not one of this array's (checksum, owner, generation,
-    /// range).
+    /// error when it is corrupt or cannot be this array's (checksum, owner, range).
+    ///
+    /// The record's array generation is not compared with ours: a member failure bumps
+    /// the generation, and a peer that started after it records a newer one than this
+    /// AMF started with, yet its records are as valid. Foreign records cannot be met:
+    /// every slot is emptied at start ([`Amf::resync_leftovers`]), and from then on only
+    /// peers the fabric admitted for this array's uuid write here.
     #[allow(clippy::type_complexity)]
     fn decode_slot(
         &self,
@@ -2075,7 +2080,6 @@ impl Amf {
         Some(match Intent::decode(&bytes) {
             Ok((intent, payload))
                 if intent.owner_port == owner
-                    && intent.array_generation == self.config.array_generation
                     && intent.stripe < self.config.stripe_count
                     && intent.first_block + intent.block_count
                         <= self.config.stripe_data_blocks =>
