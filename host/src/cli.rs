@@ -534,6 +534,16 @@ fn run_scrub_offline(args: ScrubArgs) -> CliResult {
     if args.max_rate.is_some() {
         return Err("--max-rate applies to a scrub through a running amf serve".into());
     }
+    if let Some(amf) = crate::serve_cluster::running_amfs(&args.members.members).first() {
+        // Writes by the cluster would race a repair, and make a check report stripes
+        // half-written as mismatches.
+        return Err(format!(
+            "AMF {} (pid {}, nbd://{}) serves these members: stop the cluster before an \
+             offline scrub (a cluster AMF does not run scrubs online yet)",
+            amf.cluster.port, amf.pid, amf.nbd
+        )
+        .into());
+    }
     let card = CardSpec::parse(args.card.as_deref().unwrap_or("host"))?;
     let array = open_array(&args.members, args.repair)?;
     array.check_available()?;

@@ -169,6 +169,26 @@ fn write_status(cluster: &ClusterVolume, address: SocketAddr, path: &Path) -> st
     std::fs::rename(&temporary, path)
 }
 
+/// How recent a status file must be for its AMF to count as running (it is rewritten
+/// every [`STATUS_PERIOD_MS`]).
+pub const STATUS_FRESH_MS: u64 = 3_000;
+
+/// The cluster AMFs that serve `members` now: a fresh status file, not down, and its
+/// process alive. Offline tools that write the members refuse while there is one.
+pub fn running_amfs(members: &[PathBuf]) -> Vec<AmfReport> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    read_reports(members)
+        .into_iter()
+        .filter(|report| {
+            now_ms.saturating_sub(report.updated_unix_ms) <= STATUS_FRESH_MS
+                && report.cluster.down.is_none()
+                && Path::new(&format!("/proc/{}", report.pid)).exists()
+        })
+        .collect()
+}
+
 /// The status files beside `members`, by port: what the cluster's AMFs last said.
 pub fn read_reports(members: &[PathBuf]) -> Vec<AmfReport> {
     (0..shared_regs::limits::FABRIC_PORTS_MAX as u8)

@@ -77,10 +77,15 @@ fn a_member_failing_under_one_amf_is_failed_on_every_amf_in_the_fabrics_order() 
         "figures: failed at AMF 0 {failed_at_0:?} after {errors_at_0} member errors; \
          at AMF 1 {failed_at_1:?} after {errors_at_1}"
     );
-    assert_eq!(failed_at_0, [FAILED_MEMBER], "AMF 0 failed the member it met");
+    assert_eq!(
+        failed_at_0,
+        [FAILED_MEMBER],
+        "AMF 0 failed the member it met"
+    );
     assert!(errors_at_0 > 0, "AMF 0 met the member's errors");
     assert_eq!(
-        failed_at_1, [FAILED_MEMBER],
+        failed_at_1,
+        [FAILED_MEMBER],
         "AMF 1 learnt the failure from the fabric's order"
     );
     assert_eq!(errors_at_1, 0, "AMF 1 never touched the failed member");
@@ -98,4 +103,31 @@ fn a_member_failing_under_one_amf_is_failed_on_every_amf_in_the_fabrics_order() 
         "AMF 1's degraded reads never went to the failed member"
     );
     cluster.stop();
+}
+
+#[test]
+fn an_offline_scrub_refuses_while_cluster_amfs_serve_the_members() {
+    let mut cluster = Cluster::start_with(6, "64M", &[]);
+    for repair in [false, true] {
+        let mut arguments = vec!["scrub"];
+        if repair {
+            arguments.push("--repair");
+        }
+        let dir = cluster.dir.to_string_lossy().into_owned();
+        arguments.push(&dir);
+        let output = serve_support::amf(&arguments);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "repair {repair}: {stderr}");
+        assert!(
+            stderr.contains("serves these members"),
+            "repair {repair}: {stderr}"
+        );
+    }
+    cluster.stop();
+    let output = serve_support::amf(&["scrub", &cluster.dir.to_string_lossy()]);
+    assert!(
+        output.status.success(),
+        "once the cluster stopped, the scrub runs: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
