@@ -328,7 +328,7 @@ pub fn identify_tcp(stream: &tokio::net::TcpStream) -> Peer {
             process: PeerProcess::Own,
         };
     }
-    let holders = socket_holders(inode);
+    let holders = settled_holders(inode);
     let process = match holders.iter().collect::<Vec<_>>().as_slice() {
         [pid] => {
             let pid = **pid;
@@ -459,6 +459,26 @@ fn parse_proc_address(text: &str) -> Option<(IpAddr, u16)> {
         _ => return None,
     };
     Some((ip.to_canonical(), port))
+}
+
+/// Tries [`socket_holders`] takes for one holder to remain.
+const HOLDER_TRIES_MAX: u32 = 10;
+/// Pause between those tries.
+const HOLDER_RETRY_MS: u64 = 10;
+
+/// The holders of socket `inode`, looked at again while several hold it: a child the
+/// holder forks (to exec a program) holds its close-on-exec descriptors too, until its
+/// exec a moment later, so a second holder is most often one that is about to let go.
+fn settled_holders(inode: u64) -> BTreeSet<i32> {
+    let mut holders = socket_holders(inode);
+    for _ in 1..HOLDER_TRIES_MAX {
+        if holders.len() <= 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(HOLDER_RETRY_MS));
+        holders = socket_holders(inode);
+    }
+    holders
 }
 
 /// Pids of the processes (not threads) that hold socket `inode` open.
