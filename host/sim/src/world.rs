@@ -1402,9 +1402,10 @@ fn short(message: amf_coherency::Message) -> String {
             stripe,
             acquire_id,
             first_block,
+            failed_members,
             data,
         } => format!(
-            "Reply {{ stripe: {stripe}, acquire_id: {acquire_id}, forwarded: {} blocks from {first_block} }}",
+            "Reply {{ stripe: {stripe}, acquire_id: {acquire_id}, failed_members: {failed_members:#b}, forwarded: {} blocks from {first_block} }}",
             data.len() / BLOCK_BYTES as usize
         ),
         other => format!("{other:?}"),
