@@ -39,10 +39,10 @@ pub struct SimArgs {
     /// (--geometry wide): injects the degraded write hole, a known limit (docs/PROTOCOL.md).
     #[arg(long)]
     wide_stripe_write_hole: bool,
-    /// Also restart AMFs while a member's I/O fails for another AMF only (a restarted AMF
-    /// knows no failed member: a core gap, docs/PROTOCOL.md).
+    /// Also crash the last AMF that knows a failed member while a path failure lasts
+    /// (nobody then remembers it: a known limit, docs/PROTOCOL.md).
     #[arg(long)]
-    restart_after_path_failure: bool,
+    crash_last_failure_knower: bool,
     /// Break the protocol on purpose, to see the checkers catch it (for testing the
     /// simulator itself).
     #[arg(long, value_enum, default_value = "none", hide = true)]
@@ -109,7 +109,7 @@ fn options(args: &SimArgs) -> SimOptions {
             GeometryArg::Wide => GeometryChoice::Wide,
         },
         wide_stripe_write_hole: args.wide_stripe_write_hole,
-        restart_after_path_failure: args.restart_after_path_failure,
+        crash_last_failure_knower: args.crash_last_failure_knower,
         mutation: match args.mutation {
             MutationArg::None => Mutation::None,
             MutationArg::SkipInvalidate => Mutation::SkipInvalidate,

@@ -397,6 +397,9 @@ struct Acquiring {
     awaited: PortSet,
     replied: PortSet,
     forwarded: BTreeMap<u32, Vec<u8>>,
+    /// The union of the replies' failed members: the grant waits until we have taken
+    /// each of them (see [`Amf::check_granted`]).
+    failed_members: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -487,6 +490,10 @@ pub struct Amf {
     /// Members every AMF treats as failed, bit `m` for member `m`: grown only by
     /// `MemberFailed` broadcasts, so every AMF changes it at the same point of the order.
     failed_members: u32,
+    /// Members a `Reply` named failed before we had taken them, for which we broadcast
+    /// a `MemberFailed` of our own (once each): a port that joined after the original
+    /// was ordered never receives it, and waits for ours instead.
+    failures_relayed: u32,
     next_op: u64,
     next_acquire: u64,
     next_io: u64,
@@ -528,6 +535,7 @@ impl Amf {
             joining: Vec::new(),
             deferred: VecDeque::new(),
             failed_members: 0,
+            failures_relayed: 0,
             next_op: 0,
             next_io: 0,
             transmits: VecDeque::new(),
@@ -1027,6 +1035,7 @@ impl Amf {
             awaited: PortSet::new(),
             replied: PortSet::new(),
             forwarded: BTreeMap::new(),
+            failed_members: 0,
         });
         self.ops.get_mut(&key).expect("queued op").caused_acquire = true;
         self.counters.broadcasts += 1;
@@ -1081,6 +1090,7 @@ impl Amf {
             stripe,
             acquire_id: owed.acquire_id,
             first_block: owed.first_block,
+            failed_members: self.failed_members,
             data,
         };
         self.unicast(owed.port, &message);
@@ -1095,6 +1105,14 @@ impl Amf {
             return;
         };
         if !acquiring.ordered || !acquiring.awaited.is_subset(acquiring.replied) {
+            return;
+        }
+        if acquiring.failed_members & !self.failed_members != 0 {
+            // A replier had taken a member failed that we have not: it may have written
+            // this stripe degraded around it, leaving the member stale where we still
+            // reach it. Wait for the `MemberFailed`, ordered after our acquire (or our
+            // own relay of it), so that every AMF keeps changing its failed members at
+            // points of the order, never before a peer's death that precedes them.
             return;
         }
         let acquiring = state.acquiring.take().expect("checked");
@@ -1533,6 +1551,9 @@ impl Amf {
         if member >= 32 {
             return;
         }
+        if self.failed_members & (1 << member) != 0 {
+            return;
+        }
         self.failed_members |= 1 << member;
         let waiting: Vec<u64> = self
             .ops
@@ -1545,6 +1566,29 @@ impl Amf {
             .collect();
         for key in waiting {
             self.redo(key);
+        }
+        let granting: Vec<u64> = self
+            .stripes
+            .iter()
+            .filter(|(_, state)| state.acquiring.is_some())
+            .map(|(&stripe, _)| stripe)
+            .collect();
+        for stripe in granting {
+            self.check_granted(stripe);
+        }
+    }
+
+    /// A `Reply` named `failed_members`: broadcast a `MemberFailed` of our own for each
+    /// we have neither taken nor relayed yet. The replier's own (or its source's) may be
+    /// ordered after our acquire, and then it comes anyway (ours is a no-op); but if it
+    /// was ordered before this port joined, ours is the one our grant waits for.
+    fn relay_failures(&mut self, failed_members: u32) {
+        let unknown = failed_members & !self.failed_members & !self.failures_relayed;
+        self.failures_relayed |= unknown;
+        for member in 0..32 {
+            if unknown & (1 << member) != 0 {
+                self.broadcast(&Message::MemberFailed { member });
+            }
         }
     }
 
@@ -1816,6 +1860,7 @@ impl Amf {
         block_count: u32,
     ) {
         let mutation = self.config.mutation;
+        let failed_members = self.failed_members;
         let state = self.stripes.entry(stripe).or_default();
         let ordered = state
             .acquiring
@@ -1826,6 +1871,7 @@ impl Amf {
             stripe,
             acquire_id,
             first_block,
+            failed_members,
             data,
         };
         if mutation == Mutation::TwoOwners && mode == Mode::Exclusive && state.held.is_some() {
@@ -1872,6 +1918,7 @@ impl Amf {
             stripe,
             acquire_id,
             first_block,
+            failed_members,
             data,
         } = message
         else {
@@ -1893,10 +1940,12 @@ impl Amf {
             return Ok(());
         }
         acquiring.replied.insert(from);
+        acquiring.failed_members |= failed_members;
         if !data.is_empty() {
             self.counters.forwards += 1;
             cache_blocks(&mut acquiring.forwarded, first_block, &data);
         }
+        self.relay_failures(failed_members);
         self.check_granted(stripe);
         Ok(())
     }

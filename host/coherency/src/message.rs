@@ -32,11 +32,15 @@ pub enum Message {
     },
     /// Unicast answer to an acquire: the sender no longer conflicts with it (it dropped
     /// or downgraded its copy). `data` holds blocks `first_block ..` it forwards; empty
-    /// when it has none to give.
+    /// when it has none to give. `failed_members` (bit `m` for member `m`) are the
+    /// members the sender had taken as failed when it answered: it may have planned
+    /// around them on this stripe, so the grantee waits until it has taken each of them
+    /// too (a `MemberFailed` ordered after its acquire) before it uses the grant.
     Reply {
         stripe: u64,
         acquire_id: u64,
         first_block: u32,
+        failed_members: u32,
         data: Vec<u8>,
     },
     /// Broadcast: the write recorded by `owner` in its SRAM slot `slot` with `op_id` is
@@ -76,7 +80,7 @@ const MODE_SHARED: u8 = 1;
 const MODE_EXCLUSIVE: u8 = 2;
 
 /// Bytes of a `Reply` before its data.
-pub const REPLY_HEADER_BYTES: usize = 1 + 8 + 8 + 4 + 4;
+pub const REPLY_HEADER_BYTES: usize = 1 + 8 + 8 + 4 + 4 + 4;
 /// Most block bytes a `Reply` forwards, so that it fits one fabric payload.
 pub const REPLY_DATA_BYTES_MAX: usize = (FABRIC_PAYLOAD_BYTES_MAX as usize - REPLY_HEADER_BYTES)
     / BLOCK_BYTES as usize
@@ -113,6 +117,7 @@ impl Message {
                 stripe,
                 acquire_id,
                 first_block,
+                failed_members,
                 data,
             } => {
                 assert!(data.len().is_multiple_of(BLOCK_BYTES as usize));
@@ -121,6 +126,7 @@ impl Message {
                 out.extend_from_slice(&stripe.to_le_bytes());
                 out.extend_from_slice(&acquire_id.to_le_bytes());
                 out.extend_from_slice(&first_block.to_le_bytes());
+                out.extend_from_slice(&failed_members.to_le_bytes());
                 out.extend_from_slice(&(data.len() as u32).to_le_bytes());
                 out.extend_from_slice(data);
             }
@@ -162,6 +168,7 @@ impl Message {
                 let stripe = reader.u64()?;
                 let acquire_id = reader.u64()?;
                 let first_block = reader.u32()?;
+                let failed_members = reader.u32()?;
                 let length = reader.u32()? as usize;
                 if !length.is_multiple_of(BLOCK_BYTES as usize) || length > REPLY_DATA_BYTES_MAX {
                     return Err(DecodeError::BadDataLength(length));
@@ -170,6 +177,7 @@ impl Message {
                     stripe,
                     acquire_id,
                     first_block,
+                    failed_members,
                     data: reader.take(length)?.to_vec(),
                 }
             }
@@ -247,12 +255,14 @@ mod tests {
                 stripe: 7,
                 acquire_id: 9,
                 first_block: 2,
+                failed_members: 0b1010,
                 data: vec![0xAB; 2 * BLOCK_BYTES as usize],
             },
             Message::Reply {
                 stripe: 1,
                 acquire_id: 2,
                 first_block: 0,
+                failed_members: 0,
                 data: Vec::new(),
             },
             Message::Retire {
@@ -292,7 +302,7 @@ mod tests {
         acquire[17] = 7;
         assert_eq!(Message::decode(&acquire), Err(DecodeError::BadMode(7)));
         let mut reply = samples()[2].encode();
-        reply[21] = 1;
+        reply[25] = 1;
         assert_eq!(Message::decode(&reply), Err(DecodeError::BadDataLength(1)));
     }
 

@@ -1,6 +1,6 @@
 //! A seed sweep without the `amf` binary (which needs every host crate to build):
 //! `cargo run -p amf-sim --release --example sweep -- 0..100000 [any|small|product-default]
-//! [--wide-stripe-write-hole] [--restart-after-path-failure]`
+//! [--wide-stripe-write-hole] [--crash-last-failure-knower]`
 //! (a single seed instead of a range: replay it with a trace).
 //! `scripts/sim-sweep` (through `amf sim`) is the usual way.
 
@@ -16,14 +16,14 @@ fn main() -> ExitCode {
         found
     };
     let wide_stripe_write_hole = flag(&mut args, "--wide-stripe-write-hole");
-    let restart_after_path_failure = flag(&mut args, "--restart-after-path-failure");
+    let crash_last_failure_knower = flag(&mut args, "--crash-last-failure-knower");
     let range = args.first().map_or("0..100", String::as_str);
     if let Ok(seed) = range.parse::<u64>() {
         // One seed, traced.
         let options = SimOptions {
             geometry: geometry(args.get(1).map(String::as_str)).unwrap_or_default(),
             wide_stripe_write_hole,
-            restart_after_path_failure,
+            crash_last_failure_knower,
             ..SimOptions::default()
         };
         return match amf_sim::replay(seed, &options, true) {
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     else {
         eprintln!(
             "usage: sweep A..B|SEED [any|small|product-default] [--wide-stripe-write-hole] \
-             [--restart-after-path-failure]"
+             [--crash-last-failure-knower]"
         );
         return ExitCode::from(2);
     };
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let options = SimOptions {
         geometry,
         wide_stripe_write_hole,
-        restart_after_path_failure,
+        crash_last_failure_knower,
         ..SimOptions::default()
     };
     let summary = run_seeds(start..end, &options);

@@ -74,11 +74,13 @@ pub struct SimOptions {
     /// write hole, a known limit (docs/PROTOCOL.md "Known limits": "a stripe larger than
     /// one record ... keeps the hole"). Off in CI until the core closes it.
     pub wide_stripe_write_hole: bool,
-    /// Also restart AMFs while a member's I/O fails for another AMF only. A restarted
-    /// AMF knows no failed member and reads the unreachable member's stale contents: a
-    /// core gap (seed 1620 with this on), off in CI until a joining AMF learns the
-    /// failed members.
-    pub restart_after_path_failure: bool,
+    /// Also crash, while a member's I/O fails for some AMFs only (a path failure), the
+    /// last live AMF that has taken a failed member. Nobody then remembers the member
+    /// failed (the failed set lives only in the AMFs' memory; a restarted one learns it
+    /// from live peers' replies), so a restarted AMF that still reaches it reads its
+    /// stale contents: a known limit (docs/PROTOCOL.md "Known limits", member I/O
+    /// errors), off in CI until the failed members persist (the array's metadata).
+    pub crash_last_failure_knower: bool,
     #[doc(hidden)]
     pub mutation: Mutation,
 }
@@ -92,7 +94,7 @@ impl Default for SimOptions {
             workload: Workload::Mixed,
             geometry: GeometryChoice::Any,
             wide_stripe_write_hole: false,
-            restart_after_path_failure: false,
+            crash_last_failure_knower: false,
             mutation: Mutation::None,
         }
     }
@@ -125,8 +127,8 @@ impl SimOptions {
         if self.wide_stripe_write_hole {
             command += " --wide-stripe-write-hole";
         }
-        if self.restart_after_path_failure {
-            command += " --restart-after-path-failure";
+        if self.crash_last_failure_knower {
+            command += " --crash-last-failure-knower";
         }
         if self.mutation != Mutation::None {
             command += &format!(

@@ -525,18 +525,37 @@ impl World {
             && in_sram
             && self.torn_writes_degraded(victim)
             && (self.options.wide_stripe_write_hole || !self.tears_unwidenable_stripe(victim))
-            && (self.options.restart_after_path_failure || !self.path_failed())
+            && (self.options.crash_last_failure_knower || self.failures_known_elsewhere(victim))
     }
 
-    /// Whether a member's I/O fails for some AMFs only. An AMF that restarts then starts
-    /// knowing no failed member (`Amf::new` has no way to learn them) and relearns each
-    /// only through its own I/O errors; one that still reaches the member reads its stale
-    /// contents (amf sim --restart-after-path-failure, seed 1620: "read 16 via amf0:
-    /// block 4 sector 0 holds block 6 sector 0's data"). A core gap, reported with this
-    /// change (no issue number yet): until a joining AMF learns the failed members, the
-    /// simulator neither crashes an AMF (so none restarts) while a member is unreachable
-    /// from some AMF nor cuts a path while an AMF is down, unless
-    /// `SimOptions::restart_after_path_failure`.
+    /// Whether, should `victim` crash now, the failed members it has taken stay known to
+    /// a live AMF. A restarted AMF starts knowing no failed member; it learns them from
+    /// its peers' replies (each carries its sender's failed members, and the joiner
+    /// broadcasts a `MemberFailed` of its own for each), or through its own I/O errors —
+    /// which never come for a member only some AMFs cannot reach (a path failure). If
+    /// every AMF that took such a member dies, nobody remembers it (the failed set lives
+    /// only in memory), and a restarted AMF that still reaches the member reads its stale
+    /// contents: a known limit (docs/PROTOCOL.md "Known limits", member I/O errors;
+    /// `amf sim --crash-last-failure-knower` lets it in). So while a path failure lasts,
+    /// the simulator crashes an AMF only if another live AMF has taken every member it
+    /// has.
+    fn failures_known_elsewhere(&self, victim: u8) -> bool {
+        let known = self.nodes[victim as usize]
+            .amf
+            .as_ref()
+            .map_or(0, |amf| amf.failed_members());
+        !self.path_failed()
+            || known == 0
+            || self.nodes.iter().enumerate().any(|(port, node)| {
+                port != victim as usize
+                    && node
+                        .amf
+                        .as_ref()
+                        .is_some_and(|amf| known & !amf.failed_members() == 0)
+            })
+    }
+
+    /// Whether a member's I/O fails for some AMFs only.
     fn path_failed(&self) -> bool {
         self.members.unreachable.iter().any(|set| !set.is_empty())
     }
@@ -687,10 +706,7 @@ impl World {
             self.trace(|| format!("MEMBER {member} FAILS"));
             self.members.fail(member);
             self.counters.member_failures += 1;
-        } else if self.chance(500)
-            && (self.options.restart_after_path_failure
-                || self.nodes.iter().all(|node| node.amf.is_some()))
-        {
+        } else if self.chance(500) {
             let port = self.below(u64::from(self.swarm.amfs)) as u8;
             self.trace(|| format!("MEMBER {member} STARTS FAILING I/O FOR amf{port} ONLY"));
             self.members.start_unreachable(member, port);
@@ -1405,9 +1421,10 @@ fn short(message: amf_coherency::Message) -> String {
             stripe,
             acquire_id,
             first_block,
+            failed_members,
             data,
         } => format!(
-            "Reply {{ stripe: {stripe}, acquire_id: {acquire_id}, forwarded: {} blocks from {first_block} }}",
+            "Reply {{ stripe: {stripe}, acquire_id: {acquire_id}, failed_members: {failed_members:#b}, forwarded: {} blocks from {first_block} }}",
             data.len() / BLOCK_BYTES as usize
         ),
         other => format!("{other:?}"),
