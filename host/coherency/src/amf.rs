@@ -477,6 +477,13 @@ pub struct Amf {
     /// Stripes whose next write or replay waits for a free slot, in the order they
     /// found none: advanced again as slots free up.
     slot_waiters: VecDeque<u64>,
+    /// The op id the last `Retire` named, per (peer, slot): a record of that op that
+    /// lands in this card's SRAM after its `Retire` (a peer's SRAM write sent to this
+    /// port's previous incarnation, delivered to this one; the fabric does not order a
+    /// sender's SRAM writes with its broadcasts) is stale and never replayed. The last
+    /// one is enough: the peer reuses the slot only after that `Retire`, and its next
+    /// record there reaches this card after the stale one (FIFO per pair).
+    retired: BTreeMap<(u8, u32), u64>,
     /// Blocks cached over every stripe, and the stripes in the order their caches
     /// filled (stale entries are skipped when met): what [`Amf::trim_cache`] evicts.
     cached_blocks: u64,
@@ -521,6 +528,7 @@ impl Amf {
             live: config.live_ports.clone(),
             slots: vec![None; config.intent_slots as usize],
             slot_waiters: VecDeque::new(),
+            retired: BTreeMap::new(),
             cached_blocks: 0,
             cache_order: VecDeque::new(),
             next_op_id: u64::from(config.incarnation) << INCARNATION_SHIFT,
@@ -1969,6 +1977,7 @@ impl Amf {
         if owner == self.config.port {
             return;
         }
+        self.retired.insert((owner, slot), op_id);
         let offset = self.config.slot_offset(owner, slot);
         let mut header = [0u8; INTENT_HEADER_BYTES];
         sram.read(offset, &mut header);
@@ -2093,6 +2102,11 @@ impl Amf {
         for slot in 0..self.config.intent_slots {
             match self.decode_slot(owner, slot, sram) {
                 None => continue,
+                Some(Ok((intent, _)))
+                    if self
+                        .retired
+                        .get(&(owner, slot))
+                        .is_some_and(|&retired| intent.op_id == retired) => {}
                 Some(Ok(record)) => {
                     dead.records.insert(slot, record);
                 }

@@ -182,6 +182,16 @@ fn a_grant_waits_for_the_replier_s_failed_members() {
     amf_sim::replay(39848, &SimOptions::default(), false).expect("seed 39848");
 }
 
+/// Seed 17535 of the 100,000-seed sweep: AMF 0 sent an intent record to port 1 just as
+/// port 1 died and restarted; the fabric does not order a sender's SRAM writes with its
+/// broadcasts, so the record landed in the new incarnation's SRAM after the `Retire`
+/// of its op. Never freed, it was replayed over a newer acknowledged write when AMF 0
+/// died later. A record whose op the last `Retire` of its slot named is now stale.
+#[test]
+fn a_record_landing_after_its_retire_is_never_replayed() {
+    amf_sim::replay(17535, &SimOptions::default(), false).expect("seed 17535");
+}
+
 /// A known limit kept visible: the failed members live only in the AMFs' memory, so
 /// once every AMF that took a member failed through a path failure dies, a restarted
 /// AMF that still reaches the member reads its stale contents (docs/PROTOCOL.md "Known
