@@ -8,12 +8,12 @@ mod serve_support;
 
 use amf_fabric::client;
 use amf_fabric::{Address, ClientError};
-use serve_support::{AMF, Server, create};
+use serve_support::cluster::Fabric;
+use serve_support::{Server, create};
 use shared_regs::fabric::{MessageKind, RefusalReason};
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// Longest wait for anything in these tests; none should come near it.
@@ -22,49 +22,11 @@ const POLL: Duration = Duration::from_millis(10);
 /// SIGKILL's number on Linux.
 const SIGKILL: i32 = 9;
 
-/// A running `amf fabric` on a Unix socket, logging at info to a file.
-struct Fabric {
-    child: Child,
-    address: String,
-    log: PathBuf,
-}
-
-impl Fabric {
-    fn start(root: &Path, extra: &[&str]) -> Fabric {
-        let address = format!("unix:{}", root.join("fabric.sock").display());
-        let log = root.join("fabric.log");
-        let mut child = Command::new(AMF)
-            .args(["fabric", "--listen", &address])
-            // A paused AMF is found silent in 0.5 s.
-            .args(["--heartbeat-ms", "50", "--heartbeat-misses", "10"])
-            .args(extra)
-            .env("AMF_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("amf fabric starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening"), "amf fabric printed {line:?}");
-        Fabric {
-            child,
-            address,
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Fabric {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `amf fabric` on ROOT/fabric.sock that finds a paused AMF silent in 0.5 s.
+fn start_fabric(root: &Path, extra: &[&str]) -> Fabric {
+    let mut arguments = vec!["--heartbeat-ms", "50", "--heartbeat-misses", "10"];
+    arguments.extend_from_slice(extra);
+    Fabric::start_with(root, &arguments)
 }
 
 /// AMF `port`'s live ports as its status file last said (empty before the first one).
@@ -104,7 +66,7 @@ fn a_paused_amf_is_killed_before_its_death_is_announced_and_a_clean_stop_is_not(
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("array");
     create(&dir, "5", 3, "8M");
-    let fabric = Fabric::start(root.path(), &[]);
+    let fabric = start_fabric(root.path(), &[]);
     let start = |port: &str| Server::start(&dir, &["--id", port, "--fabric", &fabric.address]);
     let mut paused = start("0");
     let survivor = start("1");
@@ -166,7 +128,7 @@ fn a_failing_fence_agent_is_retried_and_the_port_stays_reserved_until_it_succeed
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let agent = agent.display().to_string();
-    let fabric = Fabric::start(
+    let fabric = start_fabric(
         root.path(),
         &["--fence", "command", "--fence-command", &agent],
     );

@@ -14,6 +14,8 @@ pub const WAIT_MAX: Duration = Duration::from_secs(20);
 pub struct Fabric {
     pub child: Child,
     pub address: String,
+    /// Its standard error: the log, at info.
+    pub log: PathBuf,
 }
 
 impl Fabric {
@@ -21,15 +23,18 @@ impl Fabric {
         Fabric::start_with(root, &[])
     }
 
-    /// `amf fabric --listen unix:ROOT/fabric.sock EXTRA...` (e.g. `--heartbeat-ms`).
+    /// `amf fabric --listen unix:ROOT/fabric.sock EXTRA...` (e.g. `--heartbeat-ms`),
+    /// logging at info to ROOT/fabric.log.
     pub fn start_with(root: &Path, extra: &[&str]) -> Fabric {
         let socket = root.join("fabric.sock");
         let address = format!("unix:{}", socket.display());
+        let log = root.join("fabric.log");
         let mut child = Command::new(AMF)
             .args(["fabric", "--listen", &address])
             .args(extra)
+            .env("AMF_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("amf fabric starts");
         let mut line = String::new();
@@ -37,7 +42,16 @@ impl Fabric {
             .read_line(&mut line)
             .unwrap();
         assert!(line.contains("listening"), "amf fabric printed {line:?}");
-        Fabric { child, address }
+        Fabric {
+            child,
+            address,
+            log,
+        }
+    }
+
+    /// What the fabric has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
