@@ -14,13 +14,13 @@ mod serve_support;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serve_support::cluster::{Cluster, WAIT_MAX, acknowledged, spawn_writer};
+use serve_support::cluster::{Cluster, WAIT_MAX};
 use serve_support::{Pattern, finish_qemu_io, qemu_io_within, scrub_mismatches, spawn_qemu_io};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const KIB: u64 = 1024;
@@ -97,7 +97,7 @@ fn describe(status: ExitStatus) -> String {
     match status.signal() {
         Some(libc::SIGKILL) => "killed by SIGKILL".to_owned(),
         Some(number) => format!("killed by signal {number}"),
-        None => format!("exited {status}"),
+        None => format!("exited with code {}", status.code().unwrap_or(-1)),
     }
 }
 
@@ -308,13 +308,14 @@ fn await_live(cluster: &Cluster, observer: u8, port: u8) {
 fn a_paused_amf_is_fenced_before_its_peer_takes_over() {
     require("qemu-io", "--version", "qemu-utils");
     let rounds = env_number("AMF_PAUSE_ROUNDS", 20);
+    let settle = Duration::from_millis(env_number("AMF_PAUSE_SETTLE_MS", 500).into());
     const REGION: u64 = 32 * MIB;
-    // A shorter heartbeat than the default 200 ms x 10 (a port silent for 1 s is down), so
-    // 20 rounds stay within the test's time; the pause is far longer than that.
+    // A shorter heartbeat than the default 200 ms x 10 (a port silent for 0.5 s is down),
+    // so 20 rounds stay within the test's time; the pause is far longer than that.
     let mut cluster = Cluster::start_with(
         MEMBERS,
         "12M",
-        &["--heartbeat-ms", "100", "--heartbeat-misses", "10"],
+        &["--heartbeat-ms", "50", "--heartbeat-misses", "10"],
     );
     let mut rng = ChaCha8Rng::seed_from_u64(0x57_0b);
     let started = Instant::now();
@@ -329,6 +330,8 @@ fn a_paused_amf_is_fenced_before_its_peer_takes_over() {
             }
         }
         await_live(&cluster, 1, 0);
+        // Every AMF of this test appends to one log: this round's part starts here.
+        let log_start = cluster.amf(0).log_text().len();
         // AMF 0's client: 64 KiB writes at random offsets of the region, in a loop.
         let old_byte = 1 + (round % 60) as u8;
         let old_writes: Vec<String> = (0..2000)
@@ -356,13 +359,14 @@ fn a_paused_amf_is_fenced_before_its_peer_takes_over() {
         if gone_before_takeover.is_none() {
             signal(paused, libc::SIGCONT);
         }
-        std::thread::sleep(Duration::from_secs(1));
+        // Time for whatever AMF 0 still had to land (its threads run at once on SIGCONT).
+        std::thread::sleep(settle);
         let (_, writer_output) = finish_qemu_io(writer, QEMU_IO_TIMEOUT);
         let old_acknowledged = writer_output.matches("wrote ").count();
         let mut amf_0 = cluster.amfs[0].take().unwrap();
-        let ended = match amf_0.child.try_wait().unwrap() {
-            Some(status) => status,
-            None => amf_0.terminate_with_log().0,
+        let (ended, log_0) = match amf_0.child.try_wait().unwrap() {
+            Some(status) => (status, amf_0.log_text()),
+            None => amf_0.terminate_with_log(),
         };
         let killed = ended.signal() == Some(libc::SIGKILL);
         match (killed, gone_before_takeover.is_some()) {
@@ -396,6 +400,17 @@ fn a_paused_amf_is_fenced_before_its_peer_takes_over() {
             REGION / (64 * KIB),
         );
         if bad > 0 || round_mismatches > 0 {
+            let said: Vec<&str> = log_0
+                .get(log_start..)
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| line.contains("ERROR") || line.contains("WARN"))
+                .take(8)
+                .collect();
+            eprintln!(
+                "round {round}: the AMFs' log, errors and warnings:\n{}",
+                said.join("\n")
+            );
             lost_rounds.push(round);
             lost_blocks += bad;
             mismatches += round_mismatches;
@@ -411,7 +426,7 @@ fn a_paused_amf_is_fenced_before_its_peer_takes_over() {
         "figures: {rounds} rounds, AMF 0 fenced before the takeover in {fenced}, killed only \
          after it in {late_fences}, never killed in {unfenced}; rounds losing AMF 1's \
          write {lost_rounds:?} ({lost_blocks} 64 KiB pieces lost); {mismatches} scrub \
-         mismatches; death seen after {:.2?} on average; {:.1?}",
+         mismatches; death seen after {:.2?} on average; {settle:?} after SIGCONT; {:.1?}",
         detection / rounds.max(1),
         started.elapsed()
     );
@@ -430,7 +445,7 @@ fn a_paused_amf_is_fenced_before_its_peer_takes_over() {
 #[test]
 fn every_amf_killed_mid_writes_then_restarted_loses_no_acknowledged_write() {
     require("qemu-io", "--version", "qemu-utils");
-    let rounds = env_number("AMF_KILL_ALL_ROUNDS", 5);
+    let rounds = env_number("AMF_KILL_ALL_ROUNDS", 10);
     let mut cluster = Cluster::start_with(MEMBERS, "24M", &[]);
     // AMF 0's client writes the first 32 MiB, AMF 1's the next: 256 KiB..1 MiB each, the
     // same extents every round (a new byte each round), some not block-aligned.
@@ -454,16 +469,38 @@ fn every_amf_killed_mid_writes_then_restarted_loses_no_acknowledged_write() {
     // What each acknowledged write left, by offset.
     let mut expected: BTreeMap<u64, Pattern> = BTreeMap::new();
     let (mut acknowledged_writes, mut lost, mut mismatches) = (0, Vec::new(), 0);
+    // Writers the kill caught with writes unacknowledged (of two a round).
+    let mut mid_writes = 0;
     for round in 0..rounds {
         let plans = [
             plan(0, 1 + (2 * round % 250) as u8),
             plan(1, 2 + (2 * round % 250) as u8),
         ];
-        let writers = [
-            spawn_writer(&cluster.uri(0), &plans[0]),
-            spawn_writer(&cluster.uri(1), &plans[1]),
-        ];
-        std::thread::sleep(Duration::from_millis(100 + rng.gen_range(0..400)));
+        // Even rounds: one write at a time; odd rounds: every write submitted at once
+        // (aio_write, up to qemu's 16 requests in flight), so the kill tears many stripes.
+        let queued = round % 2 == 1;
+        let writers: Vec<Child> = plans
+            .iter()
+            .zip([0u8, 1])
+            .map(|(plan, port)| {
+                let mut commands: Vec<String> = plan
+                    .iter()
+                    .map(|write| {
+                        let command = write.write();
+                        if queued {
+                            format!("aio_{command}")
+                        } else {
+                            command
+                        }
+                    })
+                    .collect();
+                if queued {
+                    commands.push("aio_flush".to_owned());
+                }
+                spawn_qemu_io(&cluster.uri(port), &commands)
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(80 + rng.gen_range(0..250)));
         let pids = [cluster.amf(0).child.id(), cluster.amf(1).child.id()];
         for pid in pids {
             signal(pid, libc::SIGKILL);
@@ -474,14 +511,19 @@ fn every_amf_killed_mid_writes_then_restarted_loses_no_acknowledged_write() {
         }
         let mut done = Vec::new();
         for (writer, plan) in writers.into_iter().zip(&plans) {
-            let acked = acknowledged(writer, plan);
+            let (_, output) = finish_qemu_io(writer, QEMU_IO_TIMEOUT);
+            let acked = acknowledged_offsets(&output);
             done.push(acked.len());
-            for write in &acked {
-                expected.insert(write.offset, *write);
+            if acked.len() < plan.len() {
+                mid_writes += 1;
             }
-            // Writes taken but not acknowledged may or may not have landed.
-            for unfinished in &plan[acked.len()..] {
-                expected.remove(&unfinished.offset);
+            for write in plan {
+                if acked.contains(&write.offset) {
+                    expected.insert(write.offset, *write);
+                } else {
+                    // Taken but not acknowledged: may or may not have landed.
+                    expected.remove(&write.offset);
+                }
             }
             acknowledged_writes += acked.len();
         }
@@ -503,8 +545,9 @@ fn every_amf_killed_mid_writes_then_restarted_loses_no_acknowledged_write() {
         cluster.stop();
         let round_mismatches = scrub_mismatches(&cluster.dir);
         eprintln!(
-            "round {round}: {} + {} of {} writes acknowledged before kill -9 of both AMFs; \
+            "round {round} ({}): {} + {} of {} writes acknowledged before kill -9 of both AMFs; \
              {round_lost} acknowledged writes lost; {round_mismatches} scrub mismatches",
+            if queued { "queued" } else { "one at a time" },
             done[0],
             done[1],
             plans[0].len() + plans[1].len()
@@ -522,16 +565,31 @@ fn every_amf_killed_mid_writes_then_restarted_loses_no_acknowledged_write() {
     }
     cluster.stop();
     eprintln!(
-        "figures: {rounds} rounds, {acknowledged_writes} writes acknowledged, {} lost, \
-         {mismatches} scrub mismatches (torn stripes not resynced at restart), {:.1?}",
+        "figures: {rounds} rounds, kill -9 caught {mid_writes} of {} writers mid-writes, \
+         {acknowledged_writes} writes acknowledged, {} lost, {mismatches} scrub mismatches after \
+         the restarts, {:.1?}",
+        2 * rounds,
         lost.len(),
         started.elapsed()
+    );
+    assert!(
+        mid_writes > 0,
+        "the kill -9 never caught a writer with writes unacknowledged: nothing was tested"
     );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:#?}");
     assert_eq!(
         mismatches, 0,
         "stripes left torn by the kill -9 of every AMF were not resynced at restart"
     );
+}
+
+/// The offsets of the writes qemu-io reported done ("wrote N/N bytes at offset X").
+fn acknowledged_offsets(output: &str) -> BTreeSet<u64> {
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("wrote "))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse().ok())
+        .collect()
 }
 
 fn unix_seconds() -> f64 {
