@@ -14,22 +14,11 @@ use std::time::{Duration, Instant};
 const MIB: u64 = 1024 * 1024;
 const FAILED_MEMBER: u64 = 2;
 
-/// The members AMF `port`'s status says the fabric's order has failed.
-fn failed_members(cluster: &Cluster, port: u8) -> Vec<u64> {
-    let report = cluster.report(port);
-    report["cluster"]["failed_members"]
-        .as_array()
-        .unwrap_or_else(|| panic!("failed_members in {report}"))
-        .iter()
-        .filter_map(serde_json::Value::as_u64)
-        .collect()
-}
-
 /// Waits until AMF `port` shows `member` failed; what it shows last.
 fn await_failed(cluster: &Cluster, port: u8, member: u64) -> Vec<u64> {
     let deadline = Instant::now() + WAIT_MAX;
     loop {
-        let failed = failed_members(cluster, port);
+        let failed = cluster.numbers(port, "failed_members");
         if failed.contains(&member) || Instant::now() > deadline {
             return failed;
         }

@@ -145,10 +145,15 @@ impl Cluster {
 
     /// The live ports AMF `port`'s status file shows.
     pub fn live_ports(&self, port: u8) -> Vec<u64> {
+        self.numbers(port, "live_ports")
+    }
+
+    /// A list of numbers (`live_ports`, `failed_members`) of AMF `port`'s status file.
+    pub fn numbers(&self, port: u8, name: &str) -> Vec<u64> {
         let report = self.report(port);
-        report["cluster"]["live_ports"]
+        report["cluster"][name]
             .as_array()
-            .unwrap_or_else(|| panic!("live_ports in {report}"))
+            .unwrap_or_else(|| panic!("{name} in {report}"))
             .iter()
             .filter_map(serde_json::Value::as_u64)
             .collect()
