@@ -10,6 +10,10 @@ use shared_regs::limits::{
 use crate::message::{DecodeError, Message, Mode, REPLY_DATA_BYTES_MAX};
 use crate::ports::PortSet;
 
+mod rebuild;
+use rebuild::{AwaitedRebuild, Rebuild, RebuildsOver};
+pub use rebuild::{MembershipEvent, REBUILD_BATCH_STRIPES, RebuildRefusal};
+
 /// Most host requests outstanding at one AMF.
 pub const REQUESTS_MAX: usize = 256;
 /// Most stripe operations (pieces of host requests, and replays) at one AMF.
@@ -89,6 +93,10 @@ pub struct Config {
     /// Blocks this AMF caches at most; past it, the stripes cached longest ago drop
     /// their blocks (they keep their ownership: a cache is any subset of what is held).
     pub cache_blocks_max: u64,
+    /// Members failed when this AMF starts (bit `m` for member `m`), as the members'
+    /// superblocks record them: a port that joins learns later failures from the
+    /// `Reply`s it gets.
+    pub failed_members: u32,
     #[doc(hidden)]
     pub mutation: Mutation,
 }
@@ -159,6 +167,13 @@ pub enum Request {
         block: u64,
         offset: u32,
         data: Vec<u8>,
+    },
+    /// Checks stripe `stripe`'s parity against its data (with `repair`, rewrites parity
+    /// that does not match), holding the stripe so that no AMF writes it meanwhile: shared
+    /// for a check, exclusive for a repair.
+    Scrub {
+        stripe: u64,
+        repair: bool,
     },
 }
 
@@ -240,6 +255,47 @@ pub enum MemberRequest {
         data: Vec<u8>,
         failed_members: u32,
     },
+    /// Reconstruct `member`'s chunk of `stripe` from the others and write it to the
+    /// member's replacement (`failed_members` names the member too: it is not read).
+    /// Answered `Written`.
+    Rebuild {
+        io: u64,
+        stripe: u64,
+        member: u32,
+        failed_members: u32,
+    },
+    /// Check `stripe`'s parity (with `repair`, rewrite what does not match); the shell
+    /// keeps the findings. Answered `Written`.
+    Scrub {
+        io: u64,
+        stripe: u64,
+        repair: bool,
+        failed_members: u32,
+    },
+}
+
+impl MemberRequest {
+    /// The members the core planned this I/O around (bit `m` for member `m`).
+    pub fn failed_members(&self) -> u32 {
+        match self {
+            MemberRequest::Read { failed_members, .. }
+            | MemberRequest::Write { failed_members, .. }
+            | MemberRequest::Replay { failed_members, .. }
+            | MemberRequest::Rebuild { failed_members, .. }
+            | MemberRequest::Scrub { failed_members, .. } => *failed_members,
+        }
+    }
+
+    /// The stripe this I/O is on.
+    pub fn stripe(&self) -> u64 {
+        match self {
+            MemberRequest::Read { stripe, .. }
+            | MemberRequest::Write { stripe, .. }
+            | MemberRequest::Replay { stripe, .. }
+            | MemberRequest::Rebuild { stripe, .. }
+            | MemberRequest::Scrub { stripe, .. } => *stripe,
+        }
+    }
 }
 
 /// A member I/O's result.
@@ -266,6 +322,8 @@ pub enum Event {
     /// the parity covers. A failed read returns nothing; a failed write may have taken
     /// effect in part.
     Failed { id: u64 },
+    /// The members' states changed at this point of the fabric's order.
+    Membership(MembershipEvent),
 }
 
 /// What the protocol did, for the simulator's ratios.
@@ -302,6 +360,10 @@ pub struct Counters {
     pub joins_during_fence: u64,
     /// Stripes resynced at start for records that no survivor completed.
     pub resyncs: u64,
+    /// Stripes this AMF rebuilt onto a replacement.
+    pub stripes_rebuilt: u64,
+    /// Stripes this AMF scrubbed.
+    pub stripes_scrubbed: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -322,6 +384,15 @@ enum OpKind {
     Resync {
         own_slot: Option<u32>,
     },
+    /// A stripe of the driver's rebuild batch `batch`.
+    Rebuild {
+        rebuild: crate::message::RebuildId,
+        member: u32,
+        batch: u64,
+    },
+    Scrub {
+        repair: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,6 +412,9 @@ enum OpState {
         member: u32,
         slot: Option<u32>,
     },
+    /// A rebuild op's chunk is written: the stripe stays held until the batch's
+    /// `RebuildProgress` is ordered.
+    Rebuilt,
 }
 
 #[derive(Clone, Debug)]
@@ -382,7 +456,7 @@ impl Patch {
 impl Op {
     fn mode(&self) -> Mode {
         match self.kind {
-            OpKind::Read => Mode::Shared,
+            OpKind::Read | OpKind::Scrub { repair: false } => Mode::Shared,
             _ => Mode::Exclusive,
         }
     }
@@ -400,6 +474,8 @@ struct Acquiring {
     /// The union of the replies' failed members: the grant waits until we have taken
     /// each of them (see [`Amf::check_granted`]).
     failed_members: u32,
+    /// Rebuild progress the repliers had taken on this stripe: the grant waits for it too.
+    rebuilds_awaited: Vec<AwaitedRebuild>,
 }
 
 #[derive(Clone, Debug)]
@@ -501,6 +577,12 @@ pub struct Amf {
     /// a `MemberFailed` of our own (once each): a port that joined after the original
     /// was ordered never receives it, and waits for ours instead.
     failures_relayed: u32,
+    /// The online rebuild this AMF follows (see `rebuild.rs`).
+    rebuild: Option<Rebuild>,
+    /// The last rebuild that brought its member back into service here, until that
+    /// member fails again.
+    last_restored: Option<(crate::message::RebuildId, u32)>,
+    rebuilds_over: RebuildsOver,
     next_op: u64,
     next_acquire: u64,
     next_io: u64,
@@ -526,6 +608,7 @@ impl Amf {
     fn empty(config: Config) -> Amf {
         Amf {
             live: config.live_ports.clone(),
+            failed_members: config.failed_members,
             slots: vec![None; config.intent_slots as usize],
             slot_waiters: VecDeque::new(),
             retired: BTreeMap::new(),
@@ -542,8 +625,10 @@ impl Amf {
             dead: BTreeMap::new(),
             joining: Vec::new(),
             deferred: VecDeque::new(),
-            failed_members: 0,
             failures_relayed: 0,
+            rebuild: None,
+            last_restored: None,
+            rebuilds_over: RebuildsOver::new(),
             next_op: 0,
             next_io: 0,
             transmits: VecDeque::new(),
@@ -672,9 +757,13 @@ impl Amf {
     }
 
     /// No request, operation or acquisition outstanding.
+    /// A rebuild's ops do not count: a peer goes on with the rebuild if this AMF leaves.
     pub fn is_quiet(&self) -> bool {
         self.requests.is_empty()
-            && self.ops.is_empty()
+            && self
+                .ops
+                .values()
+                .all(|op| matches!(op.kind, OpKind::Rebuild { .. }))
             && self.dead.is_empty()
             && !self.has_output()
     }
@@ -717,6 +806,7 @@ impl Amf {
                     },
                 );
             }
+            Request::Scrub { stripe, repair } => return self.handle_scrub(id, stripe, repair),
             Request::Read {
                 first_block,
                 block_count,
@@ -814,6 +904,33 @@ impl Amf {
         };
         let key = self.enqueue(stripe, Some(id), 0, first, 1, kind, false);
         self.ops.get_mut(&key).expect("just queued").patch = Some(patch);
+        self.advance(stripe);
+        Ok(())
+    }
+
+    /// A scrub of one stripe: one op over the whole stripe, in the mode it needs.
+    fn handle_scrub(&mut self, id: u64, stripe: u64, repair: bool) -> Result<(), RequestError> {
+        let blocks = self.config.stripe_data_blocks;
+        let first_block = stripe.saturating_mul(u64::from(blocks));
+        let pieces = self.admissible(id, first_block, 1)?;
+        assert_eq!(pieces[0].0, stripe);
+        self.requests.insert(
+            id,
+            HostRequest {
+                ops_left: 1,
+                failed: false,
+                data: None,
+            },
+        );
+        self.enqueue(
+            stripe,
+            Some(id),
+            0,
+            0,
+            blocks,
+            OpKind::Scrub { repair },
+            false,
+        );
         self.advance(stripe);
         Ok(())
     }
@@ -1044,6 +1161,7 @@ impl Amf {
             replied: PortSet::new(),
             forwarded: BTreeMap::new(),
             failed_members: 0,
+            rebuilds_awaited: Vec::new(),
         });
         self.ops.get_mut(&key).expect("queued op").caused_acquire = true;
         self.counters.broadcasts += 1;
@@ -1099,6 +1217,7 @@ impl Amf {
             acquire_id: owed.acquire_id,
             first_block: owed.first_block,
             failed_members: self.failed_members,
+            membership: self.rebuild_view(),
             data,
         };
         self.unicast(owed.port, &message);
@@ -1106,6 +1225,8 @@ impl Amf {
 
     /// Our acquire has every reply it waits for: we hold the stripe.
     fn check_granted(&mut self, stripe: u64) {
+        let failed_here = self.failed_for(stripe);
+        let rebuilds_over = &self.rebuilds_over;
         let Some(state) = self.stripes.get_mut(&stripe) else {
             return;
         };
@@ -1121,6 +1242,11 @@ impl Amf {
             // reach it. Wait for the `MemberFailed`, ordered after our acquire (or our
             // own relay of it), so that every AMF keeps changing its failed members at
             // points of the order, never before a peer's death that precedes them.
+            return;
+        }
+        if rebuild::awaits(failed_here, rebuilds_over, &acquiring.rebuilds_awaited) {
+            // A replier had the rebuild's checkpoint past this stripe (it may have written
+            // the replacement here): wait for that `RebuildProgress`, already ordered.
             return;
         }
         let acquiring = state.acquiring.take().expect("checked");
@@ -1204,6 +1330,25 @@ impl Amf {
                 state.busy = Some(key);
                 self.issue_io(key, None);
             }
+            OpKind::Scrub { .. } => {
+                self.counters.stripes_scrubbed += 1;
+                state.busy = Some(key);
+                self.issue_io(key, None);
+            }
+            OpKind::Rebuild { rebuild, batch, .. } => {
+                let current = self
+                    .rebuild
+                    .as_ref()
+                    .is_some_and(|under_way| under_way.id == *rebuild && under_way.batch == *batch);
+                if !current {
+                    // Its batch was given up, or its rebuild ended.
+                    self.ops.remove(&key);
+                    return;
+                }
+                self.counters.stripes_rebuilt += 1;
+                state.busy = Some(key);
+                self.issue_io(key, None);
+            }
             // A replay is recorded like a write: if this completer dies mid-replay, the
             // next one (live now, since nobody joins during recovery) holds this record
             // even if it lacked the dead owner's.
@@ -1227,8 +1372,8 @@ impl Amf {
     /// every lost chunk rides in it. Only when the stripe fits one record.
     fn needs_widening(&self, key: u64) -> bool {
         let op = &self.ops[&key];
-        self.failed_members != 0
-            && !matches!(op.kind, OpKind::Read)
+        self.failed_for(op.stripe) != 0
+            && matches!(op.kind, OpKind::Write { .. } | OpKind::Replay { .. })
             && op.block_count < self.config.stripe_data_blocks
             && self.config.op_blocks_max() == self.config.stripe_data_blocks
             && self.config.mutation != Mutation::AckBeforeReplication
@@ -1296,7 +1441,7 @@ impl Amf {
         assert_eq!(whole.len(), stripe_blocks as usize * BLOCK_BYTES as usize);
         let data = match &mut op.kind {
             OpKind::Write { data } | OpKind::Replay { data, .. } => data,
-            OpKind::Read | OpKind::Resync { .. } => unreachable!("never widened"),
+            _ => unreachable!("only writes and replays are widened"),
         };
         whole[op.first_block as usize * BLOCK_BYTES as usize..][..data.len()].copy_from_slice(data);
         data.clone_from(&whole);
@@ -1363,10 +1508,10 @@ impl Amf {
         let io = self.next_io;
         self.next_io += 1;
         let mutation = self.config.mutation;
+        let failed_members = self.failed_for(self.ops[&key].stripe);
         let op = self.ops.get_mut(&key).expect("op");
         op.state = OpState::MemberIo { io, slot };
         let (stripe, first_block) = (op.stripe, op.first_block);
-        let failed_members = self.failed_members;
         let request = match &op.kind {
             OpKind::Read => MemberRequest::Read {
                 io,
@@ -1406,6 +1551,18 @@ impl Amf {
                 first_block: 0,
                 failed_members,
                 data: Vec::new(),
+            },
+            OpKind::Rebuild { member, .. } => MemberRequest::Rebuild {
+                io,
+                stripe,
+                member: *member,
+                failed_members,
+            },
+            OpKind::Scrub { repair } => MemberRequest::Scrub {
+                io,
+                stripe,
+                repair: *repair,
+                failed_members,
             },
             OpKind::Replay { data, .. } => MemberRequest::Replay {
                 io,
@@ -1500,6 +1657,11 @@ impl Amf {
                 }
                 self.finish_op(key);
             }
+            (OpKind::Rebuild { .. }, MemberOutcome::Written) => self.stripe_rebuilt(key),
+            (OpKind::Scrub { .. }, MemberOutcome::Written) => {
+                self.complete_piece(key);
+                self.finish_op(key);
+            }
             (OpKind::Write { .. }, MemberOutcome::Read(block)) if op.patch.is_some() => {
                 assert!(slot.is_none(), "the block is read before the record");
                 self.patched(key, block);
@@ -1559,6 +1721,18 @@ impl Amf {
         if member >= 32 {
             return;
         }
+        if self
+            .last_restored
+            .is_some_and(|(_, restored)| restored == member)
+        {
+            self.last_restored = None;
+        }
+        if self
+            .rebuild_progress()
+            .is_some_and(|(rebuilding, _)| rebuilding == member)
+        {
+            self.stop_rebuild("the replacement failed");
+        }
         if self.failed_members & (1 << member) != 0 {
             return;
         }
@@ -1575,15 +1749,7 @@ impl Amf {
         for key in waiting {
             self.redo(key);
         }
-        let granting: Vec<u64> = self
-            .stripes
-            .iter()
-            .filter(|(_, state)| state.acquiring.is_some())
-            .map(|(&stripe, _)| stripe)
-            .collect();
-        for stripe in granting {
-            self.check_granted(stripe);
-        }
+        self.recheck_grants();
     }
 
     /// A `Reply` named `failed_members`: broadcast a `MemberFailed` of our own for each
@@ -1607,9 +1773,19 @@ impl Amf {
         let OpState::AwaitingFailure { slot, .. } = op.state else {
             panic!("redo of an op not awaiting a member failure");
         };
-        if self.failed_members.count_ones() <= self.config.parity_count {
+        if let OpKind::Rebuild { rebuild, batch, .. } = op.kind
+            && !self.rebuild_current(rebuild, batch)
+        {
+            self.finish_op(key);
+            return;
+        }
+        if self.failed_for(op.stripe).count_ones() <= self.config.parity_count {
             self.issue_io(key, slot);
             return;
+        }
+        if let OpKind::Rebuild { member, .. } = op.kind {
+            // Too few members left to rebuild from: the rebuild stops at every AMF.
+            self.broadcast(&Message::MemberFailed { member });
         }
         // Beyond the parity's reach: nothing more can be done for this op. Its record
         // (and a dead owner's it replays) retires, so recovery still ends.
@@ -1840,8 +2016,19 @@ impl Amf {
                     self.admit_joining(sram);
                 }
                 self.advance_all();
+                self.resume_rebuild();
             }
             Message::MemberFailed { member } => self.member_failed(member),
+            Message::RebuildBegin {
+                op_id,
+                member,
+                replacement,
+            } => self.rebuild_begun(from, op_id, member, replacement),
+            Message::RebuildProgress {
+                rebuild,
+                next_stripe,
+                ..
+            } => self.rebuild_progressed(rebuild, next_stripe),
             _ => {}
         }
         Ok(())
@@ -1869,6 +2056,7 @@ impl Amf {
     ) {
         let mutation = self.config.mutation;
         let failed_members = self.failed_members;
+        let membership = self.rebuild_view();
         let state = self.stripes.entry(stripe).or_default();
         let ordered = state
             .acquiring
@@ -1880,6 +2068,7 @@ impl Amf {
             acquire_id,
             first_block,
             failed_members,
+            membership,
             data,
         };
         if mutation == Mutation::TwoOwners && mode == Mode::Exclusive && state.held.is_some() {
@@ -1927,11 +2116,14 @@ impl Amf {
             acquire_id,
             first_block,
             failed_members,
+            membership,
             data,
         } = message
         else {
             return Err(DecodeError::UnexpectedUnicast);
         };
+        let failed_members = failed_members & !self.lagging_rebuild_member(membership);
+        let rebuilds_awaited = self.rebuilds_to_await(stripe, membership);
         let Some(acquiring) = self
             .stripes
             .get_mut(&stripe)
@@ -1949,6 +2141,7 @@ impl Amf {
         }
         acquiring.replied.insert(from);
         acquiring.failed_members |= failed_members;
+        acquiring.rebuilds_awaited.extend(rebuilds_awaited);
         if !data.is_empty() {
             self.counters.forwards += 1;
             cache_blocks(&mut acquiring.forwarded, first_block, &data);
@@ -2002,6 +2195,8 @@ impl Amf {
         self.tick(now);
         assert!(!self.live.contains(&port), "port {port} joined twice");
         assert!(!self.joining.contains(&port), "port {port} joined twice");
+        // The joiner never saw the rebuild begin: it would write rebuilt stripes degraded.
+        self.stop_rebuild(rebuild::JOINED);
         if self.dead.is_empty() || self.config.mutation == Mutation::AdmitJoinerDuringFence {
             self.live.push(port);
         } else {
@@ -2055,7 +2250,9 @@ impl Amf {
         let owner = self.read_records(port, sram);
         self.dead.insert(port, owner);
         assert!(self.fenced(0));
+        self.abandon_rebuild_batch();
         self.forget_port(port);
+        self.rebuild_driver_lost(port);
         if self.live[0] == self.config.port {
             let pending: Vec<u8> = self
                 .dead

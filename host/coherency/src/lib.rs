@@ -28,7 +28,11 @@ mod ports;
 
 pub use amf::{
     Amf, Config, Counters, Event, INCARNATIONS_MAX, LocalWrite, MemberOutcome, MemberRequest,
-    Mutation, Request, RequestError, Sram, Transmit, id_incarnation,
+    MembershipEvent, Mutation, REBUILD_BATCH_STRIPES, RebuildRefusal, Request, RequestError, Sram,
+    Transmit, id_incarnation,
 };
-pub use message::{DecodeError, Message, Mode, REPLY_DATA_BYTES_MAX};
+pub use message::{
+    DecodeError, Message, Mode, REPLACEMENT_PATH_BYTES_MAX, REPLY_DATA_BYTES_MAX, RebuildId,
+    RebuildView,
+};
 pub use ports::PortSet;

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use amf_coherency::{
-    Amf, Config, Event, MemberOutcome, MemberRequest, Message, Mode, Mutation, Request, Sram,
-    Transmit,
+    Amf, Config, Event, MemberOutcome, MemberRequest, MembershipEvent, Message, Mode, Mutation,
+    RebuildRefusal, Request, Sram, Transmit,
 };
 
 const BLOCK: usize = 4096;
@@ -33,6 +33,7 @@ fn config(port: u8) -> Config {
         intent_slots: 4,
         parity_count: 1,
         cache_blocks_max: 1024,
+        failed_members: 0,
         mutation: Mutation::None,
     }
 }
@@ -46,6 +47,8 @@ struct Pair {
     /// Member I/O each AMF issued but that this harness holds back (`hold`).
     held: Vec<(usize, MemberRequest)>,
     hold: [bool; 2],
+    /// Every member I/O performed, in order, by AMF.
+    performed: Vec<(usize, MemberRequest)>,
     completed: Vec<(usize, Event)>,
     sent: Vec<(usize, Message)>,
     clock: u64,
@@ -69,6 +72,7 @@ impl Pair {
             member_reads: [0; 2],
             held: Vec::new(),
             hold: [false; 2],
+            performed: Vec::new(),
             completed: Vec::new(),
             sent: Vec::new(),
             clock: 0,
@@ -154,6 +158,7 @@ impl Pair {
     }
 
     fn perform(&mut self, index: usize, request: MemberRequest) {
+        self.performed.push((index, request.clone()));
         let base = |stripe: u64, block: u32| stripe * u64::from(STRIPE_BLOCKS) + u64::from(block);
         let (io, outcome) = match request {
             MemberRequest::Read {
@@ -189,6 +194,10 @@ impl Pair {
                     self.members
                         .insert(base(stripe, first_block + offset as u32), bytes.to_vec());
                 }
+                (io, MemberOutcome::Written)
+            }
+            // The data blocks stay as they are.
+            MemberRequest::Rebuild { io, .. } | MemberRequest::Scrub { io, .. } => {
                 (io, MemberOutcome::Written)
             }
         };
@@ -566,4 +575,152 @@ fn a_member_io_error_is_ordered_then_redone_degraded_or_failed_beyond_the_parity
     assert_eq!(pair.completed[1].1, Event::Failed { id: 2 });
     assert_eq!(pair.amfs[0].counters().ops_failed, 1);
     assert_eq!(pair.amfs[0].counters().member_errors, 2);
+}
+
+#[test]
+fn an_online_rebuild_puts_the_member_back_while_the_peer_writes() {
+    let mut pair = Pair::new();
+    for (index, amf) in pair.amfs.iter_mut().enumerate() {
+        let mut config = config(index as u8);
+        config.failed_members = 0b10;
+        *amf = Amf::new(config, &mut pair.srams[index]);
+    }
+    let refused = pair.amfs[0].start_rebuild(pair.clock, 0, b"/new".to_vec());
+    assert_eq!(refused, Err(RebuildRefusal::NotFailed(0)));
+    pair.hold[0] = true;
+    let now = pair.now();
+    pair.amfs[0]
+        .start_rebuild(now, 1, b"/new".to_vec())
+        .unwrap();
+    pair.drive();
+    let begun = |index: usize| {
+        pair.completed.iter().any(|(at, event)| {
+            *at == index
+                && matches!(event, Event::Membership(MembershipEvent::RebuildBegun { member: 1, driving, .. }) if *driving == (index == 0))
+        })
+    };
+    assert!(begun(0) && begun(1), "both AMFs take the rebuild's start");
+    assert_eq!(
+        pair.amfs[0].start_rebuild(pair.clock, 1, b"/new".to_vec()),
+        Err(RebuildRefusal::Busy(1))
+    );
+    // AMF 1 writes every stripe while AMF 0 holds its rebuild's first stripes.
+    for stripe in 0..4u64 {
+        pair.request(
+            1,
+            10 + stripe,
+            Request::Write {
+                first_block: stripe * u64::from(STRIPE_BLOCKS),
+                data: block(stripe as u8 + 1),
+            },
+        );
+    }
+    pair.hold[0] = false;
+    for (index, request) in std::mem::take(&mut pair.held) {
+        pair.perform(index, request);
+    }
+    pair.drive();
+    for stripe in 0..4u64 {
+        pair.request(
+            1,
+            20 + stripe,
+            Request::Write {
+                first_block: stripe * u64::from(STRIPE_BLOCKS) + 1,
+                data: block(9),
+            },
+        );
+    }
+    // After a stripe's chunk was rebuilt, no write of it skips the replacement.
+    let mut rebuilt = BTreeMap::new();
+    for (position, (_, request)) in pair.performed.iter().enumerate() {
+        match request {
+            MemberRequest::Rebuild {
+                stripe,
+                member: 1,
+                failed_members,
+                ..
+            } => {
+                assert_ne!(failed_members & 0b10, 0, "the replacement is not read");
+                rebuilt.insert(*stripe, position);
+            }
+            MemberRequest::Write {
+                stripe,
+                failed_members,
+                ..
+            } if rebuilt.contains_key(stripe) => {
+                assert_eq!(
+                    failed_members & 0b10,
+                    0,
+                    "write of rebuilt stripe {stripe} skipped the replacement"
+                );
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(rebuilt.len(), 4, "every stripe rebuilt once");
+    for amf in &pair.amfs {
+        assert_eq!(amf.failed_members(), 0, "member 1 back in service");
+        assert_eq!(amf.rebuild_progress(), None);
+    }
+    let done = pair.completed.iter().filter(|(_, event)| {
+        matches!(
+            event,
+            Event::Membership(MembershipEvent::RebuildProgress {
+                member: 1,
+                next_stripe: 4,
+                ..
+            })
+        )
+    });
+    assert_eq!(
+        done.count(),
+        2,
+        "both AMFs see the member back at the same point"
+    );
+}
+
+#[test]
+fn a_scrub_holds_its_stripe_and_completes() {
+    let mut pair = Pair::new();
+    pair.request(
+        0,
+        1,
+        Request::Write {
+            first_block: 0,
+            data: block(3),
+        },
+    );
+    pair.request(
+        1,
+        2,
+        Request::Scrub {
+            stripe: 0,
+            repair: true,
+        },
+    );
+    assert_eq!(pair.amfs[1].holding(0), Some(Mode::Exclusive));
+    assert_eq!(
+        pair.amfs[0].holding(0),
+        None,
+        "a repair takes the stripe whole"
+    );
+    pair.request(
+        0,
+        3,
+        Request::Scrub {
+            stripe: 0,
+            repair: false,
+        },
+    );
+    assert_eq!(pair.amfs[0].holding(0), Some(Mode::Shared));
+    assert!(
+        pair.completed
+            .iter()
+            .any(|(_, event)| matches!(event, Event::Completed { id: 3, data: None }))
+    );
+    let scrubs = pair
+        .performed
+        .iter()
+        .filter(|(_, request)| matches!(request, MemberRequest::Scrub { .. }));
+    assert_eq!(scrubs.count(), 2);
 }

@@ -301,6 +301,7 @@ impl World {
             parity_count: self.swarm.level.parity_count(),
             // Small, so that eviction runs all the time under the checkers.
             cache_blocks_max: 24,
+            failed_members: 0,
             mutation: self.options.mutation,
         }
     }
@@ -999,6 +1000,11 @@ impl World {
                                     error: None,
                                 }
                             }
+                            MemberRequest::Rebuild { .. } | MemberRequest::Scrub { .. } => {
+                                return Err(format!(
+                                    "amf{port} issued {request:?}, but the simulator starts no rebuild or scrub"
+                                ));
+                            }
                         };
                         node.jobs.push(job);
                         return Ok(());
@@ -1050,6 +1056,11 @@ impl World {
             Event::Failed { id } => {
                 return Err(format!(
                     "request {id} via amf{port} failed though the parity covers every failed member"
+                ));
+            }
+            Event::Membership(change) => {
+                return Err(format!(
+                    "amf{port} reported {change:?}, but the simulator starts no rebuild"
                 ));
             }
         };
@@ -1412,6 +1423,9 @@ fn plan_member_writes(
             ..
         } => members.plan_replay(*stripe, *first_block, data, *failed_members, port),
         MemberRequest::Read { .. } => unreachable!("reads are read jobs"),
+        MemberRequest::Rebuild { .. } | MemberRequest::Scrub { .. } => {
+            unreachable!("the simulator starts no rebuild or scrub")
+        }
     }
 }
 
@@ -1423,6 +1437,7 @@ fn short(message: amf_coherency::Message) -> String {
             first_block,
             failed_members,
             data,
+            ..
         } => format!(
             "Reply {{ stripe: {stripe}, acquire_id: {acquire_id}, failed_members: {failed_members:#b}, forwarded: {} blocks from {first_block} }}",
             data.len() / BLOCK_BYTES as usize
