@@ -1707,8 +1707,15 @@ impl Amf {
     fn member_error(&mut self, key: u64, member: u32, slot: Option<u32>) {
         assert!(member < 32, "member {member} beyond the member bitmap");
         self.counters.member_errors += 1;
+        let stripe = self.ops[&key].stripe;
         self.ops.get_mut(&key).expect("op").state = OpState::AwaitingFailure { member, slot };
-        if self.failed_members & (1 << member) != 0 {
+        // The member being rebuilt is failed as a whole, yet in service below the
+        // checkpoint, and its rebuild writes it everywhere: an error on it must stop the
+        // rebuild at every AMF, or the op would be redone onto it for ever.
+        let rebuilding = self
+            .rebuild_progress()
+            .is_some_and(|(rebuilding, _)| rebuilding == member);
+        if self.failed_for(stripe) & (1 << member) != 0 && !rebuilding {
             // Already ordered failed (the I/O was issued before we learnt it).
             self.redo(key);
         } else {
@@ -1727,13 +1734,12 @@ impl Amf {
         {
             self.last_restored = None;
         }
-        if self
+        let rebuilding = self
             .rebuild_progress()
-            .is_some_and(|(rebuilding, _)| rebuilding == member)
-        {
+            .is_some_and(|(rebuilding, _)| rebuilding == member);
+        if rebuilding {
             self.stop_rebuild("the replacement failed");
-        }
-        if self.failed_members & (1 << member) != 0 {
+        } else if self.failed_members & (1 << member) != 0 {
             return;
         }
         self.failed_members |= 1 << member;

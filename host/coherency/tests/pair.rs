@@ -579,12 +579,7 @@ fn a_member_io_error_is_ordered_then_redone_degraded_or_failed_beyond_the_parity
 
 #[test]
 fn an_online_rebuild_puts_the_member_back_while_the_peer_writes() {
-    let mut pair = Pair::new();
-    for (index, amf) in pair.amfs.iter_mut().enumerate() {
-        let mut config = config(index as u8);
-        config.failed_members = 0b10;
-        *amf = Amf::new(config, &mut pair.srams[index]);
-    }
+    let mut pair = pair_with_member_1_failed();
     let refused = pair.amfs[0].start_rebuild(pair.clock, 0, b"/new".to_vec());
     assert_eq!(refused, Err(RebuildRefusal::NotFailed(0)));
     pair.hold[0] = true;
@@ -677,6 +672,68 @@ fn an_online_rebuild_puts_the_member_back_while_the_peer_writes() {
         2,
         "both AMFs see the member back at the same point"
     );
+}
+
+/// A pair with member 1 failed at both AMFs (as their superblocks said at start).
+fn pair_with_member_1_failed() -> Pair {
+    let mut pair = Pair::new();
+    for (index, amf) in pair.amfs.iter_mut().enumerate() {
+        let mut config = config(index as u8);
+        config.failed_members = 0b10;
+        *amf = Amf::new(config, &mut pair.srams[index]);
+    }
+    pair
+}
+
+#[test]
+fn the_replacement_failing_under_its_rebuild_stops_it_at_every_amf() {
+    let mut pair = pair_with_member_1_failed();
+    pair.hold[0] = true;
+    let now = pair.now();
+    pair.amfs[0]
+        .start_rebuild(now, 1, b"/new".to_vec())
+        .unwrap();
+    pair.drive();
+    let (index, request) = pair.held.remove(0);
+    let MemberRequest::Rebuild { io, member: 1, .. } = request else {
+        panic!("the rebuild's first stripe, got {request:?}");
+    };
+    let now = pair.now();
+    pair.amfs[index].handle_member_completion(now, io, MemberOutcome::Failed { member: 1 });
+    pair.hold[0] = false;
+    for (index, request) in std::mem::take(&mut pair.held) {
+        pair.perform(index, request);
+    }
+    pair.drive();
+    let failed = pair
+        .sent
+        .iter()
+        .filter(|(_, message)| matches!(message, Message::MemberFailed { member: 1 }))
+        .count();
+    assert_eq!(failed, 1, "the error on the replacement is ordered, once");
+    for (index, amf) in pair.amfs.iter().enumerate() {
+        assert_eq!(amf.rebuild_progress(), None, "AMF {index} stopped the rebuild");
+        assert_eq!(amf.failed_members(), 0b10, "member 1 stays failed");
+        assert!(
+            pair.completed.iter().any(|(at, event)| *at == index
+                && matches!(
+                    event,
+                    Event::Membership(MembershipEvent::RebuildStopped {
+                        member: 1,
+                        restarting: false,
+                        ..
+                    })
+                )),
+            "AMF {index} tells its shell"
+        );
+    }
+    assert!(pair.held.is_empty(), "nothing is redone onto the replacement");
+    assert!(pair.amfs.iter().all(Amf::is_quiet), "no op is left behind");
+    // The member can be rebuilt again, onto another device.
+    let now = pair.now();
+    pair.amfs[1].start_rebuild(now, 1, b"/other".to_vec()).unwrap();
+    pair.drive();
+    assert!(pair.amfs.iter().all(|amf| amf.failed_members() == 0));
 }
 
 #[test]

@@ -64,7 +64,13 @@ pub enum MembershipEvent {
         driving: bool,
     },
     /// The rebuild of `member` ended before its end: the member stays failed.
-    RebuildStopped { member: u32, reason: String },
+    /// `restarting`: a port joined, and the driver begins the rebuild again from stripe 0
+    /// (a `RebuildBegun` follows in the order, unless the driver dies first).
+    RebuildStopped {
+        member: u32,
+        reason: String,
+        restarting: bool,
+    },
     /// This AMF's `RebuildBegin` was not taken where the order placed it.
     RebuildRefused { member: u32, reason: String },
 }
@@ -230,6 +236,7 @@ impl Amf {
         self.membership_event(MembershipEvent::RebuildStopped {
             member,
             reason: reason.to_owned(),
+            restarting: reason == JOINED,
         });
         self.end_rebuild();
         self.release_rebuilt(u64::MAX);
