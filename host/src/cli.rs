@@ -94,7 +94,8 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct ControlArgs {
-    /// The control socket of amf serve (default: amf.control beside the members).
+    /// The control socket of amf serve (default: amf.control beside the members; a
+    /// cluster AMF's is amf-N.control, and rebuild and scrub find a running one).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
 }
@@ -102,6 +103,20 @@ struct ControlArgs {
 impl ControlArgs {
     fn socket(&self, members: &[PathBuf]) -> PathBuf {
         crate::serve::control_path(members, self.control.as_ref())
+    }
+
+    /// Where a job on `members` goes: `--control`, else the `amf serve` answering beside
+    /// them, else the first running cluster AMF's socket (any AMF runs a job for the
+    /// whole cluster; `--control DIR/amf-N.control` picks one).
+    fn job_socket(&self, members: &[PathBuf]) -> PathBuf {
+        let standalone = self.socket(members);
+        if self.control.is_some() || control::call(&standalone, &Request::Status {}).is_ok() {
+            return standalone;
+        }
+        crate::serve_cluster::running_amfs(members)
+            .into_iter()
+            .find_map(|amf| amf.control)
+            .unwrap_or(standalone)
     }
 }
 
@@ -369,13 +384,6 @@ fn run_serve_cluster(
             );
         }
     };
-    if args.control.control.is_some() {
-        return Err(
-            "--id: a cluster AMF has no control socket yet (amf status reads its \
-             amf-N.status.json)"
-                .into(),
-        );
-    }
     let config = crate::serve_cluster::ClusterServeConfig {
         members: args.members.members,
         address: args.nbd,
@@ -384,6 +392,7 @@ fn run_serve_cluster(
         sram_path,
         metrics: args.metrics,
         cache_bytes_max: args.cache_size,
+        control: args.control.control,
     };
     crate::serve_cluster::run(&config, |address| {
         use std::io::Write;
@@ -505,7 +514,7 @@ fn serving(socket: &std::path::Path) -> Result<Option<control::ServeStatus>, Con
 }
 
 fn run_scrub(args: ScrubArgs) -> CliResult {
-    let socket = args.control.socket(&args.members.members);
+    let socket = args.control.job_socket(&args.members.members);
     match control::call(&socket, &Request::Status {}) {
         Err(ControlError::NotServing { .. }) => return run_scrub_offline(args),
         Err(error) => return Err(error.into()),
@@ -538,8 +547,8 @@ fn run_scrub_offline(args: ScrubArgs) -> CliResult {
         // Writes by the cluster would race a repair, and make a check report stripes
         // half-written as mismatches.
         return Err(format!(
-            "AMF {} (pid {}, nbd://{}) serves these members: stop the cluster before an \
-             offline scrub (a cluster AMF does not run scrubs online yet)",
+            "AMF {} (pid {}, nbd://{}) serves these members but its control socket does \
+             not answer: stop the cluster before an offline scrub",
             amf.cluster.port, amf.pid, amf.nbd
         )
         .into());
@@ -581,7 +590,7 @@ fn print_scrub(report: &scrub::ScrubReport, json: bool) -> CliResult {
 }
 
 fn run_rebuild(args: RebuildArgs) -> CliResult {
-    let socket = args.control.socket(&args.members.members);
+    let socket = args.control.job_socket(&args.members.members);
     warn_if_not_found_at_restart(&args.members.members, &args.replacement);
     let request = Request::Rebuild {
         member: args.member,

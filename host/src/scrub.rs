@@ -156,6 +156,13 @@ pub fn new_report(source: &dyn StripeSource, engine_name: &str) -> ScrubReport {
     }
 }
 
+/// Adds what the scrub of some stripes found (`part`) to `report`.
+pub fn merge(report: &mut ScrubReport, part: ScrubReport) {
+    report.stripes_checked += part.stripes_checked;
+    report.mismatches.extend(part.mismatches);
+    report.repaired |= part.repaired;
+}
+
 /// Scrubs every stripe of `array`, computing parity with `engine`.
 pub fn run(
     array: &Array,

@@ -15,7 +15,7 @@ use crate::control::{self, CONTROL_SOCKET_FILE};
 use crate::metrics::Metrics;
 use crate::nbd::server::RequestObserver;
 use crate::nbd::{ServerOptions, ServerStats};
-use crate::tasks::{TaskState, Tasks};
+use crate::tasks::{JobRunner, TaskState, Tasks};
 use crate::volume::{
     CARD_SRAM_FILE, CardSpec, Engine, INTENT_FILE, Recovery, Volume, default_sidecar,
 };
@@ -100,7 +100,7 @@ pub fn run(
     let (volume, recovery) = open_volume(config)?;
     log_start(&volume, &recovery);
     let volume = Arc::new(volume);
-    let tasks = Arc::new(Tasks::new(Arc::clone(&volume)));
+    let tasks = Arc::new(Tasks::new(Arc::clone(&volume) as Arc<dyn JobRunner>));
     tasks.resume_rebuild();
     let served = runtime.block_on(serve_until_signal(
         Served {
@@ -132,7 +132,7 @@ struct Served {
 }
 
 /// Removes the control socket when `amf serve` ends.
-struct RemoveOnDrop(PathBuf);
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

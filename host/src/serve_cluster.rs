@@ -5,16 +5,19 @@
 //! the coherency core ([`crate::active::ClusterVolume`]) and exports the whole volume over
 //! NBD, as every other AMF of the cluster does. Every half second it writes its place in
 //! the cluster to `amf-N.status.json` beside the members, which `amf status` shows; the
-//! file goes when the AMF stops cleanly. SIGTERM or Ctrl-C: requests in flight finish,
-//! the card leaves the fabric (its peers see it go), members are flushed.
+//! file goes when the AMF stops cleanly. Its control socket, `amf-N.control` beside the
+//! members, takes `amf rebuild` and `amf scrub` (run through the whole cluster). SIGTERM
+//! or Ctrl-C: requests in flight finish, the card leaves the fabric (its peers see it
+//! go), members are flushed.
 
 use crate::active::{ClusterConfig, ClusterStatus, ClusterVolume};
 use crate::array::member_paths;
 use crate::block::BlockDevice;
+use crate::control;
 use crate::metrics::Metrics;
 use crate::nbd::{ServerOptions, ServerStats};
-use crate::serve::{ServeError, shutdown_signal, start_metrics};
-use crate::tasks::Tasks;
+use crate::serve::{RemoveOnDrop, ServeError, shutdown_signal, start_metrics};
+use crate::tasks::{JobRunner, Tasks};
 use crate::volume::{Volume, default_sidecar};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -42,6 +45,13 @@ pub struct ClusterServeConfig {
     pub metrics: Option<String>,
     /// `--cache-size`: bytes of blocks the AMF caches at most.
     pub cache_bytes_max: u64,
+    /// `--control`; `None` means `amf-N.control` beside the members.
+    pub control: Option<PathBuf>,
+}
+
+/// The control socket of AMF `port` for the members `members`.
+pub fn control_path(members: &[PathBuf], port: u8) -> PathBuf {
+    default_sidecar(members, &format!("amf-{port}.control"))
 }
 
 /// The status file of AMF `port` for the members `members`.
@@ -60,6 +70,9 @@ pub struct AmfReport {
     pub updated_unix_ms: u64,
     /// The core's view.
     pub cluster: ClusterStatus,
+    /// Its control socket (`amf rebuild`, `amf scrub`).
+    #[serde(default)]
+    pub control: Option<PathBuf>,
 }
 
 /// Runs one cluster AMF until SIGTERM or Ctrl-C; `on_listening` is told the NBD address.
@@ -69,6 +82,16 @@ pub fn run(
 ) -> Result<ServerStats, ServeError> {
     let runtime = crate::serve::runtime()?;
     let paths = member_paths(&config.members)?;
+    // The control socket first: a second AMF with this port on these members stops here.
+    let control_socket = config
+        .control
+        .clone()
+        .unwrap_or_else(|| control_path(&config.members, config.port));
+    let control = {
+        let _context = runtime.enter();
+        control::bind(&control_socket)?
+    };
+    let _remove_socket = RemoveOnDrop(control_socket.clone());
     let volume = Volume::open_in_cluster(&paths)?;
     let sram_path = config
         .sram_path
@@ -83,15 +106,26 @@ pub fn run(
         },
         volume,
     )?);
-    let status_file = status_path(&config.members, config.port);
+    let tasks = Arc::new(Tasks::new(Arc::clone(&cluster) as Arc<dyn JobRunner>));
+    let status_file = StatusFile {
+        path: status_path(&config.members, config.port),
+        control: control_socket,
+    };
     let served = runtime.block_on(serve_until_signal(
-        Arc::clone(&cluster),
+        Served {
+            cluster: Arc::clone(&cluster),
+            tasks: Arc::clone(&tasks),
+            control,
+        },
         config,
         &status_file,
         on_listening,
     ));
     drop(runtime);
-    let _ = std::fs::remove_file(&status_file);
+    // A scrub's next stripe or a rebuild's next look still go through the core.
+    tasks.shutdown();
+    drop(tasks);
+    let _ = std::fs::remove_file(&status_file.path);
     let closed = cluster.close();
     let stats = served?;
     closed?;
@@ -99,12 +133,30 @@ pub fn run(
     Ok(stats)
 }
 
-async fn serve_until_signal(
+/// What a cluster AMF serves besides NBD.
+struct Served {
     cluster: Arc<ClusterVolume>,
+    tasks: Arc<Tasks>,
+    control: tokio::net::UnixListener,
+}
+
+/// Where the status file goes, and the control socket it names.
+struct StatusFile {
+    path: PathBuf,
+    control: PathBuf,
+}
+
+async fn serve_until_signal(
+    served: Served,
     config: &ClusterServeConfig,
-    status_file: &Path,
+    status_file: &StatusFile,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<ServerStats, ServeError> {
+    let Served {
+        cluster,
+        tasks,
+        control,
+    } = served;
     let listener = tokio::net::TcpListener::bind(&config.address)
         .await
         .map_err(|error| format!("--nbd {}: {error}", config.address))?;
@@ -114,8 +166,9 @@ async fn serve_until_signal(
     let mut options = ServerOptions::default();
     let metrics = match &config.metrics {
         Some(metrics_address) => {
-            let (task, observer) =
-                start_metrics(metrics_address, cluster_metrics(&cluster)).await?;
+            let metrics = Metrics::new(Arc::clone(cluster.volume()), Arc::clone(&tasks))
+                .with_cluster(Arc::clone(&cluster));
+            let (task, observer) = start_metrics(metrics_address, metrics).await?;
             options.observer = Some(observer);
             Some(task)
         }
@@ -123,38 +176,40 @@ async fn serve_until_signal(
     };
     write_status(&cluster, address, status_file)?;
     on_listening(address);
+    let control = tokio::spawn(control::serve(control, tasks, Arc::clone(cluster.volume())));
     let reporter = tokio::spawn(report_status(
         Arc::clone(&cluster),
         address,
-        status_file.to_path_buf(),
+        StatusFile {
+            path: status_file.path.clone(),
+            control: status_file.control.clone(),
+        },
     ));
     let device: Arc<dyn BlockDevice> = cluster;
     let stats = crate::nbd::serve(listener, device, options, shutdown).await;
     reporter.abort();
+    control.abort();
     if let Some(metrics) = metrics {
         metrics.abort();
     }
     Ok(stats?)
 }
 
-/// The cluster AMF's metrics: its volume's, the NBD requests', the protocol's.
-fn cluster_metrics(cluster: &Arc<ClusterVolume>) -> Metrics {
-    let volume = Arc::clone(cluster.volume());
-    let tasks = Arc::new(Tasks::new(Arc::clone(&volume)));
-    Metrics::new(volume, tasks).with_cluster(Arc::clone(cluster))
-}
-
-async fn report_status(cluster: Arc<ClusterVolume>, address: SocketAddr, path: PathBuf) {
+async fn report_status(cluster: Arc<ClusterVolume>, address: SocketAddr, file: StatusFile) {
     loop {
         tokio::time::sleep(Duration::from_millis(STATUS_PERIOD_MS)).await;
-        if let Err(error) = write_status(&cluster, address, &path) {
-            tracing::warn!(path = %path.display(), %error, "could not write the status file");
+        if let Err(error) = write_status(&cluster, address, &file) {
+            tracing::warn!(path = %file.path.display(), %error, "could not write the status file");
         }
     }
 }
 
 /// Writes the status file whole (a temporary file renamed over it).
-fn write_status(cluster: &ClusterVolume, address: SocketAddr, path: &Path) -> std::io::Result<()> {
+fn write_status(
+    cluster: &ClusterVolume,
+    address: SocketAddr,
+    file: &StatusFile,
+) -> std::io::Result<()> {
     let report = AmfReport {
         pid: std::process::id(),
         nbd: address.to_string(),
@@ -162,11 +217,12 @@ fn write_status(cluster: &ClusterVolume, address: SocketAddr, path: &Path) -> st
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as u64),
         cluster: cluster.status(),
+        control: Some(file.control.clone()),
     };
     let text = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?;
-    let temporary = path.with_extension("json.tmp");
+    let temporary = file.path.with_extension("json.tmp");
     std::fs::write(&temporary, text)?;
-    std::fs::rename(&temporary, path)
+    std::fs::rename(&temporary, &file.path)
 }
 
 /// How recent a status file must be for its AMF to count as running (it is rewritten

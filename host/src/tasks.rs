@@ -2,14 +2,15 @@
 //! the NBD clients, with progress (stripes, rate, ETA) for `amf status`, the CLI's
 //! progress bar and the metrics.
 //!
-//! At most one rebuild and one scrub run at a time. A rebuild's progress lives in the
-//! superblocks (see [`crate::volume`]); a scrub's does not: a scrub cut short by a restart
-//! is started again by the operator.
+//! At most one rebuild and one scrub run at a time. A standalone AMF's rebuild progress
+//! lives in the superblocks (see [`crate::volume`]); a cluster rebuild's lives in the
+//! fabric's order, and this AMF's job follows it. A scrub's progress lives nowhere: a
+//! scrub cut short by a restart is started again by the operator.
 
-use crate::scrub::{self, Mode, ScrubReport};
-use crate::volume::{RebuildError, Volume};
+use crate::scrub::{self, Mode, ScrubError, ScrubReport};
+use crate::volume::{RebuildError, RebuildProgress, Volume};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,6 +18,63 @@ use std::time::{Duration, Instant};
 
 /// Stripes a rebuild takes (and locks) at once, between checkpoints.
 const REBUILD_BATCH_STRIPES: u64 = 32;
+
+/// What runs a serving AMF's jobs: the volume alone (`amf serve`), or a cluster AMF,
+/// whose coherency core orders the rebuild and each stripe's scrub among the AMFs.
+pub trait JobRunner: std::fmt::Debug + Send + Sync {
+    /// The volume served.
+    fn volume(&self) -> &Volume;
+    /// Starts rebuilding failed `member` onto `replacement`; with `max_rate_bytes_per_second`
+    /// the job throttles itself.
+    fn begin_rebuild(
+        &self,
+        member: u32,
+        replacement: &Path,
+        max_rate_bytes_per_second: Option<u64>,
+    ) -> Result<RebuildProgress, RebuildError>;
+    /// Goes on with the rebuild of `member` (about `stripes` stripes, or until it moves)
+    /// and says where it stands.
+    fn continue_rebuild(&self, member: u32, stripes: u64) -> Result<RebuildProgress, RebuildError>;
+    /// Scrubs stripe `stripe`, adding what it finds to `report`.
+    fn scrub_stripe(
+        &self,
+        stripe: u64,
+        mode: Mode,
+        report: &mut ScrubReport,
+    ) -> Result<(), ScrubError>;
+}
+
+impl JobRunner for Volume {
+    fn volume(&self) -> &Volume {
+        self
+    }
+
+    fn begin_rebuild(
+        &self,
+        member: u32,
+        replacement: &Path,
+        _max_rate_bytes_per_second: Option<u64>,
+    ) -> Result<RebuildProgress, RebuildError> {
+        Volume::begin_rebuild(self, member, replacement)
+    }
+
+    fn continue_rebuild(
+        &self,
+        _member: u32,
+        stripes: u64,
+    ) -> Result<RebuildProgress, RebuildError> {
+        self.rebuild_batch(stripes)
+    }
+
+    fn scrub_stripe(
+        &self,
+        stripe: u64,
+        mode: Mode,
+        report: &mut ScrubReport,
+    ) -> Result<(), ScrubError> {
+        Volume::scrub_stripe(self, stripe, mode, report)
+    }
+}
 
 /// Which job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +226,7 @@ fn percent(done: u64, total: u64) -> f64 {
 /// The jobs of one serving volume.
 #[derive(Debug)]
 pub struct Tasks {
-    volume: Arc<Volume>,
+    runner: Arc<dyn JobRunner>,
     rebuild: Mutex<Option<Arc<Task>>>,
     scrub: Mutex<Option<Arc<Task>>>,
     stopping: Arc<AtomicBool>,
@@ -177,9 +235,9 @@ pub struct Tasks {
 
 impl Tasks {
     /// No jobs yet.
-    pub fn new(volume: Arc<Volume>) -> Tasks {
+    pub fn new(runner: Arc<dyn JobRunner>) -> Tasks {
         Tasks {
-            volume,
+            runner,
             rebuild: Mutex::new(None),
             scrub: Mutex::new(None),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -201,15 +259,15 @@ impl Tasks {
     fn spawn(
         &self,
         task: &Arc<Task>,
-        job: impl FnOnce(&Volume, &Task, &AtomicBool) -> Result<Option<ScrubReport>, String>
+        job: impl FnOnce(&dyn JobRunner, &Task, &AtomicBool) -> Result<Option<ScrubReport>, String>
         + Send
         + 'static,
     ) {
-        let volume = Arc::clone(&self.volume);
+        let runner = Arc::clone(&self.runner);
         let task = Arc::clone(task);
         let stopping = Arc::clone(&self.stopping);
         let thread = std::thread::spawn(move || {
-            let outcome = job(&volume, &task, &stopping);
+            let outcome = job(runner.as_ref(), &task, &stopping);
             if let Err(error) = &outcome {
                 tracing::error!(kind = ?task.kind, %error, "job stopped");
             }
@@ -227,15 +285,17 @@ impl Tasks {
         max_rate_bytes_per_second: Option<u64>,
     ) -> Result<TaskReport, RebuildError> {
         let mut slot = lock(&self.rebuild);
-        let progress = self.volume.begin_rebuild(member, &replacement)?;
+        let progress =
+            self.runner
+                .begin_rebuild(member, &replacement, max_rate_bytes_per_second)?;
         let task = Arc::new(Task::new(
             TaskKind::Rebuild,
             Some(member),
-            &self.volume,
+            self.runner.volume(),
             progress.next_stripe,
         ));
-        self.spawn(&task, move |volume, task, stopping| {
-            run_rebuild(volume, task, stopping, max_rate_bytes_per_second)
+        self.spawn(&task, move |runner, task, stopping| {
+            run_rebuild(runner, task, stopping, max_rate_bytes_per_second)
         });
         *slot = Some(Arc::clone(&task));
         Ok(task.report())
@@ -243,7 +303,7 @@ impl Tasks {
 
     /// Goes on with the rebuild the superblocks record as under way, if any.
     pub fn resume_rebuild(&self) -> Option<TaskReport> {
-        let progress = self.volume.rebuild_progress()?;
+        let progress = self.runner.volume().rebuild_progress()?;
         tracing::info!(
             member = progress.member,
             next_stripe = progress.next_stripe,
@@ -253,11 +313,11 @@ impl Tasks {
         let task = Arc::new(Task::new(
             TaskKind::Rebuild,
             Some(progress.member),
-            &self.volume,
+            self.runner.volume(),
             progress.next_stripe,
         ));
-        self.spawn(&task, |volume, task, stopping| {
-            run_rebuild(volume, task, stopping, None)
+        self.spawn(&task, |runner, task, stopping| {
+            run_rebuild(runner, task, stopping, None)
         });
         *lock(&self.rebuild) = Some(Arc::clone(&task));
         Some(task.report())
@@ -273,9 +333,9 @@ impl Tasks {
         if slot.as_ref().is_some_and(|task| task.is_running()) {
             return Err("a scrub is running already: one at a time".to_owned());
         }
-        let task = Arc::new(Task::new(TaskKind::Scrub, None, &self.volume, 0));
-        self.spawn(&task, move |volume, task, stopping| {
-            run_scrub(volume, task, stopping, mode, max_rate_bytes_per_second)
+        let task = Arc::new(Task::new(TaskKind::Scrub, None, self.runner.volume(), 0));
+        self.spawn(&task, move |runner, task, stopping| {
+            run_scrub(runner, task, stopping, mode, max_rate_bytes_per_second)
         });
         *slot = Some(Arc::clone(&task));
         Ok(task.report())
@@ -300,14 +360,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const STOPPED: &str = "stopped: amf serve is shutting down";
 
 fn run_rebuild(
-    volume: &Volume,
+    runner: &dyn JobRunner,
     task: &Task,
     stopping: &AtomicBool,
     max_rate_bytes_per_second: Option<u64>,
 ) -> Result<Option<ScrubReport>, String> {
+    let member = task.member.expect("a rebuild names its member");
     loop {
-        let progress = volume
-            .rebuild_batch(REBUILD_BATCH_STRIPES)
+        let progress = runner
+            .continue_rebuild(member, REBUILD_BATCH_STRIPES)
             .map_err(|error| error.to_string())?;
         task.stripes_done
             .store(progress.next_stripe, Ordering::Relaxed);
@@ -325,18 +386,19 @@ fn run_rebuild(
 }
 
 fn run_scrub(
-    volume: &Volume,
+    runner: &dyn JobRunner,
     task: &Task,
     stopping: &AtomicBool,
     mode: Mode,
     max_rate_bytes_per_second: Option<u64>,
 ) -> Result<Option<ScrubReport>, String> {
+    let volume = runner.volume();
     let mut report = scrub::new_report(volume, volume.parity_engine());
     for stripe in 0..task.stripes_total {
         if stopping.load(Ordering::Acquire) {
             return Err(STOPPED.to_owned());
         }
-        volume
+        runner
             .scrub_stripe(stripe, mode, &mut report)
             .map_err(|error| error.to_string())?;
         task.stripes_done.store(stripe + 1, Ordering::Relaxed);

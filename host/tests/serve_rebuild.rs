@@ -6,39 +6,14 @@
 
 mod serve_support;
 
-use serve_support::{AMF, Pattern, Server, amf, create, qemu_io, scrub_mismatches, text};
-use std::path::{Path, PathBuf};
+use serve_support::{
+    AMF, Pattern, Server, amf, create, destroy_member, member_path, patterns, qemu_io,
+    scrub_mismatches, text,
+};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
-
-fn member_path(dir: &Path, index: u32) -> PathBuf {
-    dir.join(format!("member-{index:02}.img"))
-}
-
-/// Truncates a member's data area away under the server, then removes the file: its next
-/// read fails and the server marks it failed. The slot's path is then free for a new file.
-fn destroy_member(dir: &Path, index: u32) {
-    let path = member_path(dir, index);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(4096)
-        .unwrap();
-    std::fs::remove_file(path).unwrap();
-}
-
-/// Patterns over the whole of a `volume_bytes` volume, one per `step` bytes.
-fn patterns(volume_bytes: u64, step: u64, salt: u8) -> Vec<Pattern> {
-    (0..volume_bytes / step)
-        .map(|index| Pattern {
-            offset: index * step + (index * 4099) % (step / 2),
-            length: step / 3 + index % 5000,
-            byte: salt.wrapping_add((index as u8).wrapping_mul(7)) | 1,
-        })
-        .collect()
-}
 
 fn run_qemu_io(server: &Server, commands: Vec<String>) {
     let (ok, output) = qemu_io(&server.uri(), &commands);

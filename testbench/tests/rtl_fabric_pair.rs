@@ -212,6 +212,7 @@ fn config(port: u8, live_ports: Vec<u8>) -> Config {
         stripe_count: 8,
         stripe_data_blocks: 2,
         array_generation: 1,
+        failed_members: 0,
         intent_slots: 1,
         parity_count: 2,
         cache_blocks_max: 1024,
@@ -315,7 +316,7 @@ impl Cluster {
         for (_, request) in std::mem::take(&mut self.member_io[usize::from(port)]) {
             let outcome = self.members.perform(&request);
             self.amf(port)
-                .handle_member_completion(now, io_of(&request), outcome);
+                .handle_member_completion(now, request.io(), outcome);
         }
     }
 
@@ -434,6 +435,9 @@ impl Members {
                 }
                 MemberOutcome::Written
             }
+            MemberRequest::Rebuild { .. } | MemberRequest::Scrub { .. } => {
+                unreachable!("no member failed and nobody scrubs here: {request:?}")
+            }
         }
     }
 
@@ -442,14 +446,6 @@ impl Members {
             .get(&(stripe, block))
             .cloned()
             .unwrap_or_else(|| vec![0; BLOCK])
-    }
-}
-
-fn io_of(request: &MemberRequest) -> u64 {
-    match request {
-        MemberRequest::Read { io, .. }
-        | MemberRequest::Write { io, .. }
-        | MemberRequest::Replay { io, .. } => *io,
     }
 }
 
@@ -554,7 +550,7 @@ fn write_land_kill_replay(pacing: FabricPacing, seed: u64) {
     let now = cluster.pair.cycles();
     cluster
         .amf(1)
-        .handle_member_completion(now, io_of(&replay), MemberOutcome::Written);
+        .handle_member_completion(now, replay.io(), MemberOutcome::Written);
     cluster.settle();
     assert!(!cluster.amf(1).recovering());
     assert!(cluster.amf(1).dead_records().is_empty());

@@ -286,6 +286,17 @@ impl MemberRequest {
         }
     }
 
+    /// The I/O's number, which its completion names.
+    pub fn io(&self) -> u64 {
+        match self {
+            MemberRequest::Read { io, .. }
+            | MemberRequest::Write { io, .. }
+            | MemberRequest::Replay { io, .. }
+            | MemberRequest::Rebuild { io, .. }
+            | MemberRequest::Scrub { io, .. } => *io,
+        }
+    }
+
     /// The stripe this I/O is on.
     pub fn stripe(&self) -> u64 {
         match self {

@@ -712,7 +712,11 @@ fn the_replacement_failing_under_its_rebuild_stops_it_at_every_amf() {
         .count();
     assert_eq!(failed, 1, "the error on the replacement is ordered, once");
     for (index, amf) in pair.amfs.iter().enumerate() {
-        assert_eq!(amf.rebuild_progress(), None, "AMF {index} stopped the rebuild");
+        assert_eq!(
+            amf.rebuild_progress(),
+            None,
+            "AMF {index} stopped the rebuild"
+        );
         assert_eq!(amf.failed_members(), 0b10, "member 1 stays failed");
         assert!(
             pair.completed.iter().any(|(at, event)| *at == index
@@ -727,11 +731,16 @@ fn the_replacement_failing_under_its_rebuild_stops_it_at_every_amf() {
             "AMF {index} tells its shell"
         );
     }
-    assert!(pair.held.is_empty(), "nothing is redone onto the replacement");
+    assert!(
+        pair.held.is_empty(),
+        "nothing is redone onto the replacement"
+    );
     assert!(pair.amfs.iter().all(Amf::is_quiet), "no op is left behind");
     // The member can be rebuilt again, onto another device.
     let now = pair.now();
-    pair.amfs[1].start_rebuild(now, 1, b"/other".to_vec()).unwrap();
+    pair.amfs[1]
+        .start_rebuild(now, 1, b"/other".to_vec())
+        .unwrap();
     pair.drive();
     assert!(pair.amfs.iter().all(|amf| amf.failed_members() == 0));
 }

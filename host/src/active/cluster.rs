@@ -16,26 +16,27 @@
 //! orders it. When the card's fabric link dies the AMF can no longer keep its cache
 //! coherent: every request from then on fails with an I/O error naming why.
 
+use super::member_io::{ScrubFindings, Workers, lock};
 use super::{ActiveError, ActiveNode, CardSram};
 use crate::block::{BlockDevice, BlockError, check_range};
 use crate::volume::Volume;
 use amf_card::{Card, CardConfig, CardError, SimCard, SimConfig, SimFabric};
 use amf_coherency::{
-    Config as CoreConfig, Counters, Event, INCARNATIONS_MAX, MemberOutcome, MemberRequest, Request,
-    RequestError,
+    Config as CoreConfig, Counters, Event, INCARNATIONS_MAX, MemberOutcome, MembershipEvent,
+    Request, RequestError,
 };
 use amf_raid::MemberSet;
 use serde::{Deserialize, Serialize};
 use shared_regs::limits::{BLOCK_BYTES, FABRIC_PORTS_MAX, SRAM_BYTES_DEFAULT};
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Member I/O run at once (stripe reads, writes, replays).
-const MEMBER_WORKERS: usize = 8;
 /// Most intent slots an AMF uses in each peer's SRAM: writes in flight at once.
 const INTENT_SLOTS_MAX: u32 = 32;
 /// How long the card may take to be welcomed by the fabric.
@@ -135,6 +136,40 @@ pub struct ClusterStatus {
     pub failed_members: Vec<u32>,
     /// Frames this AMF's card sent on the fabric (broadcasts, unicasts, intent records).
     pub frames_sent: u64,
+    /// The last rebuild this AMF followed in the fabric's order.
+    #[serde(default)]
+    pub rebuild: Option<ClusterRebuild>,
+}
+
+/// A rebuild as one AMF follows it in the fabric's order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRebuild {
+    /// The member being rebuilt.
+    pub member: u32,
+    /// Stripes below this are rebuilt (in service at every AMF).
+    pub next_stripe: u64,
+    /// Stripes in the array.
+    pub stripes: u64,
+    /// This AMF rebuilds the stripes (the one that began it, or the oldest survivor).
+    pub driving: bool,
+    /// Where it stands.
+    pub state: ClusterRebuildState,
+    /// When the state last changed, in this process.
+    #[serde(skip)]
+    pub changed: Option<Instant>,
+}
+
+/// Where a cluster rebuild stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterRebuildState {
+    /// Going on.
+    Running,
+    /// Every stripe rebuilt: the member is in service at every AMF.
+    Done,
+    /// Ended early; with `restarting`, the driver begins it again from stripe 0 (a port
+    /// joined).
+    Stopped { reason: String, restarting: bool },
 }
 
 impl ClusterStatus {
@@ -168,7 +203,7 @@ impl ClusterStatus {
 type Answer = Result<Option<Vec<u8>>, BlockError>;
 
 /// What the driver thread is told.
-enum Input {
+pub(super) enum Input {
     Request {
         request: Request,
         answer: SyncSender<Answer>,
@@ -176,6 +211,13 @@ enum Input {
     Completed {
         io: u64,
         outcome: MemberOutcome,
+    },
+    /// Begin rebuilding failed `member` onto `replacement` (prepared already): answered
+    /// where the fabric's order takes the start, or refuses it.
+    Rebuild {
+        member: u32,
+        replacement: PathBuf,
+        answer: SyncSender<Result<(), String>>,
     },
     Stop,
 }
@@ -186,6 +228,8 @@ pub struct ClusterVolume {
     volume: Arc<Volume>,
     inputs: Mutex<Sender<Input>>,
     status: Arc<Mutex<ClusterStatus>>,
+    /// What the member workers' scrubs found, by stripe.
+    findings: Arc<ScrubFindings>,
     driver: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -214,7 +258,8 @@ impl ClusterVolume {
             port: config.port,
             ..ClusterStatus::default()
         }));
-        let workers = Workers::start(Arc::clone(&volume), inputs.clone());
+        let findings = Arc::new(ScrubFindings::default());
+        let workers = Workers::start(Arc::clone(&volume), Arc::clone(&findings), inputs.clone());
         let driver = Driver {
             volume: Arc::clone(&volume),
             card,
@@ -223,6 +268,7 @@ impl ClusterVolume {
             workers,
             waiting: BTreeMap::new(),
             backlog: VecDeque::new(),
+            rebuild_answer: None,
             next_id: 0,
             frames_sent: 0,
             started: Instant::now(),
@@ -237,6 +283,7 @@ impl ClusterVolume {
             volume,
             inputs: Mutex::new(inputs),
             status,
+            findings,
             driver: Mutex::new(Some(handle)),
         })
     }
@@ -263,8 +310,18 @@ impl ClusterVolume {
         self.volume.flush()
     }
 
+    /// Tells the driver `input`; fails when the driver is gone.
+    pub(super) fn send(&self, input: Input) -> Result<(), mpsc::SendError<Input>> {
+        lock(&self.inputs).send(input)
+    }
+
+    /// What the member workers' scrubs found, by stripe.
+    pub(super) fn findings(&self) -> &ScrubFindings {
+        &self.findings
+    }
+
     /// Runs `request` through the core and waits for its answer.
-    fn submit(&self, request: Request) -> Answer {
+    pub(super) fn submit(&self, request: Request) -> Answer {
         self.submit_all(vec![request])
             .pop()
             .expect("one answer per request")
@@ -289,7 +346,7 @@ impl ClusterVolume {
             .collect()
     }
 
-    fn stopped(&self) -> BlockError {
+    pub(super) fn stopped(&self) -> BlockError {
         let why = lock(&self.status).down.clone();
         BlockError::Io(format!(
             "this AMF left the cluster: {}",
@@ -392,12 +449,6 @@ fn write_requests(offset: u64, data: &[u8]) -> Vec<Request> {
     requests
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn card_error(
     config: &ClusterConfig,
     source: Box<dyn std::error::Error + Send + Sync>,
@@ -444,6 +495,7 @@ fn core_config(
         stripe_count: geometry.stripe_count(),
         stripe_data_blocks,
         array_generation: volume.array().superblock.generation,
+        failed_members: volume.failed_members().bits(),
         intent_slots: 1,
         parity_count: geometry.parity_count(),
         cache_blocks_max,
@@ -502,167 +554,6 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(directory.unwrap_or(Path::new(".")))?.sync_all()
 }
 
-/// The member I/O threads.
-struct Workers {
-    jobs: Sender<MemberRequest>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Workers {
-    fn start(volume: Arc<Volume>, inputs: Sender<Input>) -> Self {
-        let (jobs, queue) = mpsc::channel::<MemberRequest>();
-        let queue = Arc::new(Mutex::new(queue));
-        let mut threads = Vec::with_capacity(MEMBER_WORKERS);
-        for index in 0..MEMBER_WORKERS {
-            let (volume, inputs, queue) = (Arc::clone(&volume), inputs.clone(), Arc::clone(&queue));
-            let thread = std::thread::Builder::new()
-                .name(format!("amf-member-io-{index}"))
-                .spawn(move || {
-                    loop {
-                        // Ends when the driver drops the job sender.
-                        let next = lock(&queue).recv();
-                        let Ok(job) = next else { break };
-                        let (io, outcome) = execute(&volume, job);
-                        if inputs.send(Input::Completed { io, outcome }).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .expect("a member I/O thread starts");
-            threads.push(thread);
-        }
-        Self { jobs, threads }
-    }
-
-    /// Ends every worker once its current job is done (queued jobs are dropped).
-    fn stop(self) {
-        drop(self.jobs);
-        for thread in self.threads {
-            // A worker that panicked has nothing left to stop.
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Byte offset in the volume of block `first_block` of `stripe`'s data.
-fn volume_offset(volume: &Volume, stripe: u64, first_block: u32) -> u64 {
-    stripe * volume.geometry().stripe_data_bytes() + u64::from(first_block) * BLOCK
-}
-
-/// Runs one stripe operation of the core on the members, planning around every member
-/// the fabric's order has failed; a member the volume failed itself (its own I/O error,
-/// or its superblocks at start) that the core does not know yet is reported as the op's
-/// failure, so the core broadcasts `MemberFailed` and every AMF plans around it from one
-/// point of the order (and this op is redone degraded then: idempotent).
-fn execute(volume: &Volume, job: MemberRequest) -> (u64, MemberOutcome) {
-    let known = MemberSet::from_bits(known_failed(&job));
-    volume.adopt_failed(known);
-    let (io, outcome) = perform(volume, job);
-    if matches!(outcome, MemberOutcome::Failed { .. }) {
-        return (io, outcome);
-    }
-    match volume
-        .failed_members()
-        .iter()
-        .find(|&member| !known.contains(member))
-    {
-        Some(member) => (io, MemberOutcome::Failed { member }),
-        None => (io, outcome),
-    }
-}
-
-/// The members the core planned `job` around.
-fn known_failed(job: &MemberRequest) -> u32 {
-    match job {
-        MemberRequest::Read { failed_members, .. }
-        | MemberRequest::Write { failed_members, .. }
-        | MemberRequest::Replay { failed_members, .. } => *failed_members,
-    }
-}
-
-/// Runs one stripe operation on the volume as it is.
-fn perform(volume: &Volume, job: MemberRequest) -> (u64, MemberOutcome) {
-    match job {
-        MemberRequest::Read {
-            io,
-            stripe,
-            first_block,
-            block_count,
-            failed_members,
-        } => {
-            let mut buffer = vec![0u8; block_count as usize * BLOCK as usize];
-            let offset = volume_offset(volume, stripe, first_block);
-            let outcome = match volume.read(offset, &mut buffer) {
-                Ok(()) => MemberOutcome::Read(buffer),
-                Err(error) => failure(volume, failed_members, &error),
-            };
-            (io, outcome)
-        }
-        MemberRequest::Write {
-            io,
-            stripe,
-            first_block,
-            data,
-            failed_members,
-        } => {
-            let offset = volume_offset(volume, stripe, first_block);
-            let outcome = match volume.write(offset, &data, false) {
-                Ok(()) => MemberOutcome::Written,
-                Err(error) => failure(volume, failed_members, &error),
-            };
-            (io, outcome)
-        }
-        MemberRequest::Replay {
-            io,
-            stripe,
-            first_block,
-            data,
-            failed_members,
-        } => (
-            io,
-            replay(volume, stripe, first_block, &data, failed_members),
-        ),
-    }
-}
-
-/// Completes a dead owner's write: the stripe's data as the members hold it, the record's
-/// blocks laid over it, written back whole so that parity comes from the data alone.
-fn replay(
-    volume: &Volume,
-    stripe: u64,
-    first_block: u32,
-    data: &[u8],
-    failed_members: u32,
-) -> MemberOutcome {
-    let start = volume_offset(volume, stripe, 0);
-    let mut whole = vec![0u8; volume.geometry().stripe_data_bytes() as usize];
-    if let Err(error) = volume.read(start, &mut whole) {
-        return failure(volume, failed_members, &error);
-    }
-    let at = first_block as usize * BLOCK as usize;
-    whole[at..at + data.len()].copy_from_slice(data);
-    match volume.write(start, &whole, false) {
-        Ok(()) => MemberOutcome::Written,
-        Err(error) => failure(volume, failed_members, &error),
-    }
-}
-
-/// The volume could not work around a member error: blame a member the core does not yet
-/// know as failed (one the volume marked, else the lowest), so the core's redo either
-/// works degraded or fails the request once more members are out than the parity covers.
-fn failure(volume: &Volume, known_failed: u32, error: &BlockError) -> MemberOutcome {
-    let known = MemberSet::from_bits(known_failed);
-    let members = volume.geometry().members();
-    let member = volume
-        .failed_members()
-        .iter()
-        .find(|&member| !known.contains(member))
-        .or_else(|| (0..members).find(|&member| !known.contains(member)))
-        .unwrap_or(0);
-    tracing::warn!(member, %error, "member I/O failed");
-    MemberOutcome::Failed { member }
-}
-
 /// The driver thread's state; see the [module docs](self).
 struct Driver {
     volume: Arc<Volume>,
@@ -674,6 +565,9 @@ struct Driver {
     waiting: BTreeMap<u64, SyncSender<Answer>>,
     /// Requests the core refused as busy, retried as others complete.
     backlog: VecDeque<(Request, SyncSender<Answer>)>,
+    /// The caller waiting for the fabric's order to take its rebuild's start: (member,
+    /// answer).
+    rebuild_answer: Option<(u32, SyncSender<Result<(), String>>)>,
     next_id: u64,
     /// Frames sent on the fabric so far.
     frames_sent: u64,
@@ -756,6 +650,7 @@ impl Driver {
                 }
             }
             moved |= self.receive()?;
+            self.adopt_ordered_failures();
             moved |= self.drain()?;
             if !self.card.fabric_link_up()? {
                 return Err(CardError::FabricLinkDown.into());
@@ -781,6 +676,19 @@ impl Driver {
             delivered?;
         }
         Ok(received)
+    }
+
+    /// Fails in the volume (and its superblocks) the members the fabric's order failed,
+    /// at once rather than at this AMF's next stripe operation: an operator who sees the
+    /// member failed may rebuild it through this AMF straight away.
+    fn adopt_ordered_failures(&mut self) {
+        let ordered = MemberSet::from_bits(self.node.amf().failed_members());
+        if ordered
+            .iter()
+            .any(|member| !self.volume.failed_members().contains(member))
+        {
+            self.volume.adopt_failed(ordered);
+        }
     }
 
     /// Updates the shared status, and logs what an operator should see: the fabric's
@@ -815,6 +723,23 @@ impl Driver {
                 .node
                 .amf_mut()
                 .handle_member_completion(now, io, outcome),
+            Input::Rebuild {
+                member,
+                replacement,
+                answer,
+            } => {
+                let path = replacement.into_os_string().into_vec();
+                match self.node.amf_mut().start_rebuild(now, member, path) {
+                    Ok(()) => {
+                        if let Some((_, earlier)) = self.rebuild_answer.replace((member, answer)) {
+                            let _ = earlier.send(Err("another rebuild was asked for".into()));
+                        }
+                    }
+                    Err(refusal) => {
+                        let _ = answer.send(Err(refusal.to_string()));
+                    }
+                }
+            }
             Input::Stop => return false,
         }
         true
@@ -835,21 +760,15 @@ impl Driver {
         }
     }
 
-    /// Sends the core's transmits, starts its member I/O, answers its completions and
-    /// retries the backlog; true when anything moved.
+    /// Sends the core's transmits, answers its completions, mirrors its membership
+    /// changes on the volume, starts its member I/O and retries the backlog; true when
+    /// anything moved. The events come before the member I/O: an I/O the core hands out
+    /// after a membership change is planned with it, and the volume must know it first.
     fn drain(&mut self) -> Result<bool, DriverError> {
         let mut moved = self.send()? > 0;
-        while let Some(job) = self.node.amf_mut().poll_member_io() {
-            moved = true;
-            self.workers
-                .jobs
-                .send(job)
-                .expect("member I/O threads outlive the driver");
-        }
         let mut completed = false;
         while let Some(event) = self.node.amf_mut().poll_event() {
             moved = true;
-            completed = true;
             let (id, answer) = match event {
                 Event::Completed { id, data } => (id, Ok(data)),
                 Event::Failed { id } => (
@@ -858,11 +777,23 @@ impl Driver {
                         "more members failed than the parity covers".into(),
                     )),
                 ),
+                Event::Membership(change) => {
+                    self.follow_membership(change);
+                    continue;
+                }
             };
+            completed = true;
             if let Some(waiting) = self.waiting.remove(&id) {
                 // The caller may have given up (its connection closed): nothing to tell.
                 let _ = waiting.send(answer);
             }
+        }
+        while let Some(job) = self.node.amf_mut().poll_member_io() {
+            moved = true;
+            self.workers
+                .jobs
+                .send(job)
+                .expect("member I/O threads outlive the driver");
         }
         if completed && !self.backlog.is_empty() {
             let now = self.now_ms();
@@ -873,6 +804,87 @@ impl Driver {
             moved |= self.send()? > 0;
         }
         Ok(moved)
+    }
+
+    /// Mirrors a rebuild's step in the fabric's order on the volume and in the status,
+    /// and answers the caller that began it.
+    fn follow_membership(&mut self, change: MembershipEvent) {
+        let stripes = self.volume.geometry().stripe_count();
+        let previous = lock(&self.status).rebuild.clone();
+        let (member, next_stripe, driving, state) = match change {
+            MembershipEvent::RebuildBegun {
+                member,
+                replacement,
+                driving,
+            } => {
+                let path = PathBuf::from(OsString::from_vec(replacement));
+                if let Err(error) = self.volume.follow_rebuild(member, &path) {
+                    // The member stays failed here: the first I/O of this AMF on a rebuilt
+                    // stripe reports it, and the cluster fails it again.
+                    tracing::error!(member, replacement = %path.display(), %error, "cannot open the replacement");
+                }
+                if driving {
+                    self.answer_rebuild(member, Ok(()));
+                }
+                (member, 0, driving, ClusterRebuildState::Running)
+            }
+            MembershipEvent::RebuildProgress {
+                member,
+                next_stripe,
+                driving,
+            } => {
+                if let Err(error) = self.volume.follow_rebuild_progress(member, next_stripe) {
+                    tracing::error!(member, next_stripe, %error, "cannot follow the rebuild");
+                }
+                let state = if next_stripe >= stripes {
+                    tracing::info!(
+                        member,
+                        "rebuild complete: the member is in service at every AMF"
+                    );
+                    ClusterRebuildState::Done
+                } else {
+                    ClusterRebuildState::Running
+                };
+                (member, next_stripe, driving, state)
+            }
+            MembershipEvent::RebuildStopped {
+                member,
+                reason,
+                restarting,
+            } => {
+                self.volume.stop_followed_rebuild(member);
+                tracing::warn!(member, %reason, restarting, "rebuild stopped");
+                self.answer_rebuild(member, Err(reason.clone()));
+                let next_stripe = previous.as_ref().map_or(0, |rebuild| rebuild.next_stripe);
+                let driving = previous.as_ref().is_some_and(|rebuild| rebuild.driving);
+                let state = ClusterRebuildState::Stopped { reason, restarting };
+                (member, next_stripe, driving, state)
+            }
+            MembershipEvent::RebuildRefused { member, reason } => {
+                self.answer_rebuild(member, Err(reason));
+                return;
+            }
+        };
+        lock(&self.status).rebuild = Some(ClusterRebuild {
+            member,
+            next_stripe,
+            stripes,
+            driving,
+            state,
+            changed: Some(Instant::now()),
+        });
+    }
+
+    /// Tells the caller waiting to rebuild `member` how its start went.
+    fn answer_rebuild(&mut self, member: u32, outcome: Result<(), String>) {
+        if self
+            .rebuild_answer
+            .as_ref()
+            .is_some_and(|(waiting, _)| *waiting == member)
+            && let Some((_, answer)) = self.rebuild_answer.take()
+        {
+            let _ = answer.send(outcome);
+        }
     }
 
     /// Sends what the core transmits; how many frames went.
@@ -907,7 +919,9 @@ mod tests {
                     covered.extend_from_slice(data);
                     ("write", *first_block, 0, data.len())
                 }
-                Request::Read { .. } => unreachable!("a write makes no read"),
+                Request::Read { .. } | Request::Scrub { .. } => {
+                    unreachable!("a write makes no read")
+                }
             })
             .collect();
         assert_eq!(covered, data, "the requests carry the data once, in order");

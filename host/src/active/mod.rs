@@ -15,12 +15,15 @@
 //!   the node and the card on a driver thread, member I/O on worker threads, NBD in front.
 
 pub mod cluster;
+mod jobs;
 pub mod link;
+mod member_io;
 pub mod node;
 pub mod port;
 
 pub use cluster::{
-    CACHE_BYTES_DEFAULT, ClusterConfig, ClusterOpenError, ClusterStatus, ClusterVolume,
+    CACHE_BYTES_DEFAULT, ClusterConfig, ClusterOpenError, ClusterRebuild, ClusterRebuildState,
+    ClusterStatus, ClusterVolume,
 };
 pub use link::{Delivery, FabricLink, LinkError, OutFrame};
 pub use node::{ActiveError, ActiveNode};

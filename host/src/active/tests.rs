@@ -54,6 +54,7 @@ fn config(port: u8) -> Config {
         stripe_count: 8,
         stripe_data_blocks: 4,
         array_generation: 1,
+        failed_members: 0,
         intent_slots: 4,
         parity_count: 2,
         cache_blocks_max: 1024,
@@ -221,9 +222,10 @@ fn complete(node: &mut ActiveNode, now: u64, request: MemberRequest) {
             io,
             MemberOutcome::Read(vec![0; block_count as usize * BLOCK]),
         ),
-        MemberRequest::Write { io, .. } | MemberRequest::Replay { io, .. } => {
-            (io, MemberOutcome::Written)
-        }
+        MemberRequest::Write { io, .. }
+        | MemberRequest::Replay { io, .. }
+        | MemberRequest::Rebuild { io, .. }
+        | MemberRequest::Scrub { io, .. } => (io, MemberOutcome::Written),
     };
     node.amf_mut().handle_member_completion(now, io, outcome);
 }

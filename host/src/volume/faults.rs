@@ -2,7 +2,7 @@
 //! surviving members' superblocks are rewritten with a bumped generation, and the request
 //! starts over (before its member writes) or goes on without it (during them).
 
-use super::{Membership, Step, Volume};
+use super::{Membership, Step, Store, Volume};
 use crate::array::write_superblock;
 use crate::block::BlockError;
 use crate::format::MemberState;
@@ -135,10 +135,7 @@ impl Volume {
         if self.is_fenced() {
             return;
         }
-        let mut membership = self
-            .membership
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut membership = self.membership_mut();
         if !membership.in_service(index) {
             return;
         }
@@ -176,16 +173,29 @@ impl Volume {
         }
     }
 
-    /// Writes the generation, member states and rebuild checkpoint to every member in
-    /// service; returns the first member that refused.
-    fn rewrite_superblocks(&self, membership: &Membership) -> Option<u32> {
-        let states: Vec<MemberState> = (0..self.geometry.members())
+    /// Every member's state as the superblocks record it. A cluster's rebuild is
+    /// recorded as the member failed: only the fabric's order knows its checkpoint (see
+    /// `follow`).
+    pub(super) fn persisted_states(&self, membership: &Membership) -> Vec<MemberState> {
+        (0..self.geometry.members())
             .map(|index| match membership.rebuild {
-                Some(mark) if mark.member == index => MemberState::Rebuilding,
+                Some(mark) if mark.member == index && !matches!(self.store, Store::Peers) => {
+                    MemberState::Rebuilding
+                }
                 _ if membership.failed.contains(index) => MemberState::Failed,
                 _ => MemberState::Active,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Writes the generation, member states and rebuild checkpoint to every member in
+    /// service; returns the first member that refused.
+    fn rewrite_superblocks(&self, membership: &Membership) -> Option<u32> {
+        let states = self.persisted_states(membership);
+        let checkpoint = match self.store {
+            Store::Peers => 0,
+            _ => membership.rebuild.map_or(0, |mark| mark.next_stripe),
+        };
         for index in 0..self.geometry.members() {
             if !membership.in_service(index) {
                 continue;
@@ -196,7 +206,7 @@ impl Volume {
             let mut superblock = member.superblock.clone();
             superblock.generation = membership.generation;
             superblock.member_states = states.clone();
-            superblock.rebuild_next_stripe = membership.rebuild.map_or(0, |mark| mark.next_stripe);
+            superblock.rebuild_next_stripe = checkpoint;
             let written = OpenOptions::new()
                 .write(true)
                 .open(&member.path)

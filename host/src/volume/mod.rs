@@ -350,7 +350,12 @@ impl Volume {
         let members = geometry.members();
         let failed: MemberSet = array.unusable_members().into_iter().collect();
         let generation = array.superblock.generation;
-        let rebuild = pending_rebuild(&array);
+        // A cluster records no rebuild checkpoint (see `follow`): one found on disk is
+        // from a standalone `amf serve`, and the cluster treats its member as failed.
+        let rebuild = match store {
+            Store::Peers => None,
+            _ => pending_rebuild(&array),
+        };
         Volume {
             members: RwLock::new(array.shared_members()),
             array,
@@ -440,6 +445,24 @@ impl Volume {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn membership_mut(&self) -> std::sync::RwLockWriteGuard<'_, Membership> {
+        self.membership
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn members_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Arc<Member>>>> {
+        self.members
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The members not to be used for `stripe` now: the failed ones, less the member
+    /// being rebuilt where the rebuild has passed.
+    pub fn failed_for_stripe(&self, stripe: u64) -> MemberSet {
+        self.membership().failed_for(stripe)
+    }
+
     fn snapshot(&self) -> (MemberSet, u64) {
         let membership = self.membership();
         (membership.failed, membership.generation)
@@ -509,6 +532,7 @@ fn store_name(store: &Store) -> String {
 }
 
 pub(crate) mod faults;
+mod follow;
 mod io;
 mod rebuild;
 mod recover;

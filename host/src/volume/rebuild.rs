@@ -35,6 +35,9 @@ pub enum RebuildError {
     /// The replacement could not be prepared.
     #[error("replacement: {0}")]
     Replacement(#[from] ArrayError),
+    /// The cluster would not begin the rebuild, or this AMF left it.
+    #[error("{0}")]
+    Cluster(String),
     /// No rebuild is under way.
     #[error("no rebuild is under way")]
     NotRunning,
@@ -84,21 +87,12 @@ impl Volume {
         member: u32,
         replacement: &Path,
     ) -> Result<RebuildProgress, RebuildError> {
-        let mut membership = self
-            .membership
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut membership = self.membership_mut();
         self.check_rebuildable(&membership, member)?;
         self.check_not_in_use(member, replacement)?;
         let generation = membership.generation + 1;
-        let opened = self.prepare_replacement(member, replacement, generation)?;
-        {
-            let mut members = self
-                .members
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            members[member as usize] = Some(Arc::new(opened));
-        }
+        let opened = self.prepare_replacement(member, replacement, &membership)?;
+        self.members_mut()[member as usize] = Some(Arc::new(opened));
         let mark = RebuildMark {
             member,
             next_stripe: 0,
@@ -116,7 +110,11 @@ impl Volume {
         Ok(self.progress_of(mark))
     }
 
-    fn check_rebuildable(&self, membership: &Membership, member: u32) -> Result<(), RebuildError> {
+    pub(super) fn check_rebuildable(
+        &self,
+        membership: &Membership,
+        member: u32,
+    ) -> Result<(), RebuildError> {
         let members = self.geometry.members();
         if member >= members {
             return Err(RebuildError::UnknownMember { member, members });
@@ -134,7 +132,11 @@ impl Volume {
 
     /// Refuses a replacement that is the device of another member slot (the failed
     /// member's own device may be rebuilt onto, as after a transient fault).
-    fn check_not_in_use(&self, member: u32, replacement: &Path) -> Result<(), RebuildError> {
+    pub(super) fn check_not_in_use(
+        &self,
+        member: u32,
+        replacement: &Path,
+    ) -> Result<(), RebuildError> {
         let Ok(wanted) = std::fs::metadata(replacement) else {
             return Ok(());
         };
@@ -152,12 +154,13 @@ impl Volume {
         Ok(())
     }
 
-    /// Sizes the replacement, writes its superblock for slot `member`, and opens it.
-    fn prepare_replacement(
+    /// Sizes the replacement, writes its superblock for slot `member` (the states of
+    /// `membership`, under which it is still failed, one generation on), and opens it.
+    pub(super) fn prepare_replacement(
         &self,
         member: u32,
         path: &Path,
-        generation: u64,
+        membership: &Membership,
     ) -> Result<Member, ArrayError> {
         let context = |source| ArrayError::Io {
             path: path.to_path_buf(),
@@ -179,7 +182,8 @@ impl Volume {
         let mut superblock = reference.clone();
         superblock.member_index = member;
         superblock.member_uuid = *uuid::Uuid::new_v4().as_bytes();
-        superblock.generation = generation;
+        superblock.generation = membership.generation + 1;
+        superblock.member_states = self.persisted_states(membership);
         superblock.rebuild_next_stripe = 0;
         write_superblock(&file, path, &superblock)?;
         drop(file);
@@ -205,7 +209,7 @@ impl Volume {
 
     /// Reconstructs `member`'s chunk of `stripe` from the others and writes it; the
     /// caller holds the stripe.
-    fn rebuild_stripe(&self, member: u32, stripe: u64) -> Result<(), RebuildError> {
+    pub(super) fn rebuild_stripe(&self, member: u32, stripe: u64) -> Result<(), RebuildError> {
         let whole = Columns::new(0, self.geometry.chunk_bytes());
         for _ in 0..=self.geometry.members() {
             let (failed, _) = self.snapshot_for(stripe);
@@ -250,15 +254,12 @@ impl Volume {
     }
 
     /// Records the checkpoint `next_stripe` (and, at the end, the member back in service).
-    fn advance_rebuild(
+    pub(super) fn advance_rebuild(
         &self,
         mark: RebuildMark,
         next_stripe: u64,
     ) -> Result<RebuildProgress, RebuildError> {
-        let mut membership = self
-            .membership
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut membership = self.membership_mut();
         if membership.rebuild != Some(mark) {
             return Err(RebuildError::Stopped {
                 member: mark.member,
@@ -292,7 +293,7 @@ impl Volume {
     }
 }
 
-fn stopped(member: u32, error: &BlockError) -> RebuildError {
+pub(super) fn stopped(member: u32, error: &BlockError) -> RebuildError {
     RebuildError::Stopped {
         member,
         cause: error.to_string(),
