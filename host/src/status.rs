@@ -1,6 +1,7 @@
 //! `amf status`: what the members' superblocks say, for people and (with `--json`) for
 //! programs. The JSON shape is documented in `docs/FORMAT.md` and kept stable.
 
+use crate::active::{ClusterRebuild, ClusterRebuildState};
 use crate::array::{Array, Health, level_number};
 use crate::control::ServeStatus;
 use crate::serve_cluster::AmfReport;
@@ -147,10 +148,10 @@ fn render_cluster_amf(amf: &AmfReport) -> String {
         (None, true) => format!("not answering (last seen {}s ago)", age_ms / 1000),
         (None, false) => "serving".to_owned(),
     };
-    format!(
+    let mut text = format!(
         "AMF {} (pid {}, nbd://{}): {state}; fabric ports {:?}; {} stripes held; {} intent \
          writes outstanding; {} dead peers' records; broadcasts {} (avoided {}), forwards {}, \
-         invalidations {}, replays {}\n",
+         invalidations {}, replays {}; failed members {:?}\n",
         cluster.port,
         amf.pid,
         amf.nbd,
@@ -163,6 +164,35 @@ fn render_cluster_amf(amf: &AmfReport) -> String {
         cluster.forwards,
         cluster.invalidations,
         cluster.replays,
+        cluster.failed_members,
+    );
+    if let Some(rebuild) = &cluster.rebuild {
+        text.push_str(&render_cluster_rebuild(rebuild));
+    }
+    text
+}
+
+fn render_cluster_rebuild(rebuild: &ClusterRebuild) -> String {
+    let state = match &rebuild.state {
+        ClusterRebuildState::Running => "running".to_owned(),
+        ClusterRebuildState::Done => "done: the member is in service".to_owned(),
+        ClusterRebuildState::Stopped {
+            reason,
+            restarting: true,
+        } => format!("stopped ({reason}); beginning again"),
+        ClusterRebuildState::Stopped { reason, .. } => format!("stopped: {reason}"),
+    };
+    let driver = if rebuild.driving {
+        "this AMF drives it"
+    } else {
+        "followed"
+    };
+    format!(
+        "  rebuild of member {}: {} of {} stripes ({:.1}%), {driver}; {state}\n",
+        rebuild.member,
+        rebuild.next_stripe,
+        rebuild.stripes,
+        rebuild.next_stripe as f64 * 100.0 / rebuild.stripes.max(1) as f64,
     )
 }
 

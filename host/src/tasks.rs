@@ -35,6 +35,8 @@ pub trait JobRunner: std::fmt::Debug + Send + Sync {
     /// Goes on with the rebuild of `member` (about `stripes` stripes, or until it moves)
     /// and says where it stands.
     fn continue_rebuild(&self, member: u32, stripes: u64) -> Result<RebuildProgress, RebuildError>;
+    /// What becomes of a rebuild at `progress` when this AMF stops.
+    fn after_stop(&self, progress: &RebuildProgress) -> String;
     /// Scrubs stripe `stripe`, adding what it finds to `report`.
     fn scrub_stripe(
         &self,
@@ -64,6 +66,13 @@ impl JobRunner for Volume {
         stripes: u64,
     ) -> Result<RebuildProgress, RebuildError> {
         self.rebuild_batch(stripes)
+    }
+
+    fn after_stop(&self, progress: &RebuildProgress) -> String {
+        format!(
+            "resumes from stripe {} at the next start",
+            progress.next_stripe
+        )
     }
 
     fn scrub_stripe(
@@ -376,10 +385,7 @@ fn run_rebuild(
             return Ok(None);
         }
         if stopping.load(Ordering::Acquire) {
-            return Err(format!(
-                "{STOPPED} (resumes from stripe {} at the next start)",
-                progress.next_stripe
-            ));
+            return Err(format!("{STOPPED} ({})", runner.after_stop(&progress)));
         }
         task.throttle(max_rate_bytes_per_second);
     }

@@ -332,8 +332,10 @@ fn an_amf_writing_its_own_range_stops_broadcasting_after_warm_up() {
 #[test]
 fn a_port_in_use_and_an_amf_of_another_array_are_refused() {
     let cluster = Cluster::start("8M");
-    let refused = |dir: &Path, id: &str| {
-        let output = amf(&[
+    let spare_control = cluster.root.path().join("spare.control");
+    let refused = |dir: &Path, id: &str, control: Option<&Path>| {
+        let card = format!("sim:{}", cluster.root.path().join("spare.sram").display());
+        let mut arguments = vec![
             "serve",
             "--nbd",
             "127.0.0.1:0",
@@ -342,20 +344,32 @@ fn a_port_in_use_and_an_amf_of_another_array_are_refused() {
             "--fabric",
             &cluster.fabric.address,
             "--card",
-            &format!("sim:{}", cluster.root.path().join("spare.sram").display()),
-            dir.to_str().unwrap(),
-        ]);
+            &card,
+        ];
+        let control = control.map(|path| path.to_string_lossy().into_owned());
+        if let Some(control) = &control {
+            arguments.extend(["--control", control]);
+        }
+        arguments.push(dir.to_str().unwrap());
+        let output = amf(&arguments);
         assert_eq!(output.status.code(), Some(2), "{}", text(&output));
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
-    let in_use = refused(&cluster.dir, "1");
+    // On this host, AMF 1's control socket answers first; from elsewhere (another
+    // socket), the fabric refuses the port.
+    let local = refused(&cluster.dir, "1", None);
+    assert!(
+        local.contains("amf-1.control") && local.contains("serves these members"),
+        "{local}"
+    );
+    let in_use = refused(&cluster.dir, "1", Some(&spare_control));
     assert!(
         in_use.contains("port 1") && in_use.contains("in use"),
         "{in_use}"
     );
     let other = cluster.root.path().join("other");
     create(&other, "6", 5, "8M");
-    let foreign = refused(&other, "2");
+    let foreign = refused(&other, "2", None);
     assert!(foreign.contains("array"), "{foreign}");
     // Both AMFs still serve.
     let pattern = Pattern {

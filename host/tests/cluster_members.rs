@@ -95,25 +95,43 @@ fn a_member_failing_under_one_amf_is_failed_on_every_amf_in_the_fabrics_order() 
 }
 
 #[test]
-fn an_offline_scrub_refuses_while_cluster_amfs_serve_the_members() {
+fn a_scrub_runs_through_a_cluster_amf_and_offline_only_once_the_cluster_stopped() {
     let mut cluster = Cluster::start_with(6, "64M", &[]);
+    let dir = cluster.dir.to_string_lossy().into_owned();
+    let online = serve_support::amf(&["scrub", &dir]);
+    let stdout = String::from_utf8_lossy(&online.stdout);
+    assert!(
+        online.status.success() && stdout.contains("0 mismatches found"),
+        "the scrub runs through a cluster AMF: {}",
+        serve_support::text(&online)
+    );
+    let with_card = serve_support::amf(&["scrub", "--card", "host", &dir]);
+    assert_eq!(with_card.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&with_card.stderr).contains("--card applies to an offline scrub")
+    );
+
+    // An AMF that serves but does not answer on its control socket (here: the sockets
+    // are gone) makes an offline scrub refuse: the cluster's writes would race it.
+    for port in [0, 1] {
+        std::fs::remove_file(cluster.dir.join(format!("amf-{port}.control"))).unwrap();
+    }
     for repair in [false, true] {
         let mut arguments = vec!["scrub"];
         if repair {
             arguments.push("--repair");
         }
-        let dir = cluster.dir.to_string_lossy().into_owned();
         arguments.push(&dir);
         let output = serve_support::amf(&arguments);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "repair {repair}: {stderr}");
         assert!(
-            stderr.contains("serves these members"),
+            stderr.contains("serves these members") && stderr.contains("does not answer"),
             "repair {repair}: {stderr}"
         );
     }
     cluster.stop();
-    let output = serve_support::amf(&["scrub", &cluster.dir.to_string_lossy()]);
+    let output = serve_support::amf(&["scrub", &dir]);
     assert!(
         output.status.success(),
         "once the cluster stopped, the scrub runs: {}",

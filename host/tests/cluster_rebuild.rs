@@ -179,6 +179,15 @@ fn a_failed_member_is_rebuilt_online_through_either_amf_while_both_write() {
         }
     }
 
+    let output = amf(&["status", &cluster.dir.to_string_lossy()]);
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        shown.contains(&format!("rebuild of member {REBUILT}:"))
+            && shown.contains("this AMF drives it")
+            && shown.contains("done: the member is in service"),
+        "amf status shows the rebuild: {shown}"
+    );
+
     // Online scrub through the AMF the CLI finds: every stripe checked, nothing wrong.
     let (code, report) = scrub(&cluster.dir, &[]);
     assert_eq!(code, Some(0), "{report}");

@@ -85,6 +85,11 @@ impl JobRunner for ClusterVolume {
         }
     }
 
+    fn after_stop(&self, _progress: &RebuildProgress) -> String {
+        "the other AMFs of the cluster carry it on; with none left, it is to be run again"
+            .to_owned()
+    }
+
     fn scrub_stripe(
         &self,
         stripe: u64,
