@@ -5,13 +5,17 @@
 //! point of the fabric's order, the data reads back through each, and `amf scrub` (online
 //! through a cluster AMF, then offline) finds every stripe's parity consistent with the
 //! rebuilt chunks. An online scrub through an AMF finds and repairs planted bad parity.
+//! Faults mid-rebuild: `kill -9` of the driver (the survivor drives on), a port joining
+//! (the rebuild begins again with it), every AMF killed at once (the member stays failed;
+//! `amf rebuild` again).
 
 mod serve_support;
 
-use serve_support::cluster::{Cluster, WAIT_MAX, must};
+use serve_support::cluster::{Cluster, WAIT_MAX, acknowledged, must, spawn_writer};
 use serve_support::{Pattern, amf, destroy_member, member_path, patterns, scrub_mismatches, text};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
@@ -22,6 +26,9 @@ const VOLUME_BYTES: u64 = 4 * (MEMBER_MIB - 1) * MIB;
 const REBUILT: u32 = 2;
 const DATA_OFFSET: u64 = MIB;
 const CHUNK_BYTES: u64 = 64 * 1024;
+/// Members big enough that a rebuild takes a few seconds: long enough to be caught mid-way.
+const LARGE_MEMBER_MIB: u64 = 200;
+const REBUILD_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// Waits until AMF `port`'s status file satisfies `done`; the status last read.
 fn await_status(
@@ -48,18 +55,18 @@ fn failed_members(status: &serde_json::Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// `amf rebuild` of member `REBUILT` onto a new file in its slot, through `control` (or
-/// the AMF the CLI finds), waited for; its JSON report.
-fn rebuild(dir: &Path, control: Option<&Path>) -> serde_json::Value {
-    let replacement = member_path(dir, REBUILT);
+/// `amf rebuild` of `member` onto a new file in its slot, through `control` (or the AMF
+/// the CLI finds), with `extra` arguments; its output, which must be a success.
+fn run_rebuild(dir: &Path, member: u32, control: Option<&Path>, extra: &[&str]) -> Output {
+    let replacement = member_path(dir, member);
     let mut arguments = vec![
         "rebuild".to_owned(),
         "--member".to_owned(),
-        REBUILT.to_string(),
+        member.to_string(),
         "--replacement".to_owned(),
         replacement.to_string_lossy().into_owned(),
-        "--json".to_owned(),
     ];
+    arguments.extend(extra.iter().map(|each| each.to_string()));
     if let Some(control) = control {
         arguments.extend([
             "--control".to_owned(),
@@ -70,7 +77,70 @@ fn rebuild(dir: &Path, control: Option<&Path>) -> serde_json::Value {
     let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
     let output = amf(&arguments);
     assert!(output.status.success(), "amf rebuild: {}", text(&output));
+    output
+}
+
+/// `amf rebuild` of member `REBUILT`, waited for; its JSON report.
+fn rebuild(dir: &Path, control: Option<&Path>) -> serde_json::Value {
+    let output = run_rebuild(dir, REBUILT, control, &["--json"]);
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn control_of(cluster: &Cluster, port: u8) -> PathBuf {
+    cluster.dir.join(format!("amf-{port}.control"))
+}
+
+/// A cluster of `MEMBERS` members of `member_mib` MiB whose AMFs cache almost nothing, so
+/// that reads go to the members rather than to the peer's cache.
+fn uncached_cluster(member_mib: u64) -> Cluster {
+    let mut cluster = Cluster::start_with(MEMBERS, &format!("{member_mib}M"), &[]);
+    for port in [0, 1] {
+        restart_uncached(&mut cluster, port);
+    }
+    cluster
+}
+
+fn restart_uncached(cluster: &mut Cluster, port: u8) {
+    if let Some(server) = cluster.amfs[port as usize].take() {
+        let (status, log) = server.terminate_with_log();
+        assert!(status.success(), "AMF {port} stops cleanly: {log}");
+    }
+    cluster.start_amf_with(port, &["--cache-size", "4K"]);
+}
+
+/// Destroys `member` under the cluster and reads `data` through AMF `port`, which meets
+/// the error; waits until both AMFs show the member failed.
+fn fail_member(cluster: &Cluster, member: u32, port: u8, data: &[Pattern]) {
+    destroy_member(&cluster.dir, member);
+    must(&cluster.uri(port), &reads(data));
+    for port in [0, 1] {
+        await_status(cluster, port, "failed member", |status| {
+            failed_members(status).contains(&u64::from(member))
+        });
+    }
+}
+
+/// Waits (up to a minute) until AMF `port` shows a rebuild for which `done` holds.
+fn await_rebuild(
+    cluster: &Cluster,
+    port: u8,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + REBUILD_WAIT_MAX;
+    loop {
+        let report = cluster.report(port);
+        let rebuild = &report["cluster"]["rebuild"];
+        if done(rebuild) {
+            return rebuild.clone();
+        }
+        assert!(Instant::now() < deadline, "AMF {port}: no {what}: {report}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn running_past_zero(rebuild: &serde_json::Value) -> bool {
+    rebuild["state"] == "running" && rebuild["next_stripe"].as_u64().unwrap_or(0) > 0
 }
 
 /// `amf scrub --json [EXTRA] DIR`: exit code and report.
@@ -101,39 +171,25 @@ fn reads(patterns: &[Pattern]) -> Vec<String> {
     patterns.iter().map(Pattern::read).collect()
 }
 
+fn writes(patterns: &[Pattern]) -> Vec<String> {
+    patterns.iter().map(Pattern::write).collect()
+}
+
 #[test]
 fn a_failed_member_is_rebuilt_online_through_either_amf_while_both_write() {
-    let mut cluster = Cluster::start_with(MEMBERS, &format!("{MEMBER_MIB}M"), &[]);
-    // Both AMFs cache almost nothing: reads go to the members, not to the peer's cache.
-    for port in [0, 1] {
-        let (status, log) = cluster.amfs[port as usize]
-            .take()
-            .unwrap()
-            .terminate_with_log();
-        assert!(status.success(), "AMF {port} stops cleanly: {log}");
-        cluster.start_amf_with(port, &["--cache-size", "4K"]);
-    }
+    let mut cluster = uncached_cluster(MEMBER_MIB);
     let mut latest: Vec<Pattern> = Vec::new();
     // Round 0: the member fails under AMF 0 and is rebuilt through AMF 1's socket, named;
     // round 1: it fails under AMF 1 and is rebuilt through the AMF the CLI finds (0).
     for (round, meets, through) in [(0u8, 0u8, Some(1u8)), (1, 1, None)] {
         let before = patterns(VOLUME_BYTES, 4 * MIB, 0x10 + round * 0x40);
-        must(
-            &cluster.uri(1 - meets),
-            &before.iter().map(Pattern::write).collect::<Vec<_>>(),
-        );
-        destroy_member(&cluster.dir, REBUILT);
-        must(&cluster.uri(meets), &reads(&before));
-        for port in [0, 1] {
-            await_status(&cluster, port, "failed member", |status| {
-                failed_members(status) == [u64::from(REBUILT)]
-            });
-        }
+        must(&cluster.uri(1 - meets), &writes(&before));
+        fail_member(&cluster, REBUILT, meets, &before);
 
         // Each AMF writes its own half of the volume while the rebuild runs.
         let during = patterns(VOLUME_BYTES, 3 * MIB, 0x30 + round * 0x40);
         let (first_half, second_half) = during.split_at(during.len() / 2);
-        let control = through.map(|port| cluster.dir.join(format!("amf-{port}.control")));
+        let control = through.map(|port| control_of(&cluster, port));
         let report = std::thread::scope(|scope| {
             for (port, half) in [(0u8, first_half), (1, second_half)] {
                 let uri = cluster.uri(port);
@@ -205,10 +261,7 @@ fn a_failed_member_is_rebuilt_online_through_either_amf_while_both_write() {
 fn an_online_scrub_through_a_cluster_amf_finds_and_repairs_bad_parity() {
     let mut cluster = Cluster::start_with(MEMBERS, "24M", &[]);
     let data = patterns(4 * 23 * MIB, 2 * MIB, 0x51);
-    must(
-        &cluster.uri(0),
-        &data.iter().map(Pattern::write).collect::<Vec<_>>(),
-    );
+    must(&cluster.uri(0), &writes(&data));
     const STRIPE: u64 = 7;
     let member = std::fs::OpenOptions::new()
         .read(true)
@@ -220,8 +273,7 @@ fn an_online_scrub_through_a_cluster_amf_finds_and_repairs_bad_parity() {
     member.read_exact_at(&mut byte, offset).unwrap();
     member.write_all_at(&[byte[0] ^ 0xff], offset).unwrap();
 
-    let control = |port: u8| cluster.dir.join(format!("amf-{port}.control"));
-    let through_1 = control(1).to_string_lossy().into_owned();
+    let through_1 = control_of(&cluster, 1).to_string_lossy().into_owned();
     let (code, report) = scrub(&cluster.dir, &["--control", &through_1]);
     assert_eq!(code, Some(1), "a mismatch is an exit code: {report}");
     let stripes: Vec<u64> = report["mismatches"]
@@ -234,12 +286,140 @@ fn an_online_scrub_through_a_cluster_amf_finds_and_repairs_bad_parity() {
         !stripes.is_empty() && stripes.iter().all(|&stripe| stripe == STRIPE),
         "{report}"
     );
-    let through_0 = control(0).to_string_lossy().into_owned();
+    let through_0 = control_of(&cluster, 0).to_string_lossy().into_owned();
     let (code, report) = scrub(&cluster.dir, &["--repair", "--control", &through_0]);
     assert_eq!(report["repaired"], true, "{report}");
     assert_eq!(code, Some(1), "a repair reports what it found: {report}");
     let (code, report) = scrub(&cluster.dir, &[]);
     assert_eq!(code, Some(0), "repaired: {report}");
+    cluster.stop();
+    assert_eq!(scrub_mismatches(&cluster.dir), 0);
+}
+
+#[test]
+fn a_rebuild_goes_on_when_its_driver_is_killed_and_begins_again_when_a_port_joins() {
+    let mut cluster = uncached_cluster(LARGE_MEMBER_MIB);
+    let volume_bytes = 4 * (LARGE_MEMBER_MIB - 1) * MIB;
+    let data = patterns(volume_bytes, 8 * MIB, 0x21);
+    must(&cluster.uri(0), &writes(&data));
+
+    // The driver, AMF 0, is killed mid-rebuild: AMF 1, the oldest survivor, drives on
+    // from the checkpoint the two shared.
+    fail_member(&cluster, REBUILT, 0, &data);
+    run_rebuild(
+        &cluster.dir,
+        REBUILT,
+        Some(&control_of(&cluster, 0)),
+        &["--no-wait"],
+    );
+    let seen = await_rebuild(&cluster, 1, "rebuild under way", running_past_zero);
+    cluster.amfs[0].take().unwrap().kill9();
+    let finished = await_rebuild(&cluster, 1, "finished rebuild", |rebuild| {
+        rebuild["state"] == "done"
+    });
+    assert_eq!(
+        finished["driving"], true,
+        "AMF 1 took the rebuild over: {finished}"
+    );
+    assert_eq!(
+        failed_members(&cluster.report(1)["cluster"]),
+        Vec::<u64>::new()
+    );
+    eprintln!(
+        "figures: driver killed at stripe {} or later of {}; AMF 1 finished it",
+        seen["next_stripe"], finished["stripes"]
+    );
+    restart_uncached(&mut cluster, 0);
+    for port in [0, 1] {
+        must(&cluster.uri(port), &reads(&data));
+    }
+
+    // A port joins mid-rebuild: the rebuild stops and its driver, AMF 1, begins it again
+    // from stripe 0 with the joiner in; both see it end.
+    const SECOND: u32 = 4;
+    fail_member(&cluster, SECOND, 1, &data);
+    let (status, log) = cluster.amfs[0].take().unwrap().terminate_with_log();
+    assert!(status.success(), "AMF 0 stops cleanly: {log}");
+    run_rebuild(
+        &cluster.dir,
+        SECOND,
+        Some(&control_of(&cluster, 1)),
+        &["--no-wait"],
+    );
+    await_rebuild(&cluster, 1, "rebuild under way", |rebuild| {
+        rebuild["member"] == SECOND && running_past_zero(rebuild)
+    });
+    restart_uncached(&mut cluster, 0);
+    for port in [0, 1] {
+        let finished = await_rebuild(&cluster, port, "rebuild after the join", |rebuild| {
+            rebuild["member"] == SECOND && rebuild["state"] == "done"
+        });
+        assert_eq!(finished["driving"], port == 1, "{finished}");
+    }
+    let log = cluster.amf(1).log_text();
+    assert!(
+        log.contains("rebuild stopped") && log.contains("a port joined"),
+        "AMF 1 logged the restart:\n{log}"
+    );
+    for port in [0, 1] {
+        must(&cluster.uri(port), &reads(&data));
+    }
+    cluster.stop();
+    assert_eq!(scrub_mismatches(&cluster.dir), 0);
+}
+
+#[test]
+fn every_amf_killed_mid_rebuild_leaves_the_member_failed_until_it_is_rebuilt_again() {
+    let mut cluster = uncached_cluster(LARGE_MEMBER_MIB);
+    let volume_bytes = 4 * (LARGE_MEMBER_MIB - 1) * MIB;
+    let data = patterns(volume_bytes, 8 * MIB, 0x43);
+    must(&cluster.uri(1), &writes(&data));
+    fail_member(&cluster, REBUILT, 0, &data);
+    run_rebuild(&cluster.dir, REBUILT, None, &["--no-wait"]);
+    await_rebuild(&cluster, 0, "rebuild under way", running_past_zero);
+    // Writes land on both sides of the checkpoint while both AMFs die at once.
+    let during = patterns(volume_bytes, 5 * MIB, 0x65);
+    let writer = spawn_writer(&cluster.uri(1), &during);
+    std::thread::sleep(Duration::from_millis(300));
+    let at_kill = cluster.report(0)["cluster"]["rebuild"].clone();
+    for port in [0, 1] {
+        cluster.amfs[port].take().unwrap().kill9();
+    }
+    let acknowledged = acknowledged(writer, &during);
+    assert_eq!(at_kill["state"], "running", "killed mid-rebuild: {at_kill}");
+    eprintln!(
+        "figures: both AMFs killed near stripe {} of {}, {} of {} writes acknowledged",
+        at_kill["next_stripe"],
+        at_kill["stripes"],
+        acknowledged.len(),
+        during.len()
+    );
+    // The superblocks never said "rebuilding": the member is failed for whoever opens
+    // the array next, and nothing of the half-done rebuild is trusted.
+    let offline = amf(&["status", "--json", &cluster.dir.to_string_lossy()]);
+    let offline: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
+    let state = &offline["members"][REBUILT as usize]["state"];
+    assert!(state == "failed" || state == "stale", "{offline}");
+    for port in [0, 1] {
+        restart_uncached(&mut cluster, port);
+    }
+    for port in [0, 1] {
+        await_status(
+            &cluster,
+            port,
+            "failed member after the restart",
+            |status| failed_members(status) == [u64::from(REBUILT)],
+        );
+    }
+    // What was acknowledged reads back, and what no write of the killed run touched.
+    let latest = [untouched(&data, &during), acknowledged].concat();
+    must(&cluster.uri(0), &reads(&latest));
+    let output = run_rebuild(&cluster.dir, REBUILT, None, &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["state"], "done", "{report}");
+    for port in [0, 1] {
+        must(&cluster.uri(port), &reads(&latest));
+    }
     cluster.stop();
     assert_eq!(scrub_mismatches(&cluster.dir), 0);
 }

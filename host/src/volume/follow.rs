@@ -28,7 +28,10 @@ impl Volume {
         let membership = self.membership();
         self.check_rebuildable(&membership, member)?;
         self.check_not_in_use(member, replacement)?;
-        self.prepare_replacement(member, replacement, &membership)?;
+        // The generation the other members record: the replacement agrees with them
+        // (failed in its own slot) until the rebuild's end moves every member on. A newer
+        // one would make it the reference, and every other member stale.
+        self.prepare_replacement(member, replacement, &membership, membership.generation)?;
         Ok(())
     }
 

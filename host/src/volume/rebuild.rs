@@ -91,7 +91,7 @@ impl Volume {
         self.check_rebuildable(&membership, member)?;
         self.check_not_in_use(member, replacement)?;
         let generation = membership.generation + 1;
-        let opened = self.prepare_replacement(member, replacement, &membership)?;
+        let opened = self.prepare_replacement(member, replacement, &membership, generation)?;
         self.members_mut()[member as usize] = Some(Arc::new(opened));
         let mark = RebuildMark {
             member,
@@ -155,12 +155,13 @@ impl Volume {
     }
 
     /// Sizes the replacement, writes its superblock for slot `member` (the states of
-    /// `membership`, under which it is still failed, one generation on), and opens it.
+    /// `membership`, under which it is still failed, at `generation`), and opens it.
     pub(super) fn prepare_replacement(
         &self,
         member: u32,
         path: &Path,
         membership: &Membership,
+        generation: u64,
     ) -> Result<Member, ArrayError> {
         let context = |source| ArrayError::Io {
             path: path.to_path_buf(),
@@ -182,7 +183,7 @@ impl Volume {
         let mut superblock = reference.clone();
         superblock.member_index = member;
         superblock.member_uuid = *uuid::Uuid::new_v4().as_bytes();
-        superblock.generation = membership.generation + 1;
+        superblock.generation = generation;
         superblock.member_states = self.persisted_states(membership);
         superblock.rebuild_next_stripe = 0;
         write_superblock(&file, path, &superblock)?;
