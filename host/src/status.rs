@@ -143,10 +143,16 @@ fn render_cluster_amf(amf: &AmfReport) -> String {
         .map_or(0, |elapsed| elapsed.as_millis() as u64);
     let age_ms = now_ms.saturating_sub(amf.updated_unix_ms);
     let cluster = &amf.cluster;
-    let state = match (&cluster.down, age_ms > CLUSTER_REPORT_STALE_MS) {
-        (Some(why), _) => format!("down ({why})"),
-        (None, true) => format!("not answering (last seen {}s ago)", age_ms / 1000),
-        (None, false) => "serving".to_owned(),
+    let state = match (&cluster.down, age_ms > CLUSTER_REPORT_STALE_MS, &cluster.outage) {
+        (Some(why), _, _) => format!("down ({why})"),
+        (None, true, _) => format!("not answering (last seen {}s ago)", age_ms / 1000),
+        (None, false, Some(outage)) => format!(
+            "rejoining the fabric, requests held ({}, {:.1}s ago, {} attempts)",
+            outage.reason,
+            now_ms.saturating_sub(outage.since_unix_ms) as f64 / 1000.0,
+            outage.attempts
+        ),
+        (None, false, None) => "serving".to_owned(),
     };
     let mut text = format!(
         "AMF {} (pid {}, nbd://{}): {state}; fabric ports {:?}; {} stripes held; {} intent \

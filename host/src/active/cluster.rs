@@ -16,6 +16,8 @@
 //! orders it. When the card's fabric link dies the AMF can no longer keep its cache
 //! coherent: every request from then on fails with an I/O error naming why.
 
+mod rejoin;
+
 use super::member_io::{ScrubFindings, Workers, lock};
 use super::{ActiveError, ActiveNode, CardSram};
 use crate::block::{BlockDevice, BlockError, check_range};
@@ -113,6 +115,10 @@ pub struct ClusterStatus {
     pub dead_records: u64,
     /// Why the AMF stopped serving, once it did.
     pub down: Option<String>,
+    /// While the fabric link is lost: since when (ms since the Unix epoch) and why. The
+    /// AMF holds requests and rejoins as a new incarnation when the fabric is back.
+    #[serde(default)]
+    pub outage: Option<FabricOutage>,
     /// Acquire broadcasts sent.
     pub broadcasts: u64,
     /// Stripe operations started without a broadcast (ownership already held).
@@ -139,6 +145,17 @@ pub struct ClusterStatus {
     /// The last rebuild this AMF followed in the fabric's order.
     #[serde(default)]
     pub rebuild: Option<ClusterRebuild>,
+}
+
+/// A lost fabric link, while the AMF tries to rejoin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FabricOutage {
+    /// When the link was lost (ms since the Unix epoch).
+    pub since_unix_ms: u64,
+    /// Why.
+    pub reason: String,
+    /// Attempts to reach the fabric so far.
+    pub attempts: u64,
 }
 
 /// A rebuild as one AMF follows it in the fabric's order.
@@ -238,21 +255,7 @@ impl ClusterVolume {
     /// core and its threads over `volume` (opened with [`Volume::open_in_cluster`]).
     pub fn start(config: &ClusterConfig, volume: Volume) -> Result<Self, ClusterOpenError> {
         let volume = Arc::new(volume);
-        let mut card = open_card(config, &volume)?;
-        let incarnation = next_incarnation(&config.sram_path)?;
-        let core_config = core_config(config, incarnation, &volume, card.identity().sram_bytes)?;
-        let welcome = card
-            .fabric_recv(WELCOME_TIMEOUT_MS)
-            .map_err(|source| card_error(config, source.into()))?
-            .ok_or(ClusterOpenError::NoWelcome { port: config.port })?;
-        let node = {
-            let mut sram = CardSram::new(&mut card);
-            let node = ActiveNode::from_welcome(core_config, welcome, &mut sram)?;
-            sram.finish()
-                .map_err(|source| card_error(config, source.into()))?;
-            node
-        };
-        tracing::info!(port = config.port, live_ports = ?node.amf().live_ports(), "joined the fabric");
+        let (card, node) = join_fabric(config, &volume)?;
         let (inputs, received) = mpsc::channel();
         let status = Arc::new(Mutex::new(ClusterStatus {
             port: config.port,
@@ -261,14 +264,16 @@ impl ClusterVolume {
         let findings = Arc::new(ScrubFindings::default());
         let workers = Workers::start(Arc::clone(&volume), Arc::clone(&findings), inputs.clone());
         let driver = Driver {
+            config: config.clone(),
             volume: Arc::clone(&volume),
-            card,
+            card: Some(card),
             node,
             inputs: received,
             workers,
             waiting: BTreeMap::new(),
             backlog: VecDeque::new(),
             rebuild_answer: None,
+            stopping: false,
             next_id: 0,
             frames_sent: 0,
             started: Instant::now(),
@@ -460,6 +465,30 @@ fn card_error(
     }
 }
 
+/// Joins the fabric: the card opened on it, a new incarnation, and the core started at
+/// the fabric's welcome (its records resynced from the card's SRAM).
+fn join_fabric(
+    config: &ClusterConfig,
+    volume: &Volume,
+) -> Result<(Card<SimCard>, ActiveNode), ClusterOpenError> {
+    let mut card = open_card(config, volume)?;
+    let incarnation = next_incarnation(&config.sram_path)?;
+    let core_config = core_config(config, incarnation, volume, card.identity().sram_bytes)?;
+    let welcome = card
+        .fabric_recv(WELCOME_TIMEOUT_MS)
+        .map_err(|source| card_error(config, source.into()))?
+        .ok_or(ClusterOpenError::NoWelcome { port: config.port })?;
+    let node = {
+        let mut sram = CardSram::new(&mut card);
+        let node = ActiveNode::from_welcome(core_config, welcome, &mut sram)?;
+        sram.finish()
+            .map_err(|source| card_error(config, source.into()))?;
+        node
+    };
+    tracing::info!(port = config.port, incarnation, live_ports = ?node.amf().live_ports(), "joined the fabric");
+    Ok((card, node))
+}
+
 /// The sim card on `config.sram_path`, joined to the fabric under the array's uuid.
 fn open_card(config: &ClusterConfig, volume: &Volume) -> Result<Card<SimCard>, ClusterOpenError> {
     let sram_bytes = std::fs::metadata(&config.sram_path)
@@ -556,18 +585,24 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The driver thread's state; see the [module docs](self).
 struct Driver {
+    config: ClusterConfig,
     volume: Arc<Volume>,
-    card: Card<SimCard>,
+    /// The card on the fabric; none while the link is lost (its SRAM file is free for
+    /// the card that rejoins).
+    card: Option<Card<SimCard>>,
     node: ActiveNode,
     inputs: Receiver<Input>,
     workers: Workers,
-    /// Callers waiting for their request, by core request id.
-    waiting: BTreeMap<u64, SyncSender<Answer>>,
+    /// Callers waiting for their request, by core request id, with the request (given
+    /// again to the next incarnation's core if the fabric link dies first).
+    waiting: BTreeMap<u64, (Request, SyncSender<Answer>)>,
     /// Requests the core refused as busy, retried as others complete.
     backlog: VecDeque<(Request, SyncSender<Answer>)>,
     /// The caller waiting for the fabric's order to take its rebuild's start: (member,
     /// answer).
     rebuild_answer: Option<(u32, SyncSender<Result<(), String>>)>,
+    /// Told to stop: a link lost now is not rejoined.
+    stopping: bool,
     next_id: u64,
     /// Frames sent on the fabric so far.
     frames_sent: u64,
@@ -588,7 +623,18 @@ enum DriverError {
 
 impl Driver {
     fn run(mut self) {
-        let outcome = self.serve();
+        let outcome = loop {
+            match self.serve() {
+                Err(DriverError::Card(CardError::FabricLinkDown)) if !self.stopping => {
+                    match self.rejoin() {
+                        Ok(true) => continue,
+                        Ok(false) => break Ok(()),
+                        Err(error) => break Err(error),
+                    }
+                }
+                outcome => break outcome,
+            }
+        };
         let why = match &outcome {
             Ok(()) => "stopped".to_owned(),
             Err(error) => crate::volume::faults::chain(error),
@@ -601,22 +647,25 @@ impl Driver {
             tracing::error!(port = self.node.amf().port(), why, "left the cluster");
         }
         lock(&self.status).down = Some(why.clone());
-        for (_, answer) in std::mem::take(&mut self.waiting) {
-            let _ = answer.send(Err(BlockError::Io(format!(
-                "this AMF left the cluster: {why}"
-            ))));
-        }
-        for (_, answer) in std::mem::take(&mut self.backlog) {
-            let _ = answer.send(Err(BlockError::Io(format!(
-                "this AMF left the cluster: {why}"
-            ))));
-        }
+        self.fail_held(&format!("this AMF left the cluster: {why}"));
         // Every member write has ended before the card leaves: a clean leave promises
         // the fabric that this host writes no more.
         let Driver { workers, card, .. } = self;
         workers.stop();
         // Dropping the card closes its fabric link: the fabric tells the peers.
         drop(card);
+    }
+
+    /// Fails every request waiting for the core or for room in it with `why`.
+    fn fail_held(&mut self, why: &str) {
+        let waiting = std::mem::take(&mut self.waiting).into_values();
+        for (_, answer) in waiting.chain(std::mem::take(&mut self.backlog)) {
+            let _ = answer.send(Err(BlockError::Io(why.to_owned())));
+        }
+    }
+
+    fn card(&mut self) -> &mut Card<SimCard> {
+        self.card.as_mut().expect("a card while serving")
     }
 
     fn now_ms(&self) -> u64 {
@@ -652,7 +701,7 @@ impl Driver {
             moved |= self.receive()?;
             self.adopt_ordered_failures();
             moved |= self.drain()?;
-            if !self.card.fabric_link_up()? {
+            if !self.card().fabric_link_up()? {
                 return Err(CardError::FabricLinkDown.into());
             }
             self.publish();
@@ -667,10 +716,11 @@ impl Driver {
     /// Gives the core every frame the card holds; true when there was one.
     fn receive(&mut self) -> Result<bool, DriverError> {
         let mut received = false;
-        while let Some(frame) = self.card.fabric_poll()? {
+        while let Some(frame) = self.card().fabric_poll()? {
             received = true;
             let now = self.now_ms();
-            let mut sram = CardSram::new(&mut self.card);
+            let card = self.card.as_mut().expect("a card while serving");
+            let mut sram = CardSram::new(card);
             let delivered = self.node.deliver(now, frame, &mut sram);
             sram.finish()?;
             delivered?;
@@ -740,7 +790,10 @@ impl Driver {
                     }
                 }
             }
-            Input::Stop => return false,
+            Input::Stop => {
+                self.stopping = true;
+                return false;
+            }
         }
         true
     }
@@ -751,7 +804,7 @@ impl Driver {
         match self.node.amf_mut().handle_request(now, id, request.clone()) {
             Ok(()) => {
                 self.next_id += 1;
-                self.waiting.insert(id, answer);
+                self.waiting.insert(id, (request, answer));
             }
             Err(RequestError::Busy) => self.backlog.push_back((request, answer)),
             Err(error) => {
@@ -783,7 +836,7 @@ impl Driver {
                 }
             };
             completed = true;
-            if let Some(waiting) = self.waiting.remove(&id) {
+            if let Some((_, waiting)) = self.waiting.remove(&id) {
                 // The caller may have given up (its connection closed): nothing to tell.
                 let _ = waiting.send(answer);
             }
@@ -889,7 +942,8 @@ impl Driver {
 
     /// Sends what the core transmits; how many frames went.
     fn send(&mut self) -> Result<usize, CardError> {
-        let sent = self.node.transmit(&mut self.card)?;
+        let card = self.card.as_mut().expect("a card while serving");
+        let sent = self.node.transmit(card)?;
         self.frames_sent += sent as u64;
         Ok(sent)
     }

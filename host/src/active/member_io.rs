@@ -31,6 +31,10 @@ pub(super) type ScrubFindings = Mutex<BTreeMap<u64, Result<ScrubReport, String>>
 pub(super) struct Workers {
     pub(super) jobs: Sender<MemberRequest>,
     threads: Vec<JoinHandle<()>>,
+    /// What a restart starts the next threads with.
+    volume: Arc<Volume>,
+    findings: Arc<ScrubFindings>,
+    inputs: Sender<Input>,
 }
 
 impl Workers {
@@ -39,13 +43,40 @@ impl Workers {
         findings: Arc<ScrubFindings>,
         inputs: Sender<Input>,
     ) -> Self {
+        let threads = Self::spawn(&volume, &findings, &inputs);
+        let (jobs, threads) = threads;
+        Self {
+            jobs,
+            threads,
+            volume,
+            findings,
+            inputs,
+        }
+    }
+
+    /// Ends the threads once their current job is done (queued jobs are dropped), then
+    /// starts new ones: no completion of a job given before reaches the driver after.
+    pub(super) fn restart(&mut self) {
+        let (jobs, threads) = Self::spawn(&self.volume, &self.findings, &self.inputs);
+        drop(std::mem::replace(&mut self.jobs, jobs));
+        for thread in std::mem::replace(&mut self.threads, threads) {
+            // A worker that panicked has nothing left to stop.
+            let _ = thread.join();
+        }
+    }
+
+    fn spawn(
+        volume: &Arc<Volume>,
+        findings: &Arc<ScrubFindings>,
+        inputs: &Sender<Input>,
+    ) -> (Sender<MemberRequest>, Vec<JoinHandle<()>>) {
         let (jobs, queue) = mpsc::channel::<MemberRequest>();
         let queue = Arc::new(Mutex::new(queue));
         let mut threads = Vec::with_capacity(MEMBER_WORKERS);
         for index in 0..MEMBER_WORKERS {
             let (volume, findings, inputs, queue) = (
-                Arc::clone(&volume),
-                Arc::clone(&findings),
+                Arc::clone(volume),
+                Arc::clone(findings),
                 inputs.clone(),
                 Arc::clone(&queue),
             );
@@ -65,7 +96,7 @@ impl Workers {
                 .expect("a member I/O thread starts");
             threads.push(thread);
         }
-        Self { jobs, threads }
+        (jobs, threads)
     }
 
     /// Ends every worker once its current job is done (queued jobs are dropped).

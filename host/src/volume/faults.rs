@@ -23,18 +23,27 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
 }
 
 impl Volume {
-    /// Self-fencing: from now on this process changes no member (no data, parity or
+    /// Self-fencing: from now on this AMF changes no member (no data, parity or
     /// superblock write), so a cluster AMF whose fabric link died — a survivor may be
     /// completing its writes already — cannot write old data over newer. Writes in
-    /// progress stop before their next member write and fail. For good: only a new
-    /// process (a new incarnation on the fabric) writes again.
+    /// progress stop before their next member write and fail. Only a new incarnation on
+    /// the fabric writes again ([`Volume::unfence`]).
     pub fn fence(&self, why: &str) {
         if !self.fenced.swap(true, Ordering::AcqRel) {
-            tracing::error!(why, "fenced: no more member writes from this process");
+            tracing::error!(why, "fenced: no more member writes from this incarnation");
         }
     }
 
-    /// Whether [`Volume::fence`] was called.
+    /// Lifts the fence for a new incarnation of this AMF on the fabric: the incarnation
+    /// that was fenced has no member I/O left (its workers ended), and the new one starts
+    /// by resyncing the stripes its unfinished writes name.
+    pub fn unfence(&self) {
+        if self.fenced.swap(false, Ordering::AcqRel) {
+            tracing::info!("fence lifted: a new incarnation writes the members");
+        }
+    }
+
+    /// Whether [`Volume::fence`] was called (and not lifted since).
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)
     }
