@@ -143,7 +143,11 @@ fn render_cluster_amf(amf: &AmfReport) -> String {
         .map_or(0, |elapsed| elapsed.as_millis() as u64);
     let age_ms = now_ms.saturating_sub(amf.updated_unix_ms);
     let cluster = &amf.cluster;
-    let state = match (&cluster.down, age_ms > CLUSTER_REPORT_STALE_MS, &cluster.outage) {
+    let state = match (
+        &cluster.down,
+        age_ms > CLUSTER_REPORT_STALE_MS,
+        &cluster.outage,
+    ) {
         (Some(why), _, _) => format!("down ({why})"),
         (None, true, _) => format!("not answering (last seen {}s ago)", age_ms / 1000),
         (None, false, Some(outage)) => format!(

@@ -4,6 +4,9 @@
 //! each with its sim card (`amf-data/card-N.sram`) and its NBD export on loopback (ports
 //! 10809 and 10810). It prints the addresses and how to use them, and stays in the
 //! foreground with a live status line until Ctrl-C, which stops the AMFs, then the fabric.
+//! Meanwhile it supervises them: a child that dies is started again (after a short pause
+//! if it died young), and the others go on: the AMFs ride through the fabric's restart,
+//! and a restarted AMF rejoins as a new incarnation.
 
 use crate::array::member_files_in;
 use crate::create::{CreateSpec, Targets, create};
@@ -14,6 +17,7 @@ use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Where `amf up` keeps its members, relative to the working directory.
 pub const UP_DIRECTORY_DEFAULT: &str = "amf-data";
@@ -112,9 +116,23 @@ fn amf_addresses(base: &str) -> Result<Vec<SocketAddr>, ServeError> {
         .collect()
 }
 
+/// A process `amf up` started, and how to start it again.
+struct Supervised {
+    name: String,
+    arguments: Vec<String>,
+    log: PathBuf,
+    ready: String,
+    child: Child,
+    started: Instant,
+}
+
 /// The processes `amf up` started; killed if `amf up` ends before stopping them.
 #[derive(Default)]
-pub(crate) struct Processes(Vec<(String, Child)>);
+pub(crate) struct Processes(Vec<Supervised>);
+
+/// A child that ran at least this long is restarted at once; one that died sooner waits
+/// out the rest of it first, so a child that cannot start does not spin.
+const RESTART_UPTIME_MIN: Duration = Duration::from_secs(2);
 
 impl Processes {
     /// Starts `amf ARGUMENTS`, logging to `log`, and waits for the first line it prints
@@ -126,46 +144,77 @@ impl Processes {
         log: &Path,
         ready: &str,
     ) -> Result<String, ServeError> {
+        let arguments: Vec<String> = arguments.iter().map(|each| each.to_string()).collect();
         let log_file =
             std::fs::File::create(log).map_err(|error| format!("{}: {error}", log.display()))?;
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(arguments)
-            .env(
-                "AMF_LOG",
-                std::env::var("AMF_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()?;
-        let mut reader = BufReader::new(child.stdout.take().expect("piped"));
-        self.0.push((name.to_owned(), child));
-        let mut line = String::new();
-        while !line.contains(ready) {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                return Err(
-                    format!("{name} stopped before it was ready; see {}", log.display()).into(),
-                );
-            }
-        }
-        // Whatever it prints later goes nowhere, but must not block it.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        Ok(line.trim().to_owned())
+        let (child, line) = spawn_until(name, &arguments, log_file, log, ready)?;
+        self.0.push(Supervised {
+            name: name.to_owned(),
+            arguments,
+            log: log.to_path_buf(),
+            ready: ready.to_owned(),
+            child,
+            started: Instant::now(),
+        });
+        Ok(line)
     }
 
     /// The first process that has exited, if any.
     pub(crate) fn exited(&mut self) -> Option<String> {
-        self.0.iter_mut().find_map(|(name, child)| {
-            let status = child.try_wait().ok().flatten()?;
-            Some(format!("{name} exited ({status})"))
+        self.0.iter_mut().find_map(|process| {
+            let status = process.child.try_wait().ok().flatten()?;
+            Some(format!("{} exited ({status})", process.name))
         })
+    }
+
+    /// Starts again every process that exited (its log goes on in the same file); one
+    /// line for each, saying what happened.
+    pub(crate) fn restart_exited(&mut self) -> Vec<String> {
+        let mut said = Vec::new();
+        for process in &mut self.0 {
+            let Ok(Some(status)) = process.child.try_wait() else {
+                continue;
+            };
+            if let Some(rest) = RESTART_UPTIME_MIN.checked_sub(process.started.elapsed()) {
+                std::thread::sleep(rest);
+            }
+            let restarted = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&process.log)
+                .map_err(|error| -> ServeError {
+                    format!("{}: {error}", process.log.display()).into()
+                })
+                .and_then(|log_file| {
+                    spawn_until(
+                        &process.name,
+                        &process.arguments,
+                        log_file,
+                        &process.log,
+                        &process.ready,
+                    )
+                });
+            process.started = Instant::now();
+            match restarted {
+                Ok((child, _)) => {
+                    process.child = child;
+                    said.push(format!("{} exited ({status}); restarted", process.name));
+                }
+                Err(error) => said.push(format!(
+                    "{} exited ({status}); restarting it failed: {error}",
+                    process.name
+                )),
+            }
+        }
+        said
     }
 
     /// SIGTERM to each, newest first (the AMFs before the fabric), waiting for each to end.
     pub(crate) fn stop(&mut self) -> Result<(), ServeError> {
         let mut failed = Vec::new();
-        while let Some((name, mut child)) = self.0.pop() {
+        while let Some(Supervised {
+            name, mut child, ..
+        }) = self.0.pop()
+        {
             let pid = rustix::process::Pid::from_child(&child);
             // It may have ended already; the wait below tells either way.
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
@@ -181,11 +230,47 @@ impl Processes {
     }
 }
 
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
+/// Starts `amf ARGUMENTS` logging to `log_file` and waits for its first line containing
+/// `ready`: the child and that line.
+fn spawn_until(
+    name: &str,
+    arguments: &[String],
+    log_file: std::fs::File,
+    log: &Path,
+    ready: &str,
+) -> Result<(Child, String), ServeError> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(arguments)
+        .env(
+            "AMF_LOG",
+            std::env::var("AMF_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()?;
+    let mut reader = BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    while !line.contains(ready) {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
             let _ = child.kill();
             let _ = child.wait();
+            return Err(
+                format!("{name} stopped before it was ready; see {}", log.display()).into(),
+            );
+        }
+    }
+    // Whatever it prints later goes nowhere, but must not block it.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    Ok((child, line.trim().to_owned()))
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for process in &mut self.0 {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
         }
     }
 }
@@ -245,8 +330,10 @@ async fn watch(processes: &mut Processes, members: &[PathBuf]) -> Result<(), Ser
             () = &mut shutdown => return Ok(()),
             () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
-        if let Some(exited) = processes.exited() {
-            return Err(format!("{exited}; see the logs in the array directory").into());
+        // A dead child is started again; the others go on (the AMFs ride through the
+        // fabric's restart, and an AMF that comes back rejoins as a new incarnation).
+        for said in processes.restart_exited() {
+            eprintln!("\ramf up: {said}; see the logs in the array directory");
         }
         if terminal {
             let line = crate::serve_cluster::read_reports(members)
