@@ -5,9 +5,10 @@
 //! point of the fabric's order, the data reads back through each, and `amf scrub` (online
 //! through a cluster AMF, then offline) finds every stripe's parity consistent with the
 //! rebuilt chunks. An online scrub through an AMF finds and repairs planted bad parity.
-//! Faults mid-rebuild: `kill -9` of the driver (the survivor drives on), a port joining
-//! (the rebuild begins again with it), every AMF killed at once (the member stays failed;
-//! `amf rebuild` again).
+//! Faults mid-rebuild: `kill -9` of the driver (the survivor drives on), the driver paused
+//! (SIGSTOP: the fabric fences it, the survivor drives on), a port joining (the rebuild
+//! begins again with it), every AMF killed at once (the member stays failed; `amf
+//! rebuild` again).
 
 mod serve_support;
 
@@ -93,7 +94,12 @@ fn control_of(cluster: &Cluster, port: u8) -> PathBuf {
 /// A cluster of `MEMBERS` members of `member_mib` MiB whose AMFs cache almost nothing, so
 /// that reads go to the members rather than to the peer's cache.
 fn uncached_cluster(member_mib: u64) -> Cluster {
-    let mut cluster = Cluster::start_with(MEMBERS, &format!("{member_mib}M"), &[]);
+    uncached_cluster_with(member_mib, &[])
+}
+
+/// As [`uncached_cluster`], the fabric started with `fabric_extra`.
+fn uncached_cluster_with(member_mib: u64, fabric_extra: &[&str]) -> Cluster {
+    let mut cluster = Cluster::start_with(MEMBERS, &format!("{member_mib}M"), fabric_extra);
     for port in [0, 1] {
         restart_uncached(&mut cluster, port);
     }
@@ -419,6 +425,54 @@ fn every_amf_killed_mid_rebuild_leaves_the_member_failed_until_it_is_rebuilt_aga
     assert_eq!(report["state"], "done", "{report}");
     for port in [0, 1] {
         must(&cluster.uri(port), &reads(&latest));
+    }
+    cluster.stop();
+    assert_eq!(scrub_mismatches(&cluster.dir), 0);
+}
+
+#[test]
+fn a_paused_driver_is_fenced_and_its_peer_finishes_the_rebuild() {
+    // A short heartbeat: a port silent for 0.5 s is fenced (killed) and announced down.
+    let fabric = ["--heartbeat-ms", "50", "--heartbeat-misses", "10"];
+    let mut cluster = uncached_cluster_with(LARGE_MEMBER_MIB, &fabric);
+    let volume_bytes = 4 * (LARGE_MEMBER_MIB - 1) * MIB;
+    let data = patterns(volume_bytes, 8 * MIB, 0x37);
+    must(&cluster.uri(1), &writes(&data));
+    fail_member(&cluster, REBUILT, 0, &data);
+    run_rebuild(
+        &cluster.dir,
+        REBUILT,
+        Some(&control_of(&cluster, 0)),
+        &["--no-wait"],
+    );
+    let seen = await_rebuild(&cluster, 1, "rebuild under way", running_past_zero);
+    let paused = cluster.amf(0).child.id();
+    // SAFETY: kill(2) on a child process this test started and has not reaped.
+    assert_eq!(
+        unsafe { libc::kill(paused as libc::pid_t, libc::SIGSTOP) },
+        0
+    );
+    let finished = await_rebuild(&cluster, 1, "finished rebuild", |rebuild| {
+        rebuild["state"] == "done"
+    });
+    assert_eq!(
+        finished["driving"], true,
+        "AMF 1 took the rebuild over: {finished}"
+    );
+    let mut amf_0 = cluster.amfs[0].take().unwrap();
+    let ended = amf_0.child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&ended),
+        Some(libc::SIGKILL),
+        "the fabric fenced the paused driver: {ended}"
+    );
+    eprintln!(
+        "figures: driver paused at stripe {} or later of {}; fenced, AMF 1 finished it",
+        seen["next_stripe"], finished["stripes"]
+    );
+    restart_uncached(&mut cluster, 0);
+    for port in [0, 1] {
+        must(&cluster.uri(port), &reads(&data));
     }
     cluster.stop();
     assert_eq!(scrub_mismatches(&cluster.dir), 0);
