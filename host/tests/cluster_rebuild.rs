@@ -448,10 +448,8 @@ fn a_paused_driver_is_fenced_and_its_peer_finishes_the_rebuild() {
     let seen = await_rebuild(&cluster, 1, "rebuild under way", running_past_zero);
     let paused = cluster.amf(0).child.id();
     // SAFETY: kill(2) on a child process this test started and has not reaped.
-    assert_eq!(
-        unsafe { libc::kill(paused as libc::pid_t, libc::SIGSTOP) },
-        0
-    );
+    let sent = unsafe { libc::kill(paused as libc::pid_t, libc::SIGSTOP) };
+    assert_eq!(sent, 0, "SIGSTOP to AMF 0");
     let finished = await_rebuild(&cluster, 1, "finished rebuild", |rebuild| {
         rebuild["state"] == "done"
     });
