@@ -13,7 +13,10 @@
 mod serve_support;
 
 use serve_support::cluster::{Cluster, WAIT_MAX, acknowledged, must, spawn_writer};
-use serve_support::{Pattern, amf, destroy_member, member_path, patterns, scrub_mismatches, text};
+use serve_support::{
+    Pattern, amf, destroy_member, member_path, patterns, rebuild as rebuild_command,
+    scrub_mismatches, text,
+};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -59,24 +62,12 @@ fn failed_members(status: &serde_json::Value) -> Vec<u64> {
 /// `amf rebuild` of `member` onto a new file in its slot, through `control` (or the AMF
 /// the CLI finds), with `extra` arguments; its output, which must be a success.
 fn run_rebuild(dir: &Path, member: u32, control: Option<&Path>, extra: &[&str]) -> Output {
-    let replacement = member_path(dir, member);
-    let mut arguments = vec![
-        "rebuild".to_owned(),
-        "--member".to_owned(),
-        member.to_string(),
-        "--replacement".to_owned(),
-        replacement.to_string_lossy().into_owned(),
-    ];
-    arguments.extend(extra.iter().map(|each| each.to_string()));
-    if let Some(control) = control {
-        arguments.extend([
-            "--control".to_owned(),
-            control.to_string_lossy().into_owned(),
-        ]);
+    let control = control.map(|path| path.to_string_lossy().into_owned());
+    let mut arguments = extra.to_vec();
+    if let Some(control) = &control {
+        arguments.extend(["--control", control]);
     }
-    arguments.push(dir.to_string_lossy().into_owned());
-    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-    let output = amf(&arguments);
+    let output = rebuild_command(dir, member, &arguments);
     assert!(output.status.success(), "amf rebuild: {}", text(&output));
     output
 }
@@ -142,6 +133,42 @@ fn await_rebuild(
         }
         assert!(Instant::now() < deadline, "AMF {port}: no {what}: {report}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cluster of large members with member `REBUILT` being rebuilt.
+struct MidRebuild {
+    cluster: Cluster,
+    volume_bytes: u64,
+    /// Written before the member failed.
+    data: Vec<Pattern>,
+    /// The rebuild as the observer first saw it past stripe 0.
+    seen: serde_json::Value,
+}
+
+/// `data` (pattern bytes from `salt`) written through AMF `writer`, member `REBUILT`
+/// failed under AMF 0, its rebuild begun through AMF `through`'s socket (`None`: the one
+/// the CLI finds) and seen past stripe 0 by AMF `observer`.
+fn mid_rebuild(
+    fabric_extra: &[&str],
+    salt: u8,
+    writer: u8,
+    through: Option<u8>,
+    observer: u8,
+) -> MidRebuild {
+    let cluster = uncached_cluster_with(LARGE_MEMBER_MIB, fabric_extra);
+    let volume_bytes = 4 * (LARGE_MEMBER_MIB - 1) * MIB;
+    let data = patterns(volume_bytes, 8 * MIB, salt);
+    must(&cluster.uri(writer), &writes(&data));
+    fail_member(&cluster, REBUILT, 0, &data);
+    let control = through.map(|port| control_of(&cluster, port));
+    run_rebuild(&cluster.dir, REBUILT, control.as_deref(), &["--no-wait"]);
+    let seen = await_rebuild(&cluster, observer, "rebuild under way", running_past_zero);
+    MidRebuild {
+        cluster,
+        volume_bytes,
+        data,
+        seen,
     }
 }
 
@@ -304,21 +331,14 @@ fn an_online_scrub_through_a_cluster_amf_finds_and_repairs_bad_parity() {
 
 #[test]
 fn a_rebuild_goes_on_when_its_driver_is_killed_and_begins_again_when_a_port_joins() {
-    let mut cluster = uncached_cluster(LARGE_MEMBER_MIB);
-    let volume_bytes = 4 * (LARGE_MEMBER_MIB - 1) * MIB;
-    let data = patterns(volume_bytes, 8 * MIB, 0x21);
-    must(&cluster.uri(0), &writes(&data));
-
     // The driver, AMF 0, is killed mid-rebuild: AMF 1, the oldest survivor, drives on
     // from the checkpoint the two shared.
-    fail_member(&cluster, REBUILT, 0, &data);
-    run_rebuild(
-        &cluster.dir,
-        REBUILT,
-        Some(&control_of(&cluster, 0)),
-        &["--no-wait"],
-    );
-    let seen = await_rebuild(&cluster, 1, "rebuild under way", running_past_zero);
+    let MidRebuild {
+        mut cluster,
+        data,
+        seen,
+        ..
+    } = mid_rebuild(&[], 0x21, 0, Some(0), 1);
     cluster.amfs[0].take().unwrap().kill9();
     let finished = await_rebuild(&cluster, 1, "finished rebuild", |rebuild| {
         rebuild["state"] == "done"
@@ -376,13 +396,12 @@ fn a_rebuild_goes_on_when_its_driver_is_killed_and_begins_again_when_a_port_join
 
 #[test]
 fn every_amf_killed_mid_rebuild_leaves_the_member_failed_until_it_is_rebuilt_again() {
-    let mut cluster = uncached_cluster(LARGE_MEMBER_MIB);
-    let volume_bytes = 4 * (LARGE_MEMBER_MIB - 1) * MIB;
-    let data = patterns(volume_bytes, 8 * MIB, 0x43);
-    must(&cluster.uri(1), &writes(&data));
-    fail_member(&cluster, REBUILT, 0, &data);
-    run_rebuild(&cluster.dir, REBUILT, None, &["--no-wait"]);
-    await_rebuild(&cluster, 0, "rebuild under way", running_past_zero);
+    let MidRebuild {
+        mut cluster,
+        data,
+        volume_bytes,
+        ..
+    } = mid_rebuild(&[], 0x43, 1, None, 0);
     // Writes land on both sides of the checkpoint while both AMFs die at once.
     let during = patterns(volume_bytes, 5 * MIB, 0x65);
     let writer = spawn_writer(&cluster.uri(1), &during);
@@ -434,18 +453,12 @@ fn every_amf_killed_mid_rebuild_leaves_the_member_failed_until_it_is_rebuilt_aga
 fn a_paused_driver_is_fenced_and_its_peer_finishes_the_rebuild() {
     // A short heartbeat: a port silent for 0.5 s is fenced (killed) and announced down.
     let fabric = ["--heartbeat-ms", "50", "--heartbeat-misses", "10"];
-    let mut cluster = uncached_cluster_with(LARGE_MEMBER_MIB, &fabric);
-    let volume_bytes = 4 * (LARGE_MEMBER_MIB - 1) * MIB;
-    let data = patterns(volume_bytes, 8 * MIB, 0x37);
-    must(&cluster.uri(1), &writes(&data));
-    fail_member(&cluster, REBUILT, 0, &data);
-    run_rebuild(
-        &cluster.dir,
-        REBUILT,
-        Some(&control_of(&cluster, 0)),
-        &["--no-wait"],
-    );
-    let seen = await_rebuild(&cluster, 1, "rebuild under way", running_past_zero);
+    let MidRebuild {
+        mut cluster,
+        data,
+        seen,
+        ..
+    } = mid_rebuild(&fabric, 0x37, 1, Some(0), 1);
     let paused = cluster.amf(0).child.id();
     // SAFETY: kill(2) on a child process this test started and has not reaped.
     let sent = unsafe { libc::kill(paused as libc::pid_t, libc::SIGSTOP) };

@@ -5,10 +5,9 @@
 
 mod serve_support;
 
-use serve_support::{Server, amf, create, qemu_io, text};
+use serve_support::{Server, amf, create, destroy_member, qemu_io, text};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -50,17 +49,6 @@ fn run_qemu_io(server: &Server, commands: &[&str]) {
     let commands: Vec<String> = commands.iter().map(|each| each.to_string()).collect();
     let (ok, output) = qemu_io(&server.uri(), &commands);
     assert!(ok, "qemu-io:\n{output}");
-}
-
-fn lose_member(dir: &Path, index: u32) {
-    let path = dir.join(format!("member-{index:02}.img"));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(4096)
-        .unwrap();
-    std::fs::remove_file(path).unwrap();
 }
 
 #[test]
@@ -131,7 +119,7 @@ fn metrics_follow_requests_stripe_writes_degraded_reads_and_rebuild() {
     assert_eq!(value(&after, "amf_nbd_requests_in_flight"), 0.0);
 
     // A member gone: reads reconstruct, and say so.
-    lose_member(&dir, 1);
+    destroy_member(&dir, 1);
     run_qemu_io(&server, &["read 0 192k"]);
     let degraded = scrape(port);
     assert_eq!(value(&degraded, "amf_failed_members"), 1.0);

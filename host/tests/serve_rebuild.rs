@@ -7,7 +7,7 @@
 mod serve_support;
 
 use serve_support::{
-    AMF, Pattern, Server, amf, create, destroy_member, member_path, patterns, qemu_io,
+    AMF, Pattern, Server, amf, create, destroy_member, member_path, patterns, qemu_io, rebuild,
     scrub_mismatches, text,
 };
 use std::path::Path;
@@ -32,21 +32,6 @@ fn status_json(dir: &Path) -> serde_json::Value {
     let output = amf(&["status", "--json", dir.to_str().unwrap()]);
     assert!(output.status.success(), "amf status: {}", text(&output));
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn rebuild(dir: &Path, member: u32, extra: &[&str]) -> std::process::Output {
-    let replacement = member_path(dir, member);
-    let mut arguments = vec![
-        "rebuild".to_owned(),
-        "--member".to_owned(),
-        member.to_string(),
-        "--replacement".to_owned(),
-        replacement.to_str().unwrap().to_owned(),
-    ];
-    arguments.extend(extra.iter().map(|each| each.to_string()));
-    arguments.push(dir.to_str().unwrap().to_owned());
-    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-    amf(&arguments)
 }
 
 #[test]

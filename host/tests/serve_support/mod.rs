@@ -70,6 +70,23 @@ pub fn patterns(volume_bytes: u64, step: u64, salt: u8) -> Vec<Pattern> {
         .collect()
 }
 
+/// `amf rebuild --member MEMBER --replacement DIR/member-MM.img EXTRA... DIR`: a new file
+/// in the member's slot.
+pub fn rebuild(dir: &Path, member: u32, extra: &[&str]) -> Output {
+    let replacement = member_path(dir, member);
+    let mut arguments = vec![
+        "rebuild".to_owned(),
+        "--member".to_owned(),
+        member.to_string(),
+        "--replacement".to_owned(),
+        replacement.to_str().unwrap().to_owned(),
+    ];
+    arguments.extend(extra.iter().map(|each| each.to_string()));
+    arguments.push(dir.to_str().unwrap().to_owned());
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    amf(&arguments)
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
