@@ -289,9 +289,11 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("AMF_LOG").unwrap_or_else(|_| "warn".into());
+    // Colours only for a terminal: a log file (amf up's, a test's) stays plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -44,4 +44,4 @@ pub use arbiter::{Arbiter, ArbiterConfig, LinkId, Output};
 pub use client::{ClientError, Joined, LinkReader, LinkWriter};
 pub use codec::{FRAME_BYTES_MAX, FrameDecoder, OwnedFrame};
 pub use fence::{FenceAgent, FenceError};
-pub use server::{BackgroundFabric, Listener, ServerConfig, ServerError};
+pub use server::{BackgroundFabric, Listener, ServerConfig, ServerError, error_chain};

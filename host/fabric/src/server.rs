@@ -396,13 +396,17 @@ impl Shell {
     }
 }
 
-/// `error` and its sources, for one log line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// `error` and its sources, for one log line. A source whose text the line already ends
+/// with (an error that prints its source itself) is not said twice.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let said = cause.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text
@@ -508,5 +512,36 @@ impl Drop for BackgroundFabric {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        /// Prints its source itself, and names it as the source too.
+        #[error("card: {0}")]
+        Prints(#[source] Inner),
+        /// Leaves its source to the chain.
+        #[error("opening the card")]
+        Leaves(#[source] Inner),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the fabric link is down")]
+    struct Inner;
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        assert_eq!(
+            error_chain(&Outer::Prints(Inner)),
+            "card: the fabric link is down"
+        );
+        assert_eq!(
+            error_chain(&Outer::Leaves(Inner)),
+            "opening the card: the fabric link is down"
+        );
     }
 }

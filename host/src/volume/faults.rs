@@ -10,17 +10,8 @@ use amf_raid::{MemberIo, MemberSet};
 use std::fs::OpenOptions;
 use std::sync::atomic::Ordering;
 
-/// An error and its causes on one line.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
-}
+/// An error and its causes on one line, each said once.
+pub(crate) use amf_fabric::error_chain as chain;
 
 impl Volume {
     /// Self-fencing: from now on this AMF changes no member (no data, parity or
