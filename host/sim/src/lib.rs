@@ -208,7 +208,10 @@ impl SimSummary {
              operations failed beyond the parity {}\n\
              crashes while degraded {}, degraded writes recorded whole-stripe {}\n\
              AMFs restarted while survivors completed their writes (joins held until \
-             recovered, as seen by each survivor) {}\n",
+             recovered, as seen by each survivor) {}\n\
+             online rebuilds begun {} (refused {}), stopped (per AMF) {}, completed {}, \
+             stripes rebuilt {}; \
+             scrubs completed {}, stripes scrubbed {}\n",
             self.seeds,
             self.elapsed_ms,
             self.failures.len(),
@@ -240,6 +243,13 @@ impl SimSummary {
             self.totals.degraded_crashes,
             protocol.widened,
             protocol.joins_during_fence,
+            self.totals.rebuilds_begun,
+            self.totals.rebuilds_refused,
+            self.totals.rebuilds_stopped,
+            self.totals.rebuilds_completed,
+            protocol.stripes_rebuilt,
+            self.totals.scrubs_completed,
+            protocol.stripes_scrubbed,
         );
         for failure in &self.failures {
             text += &format!(
@@ -309,4 +319,9 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.zombie_writes += run.zombie_writes;
     total.path_failures += run.path_failures;
     total.degraded_crashes += run.degraded_crashes;
+    total.rebuilds_begun += run.rebuilds_begun;
+    total.rebuilds_refused += run.rebuilds_refused;
+    total.rebuilds_stopped += run.rebuilds_stopped;
+    total.rebuilds_completed += run.rebuilds_completed;
+    total.scrubs_completed += run.scrubs_completed;
 }

@@ -399,15 +399,24 @@ impl Amf {
         awaited
     }
 
-    /// A `Reply`'s failed members that a grant need not wait for: one this AMF saw
-    /// rebuilt by the very rebuild the sender still follows (the sender lags behind the
-    /// `RebuildProgress` that ended it).
+    /// A `Reply`'s failed members that a grant need not wait for: the member of the
+    /// very rebuild the sender still follows, if this AMF saw that rebuild put it back
+    /// in service (the sender lags behind the `RebuildProgress` that ended it) or follows
+    /// it too. In the latter case the member is failed here as well, so the grant would
+    /// not wait for it now; but it must not wait once this AMF takes that
+    /// `RebuildProgress` either, for no `MemberFailed` of it comes.
     pub(super) fn lagging_rebuild_member(&self, view: RebuildView) -> u32 {
-        match (view.rebuilding, self.last_restored) {
-            (Some((rebuild, member, _)), Some(restored)) if restored == (rebuild, member) => {
-                1 << member
-            }
-            _ => 0,
+        let Some((rebuild, member, _)) = view.rebuilding else {
+            return 0;
+        };
+        let following = self
+            .rebuild
+            .as_ref()
+            .is_some_and(|ours| (ours.id, ours.member) == (rebuild, member));
+        if following || self.last_restored == Some((rebuild, member)) {
+            1 << member
+        } else {
+            0
         }
     }
 
