@@ -1739,12 +1739,6 @@ impl Amf {
         if member >= 32 {
             return;
         }
-        if self
-            .last_restored
-            .is_some_and(|(_, restored)| restored == member)
-        {
-            self.last_restored = None;
-        }
         let rebuilding = self
             .rebuild_progress()
             .is_some_and(|(rebuilding, _)| rebuilding == member);
@@ -2139,8 +2133,8 @@ impl Amf {
         else {
             return Err(DecodeError::UnexpectedUnicast);
         };
-        let failed_members = failed_members & !self.lagging_rebuild_member(membership);
-        let rebuilds_awaited = self.rebuilds_to_await(stripe, membership);
+        let rebuilds_awaited = self.rebuilds_to_await(stripe, membership, failed_members);
+        let failed_members = self.failures_to_take(failed_members, membership);
         let Some(acquiring) = self
             .stripes
             .get_mut(&stripe)

@@ -777,7 +777,12 @@ impl World {
             .iter()
             .filter_map(|node| node.amf.as_ref())
             .collect();
-        if amfs.iter().any(|amf| amf.rebuild_progress().is_some()) {
+        // Member I/O an AMF has not handed out yet may be planned with the member in
+        // service (granted before the failure was ordered there).
+        if amfs
+            .iter()
+            .any(|amf| amf.rebuild_progress().is_some() || amf.has_output())
+        {
             return None;
         }
         let oldest_cursor = self

@@ -166,6 +166,9 @@ impl Amf {
                 .map(|rebuild| format!("member {} is being rebuilt", rebuild.member))
         };
         if let Some(reason) = refusal {
+            // Never followed here, as good as over: a `Reply` naming it is not waited
+            // for (this AMF did not know the member failed, or follows another rebuild).
+            self.rebuilds_over.insert(RebuildId { port: from, op_id });
             if own {
                 self.membership_event(MembershipEvent::RebuildRefused { member, reason });
             }
@@ -382,8 +385,14 @@ impl Amf {
     /// The rebuilds of a `Reply`'s sender that this AMF's grant of `stripe` must wait for:
     /// the sender used the member on the stripe (the checkpoint had passed it, or the
     /// rebuild was over) where this AMF still plans around it. The sender took that in
-    /// the order before it answered, so this AMF takes it too, soon.
-    pub(super) fn rebuilds_to_await(&self, stripe: u64, view: RebuildView) -> Vec<AwaitedRebuild> {
+    /// the order before it answered, so this AMF takes it too, soon. A restored member the sender has failed again since is not waited for: the sender
+    /// plans around it.
+    pub(super) fn rebuilds_to_await(
+        &self,
+        stripe: u64,
+        view: RebuildView,
+        failed_members: u32,
+    ) -> Vec<AwaitedRebuild> {
         let mine = self.failed_for(stripe);
         let mut awaited = Vec::new();
         if let Some((rebuild, member, next_stripe)) = view.rebuilding
@@ -391,7 +400,10 @@ impl Amf {
         {
             awaited.push((rebuild, member));
         }
-        if let Some(restored) = view.restored {
+        if let Some(restored) = view.restored
+            && restored.1 < 32
+            && failed_members & (1 << restored.1) == 0
+        {
             awaited.push(restored);
         }
         awaited.retain(|&(_, member)| member < 32);
@@ -399,25 +411,37 @@ impl Amf {
         awaited
     }
 
-    /// A `Reply`'s failed members that a grant need not wait for: the member of the
-    /// very rebuild the sender still follows, if this AMF saw that rebuild put it back
-    /// in service (the sender lags behind the `RebuildProgress` that ended it) or follows
-    /// it too. In the latter case the member is failed here as well, so the grant would
-    /// not wait for it now; but it must not wait once this AMF takes that
-    /// `RebuildProgress` either, for no `MemberFailed` of it comes.
+    /// A `Reply`'s failed members that a grant need not wait for: one this AMF saw
+    /// rebuilt by the very rebuild the sender still follows (the sender lags behind the
+    /// `RebuildProgress` that ended it).
     pub(super) fn lagging_rebuild_member(&self, view: RebuildView) -> u32 {
-        let Some((rebuild, member, _)) = view.rebuilding else {
-            return 0;
-        };
-        let following = self
-            .rebuild
-            .as_ref()
-            .is_some_and(|ours| (ours.id, ours.member) == (rebuild, member));
-        if following || self.last_restored == Some((rebuild, member)) {
-            1 << member
-        } else {
-            0
+        match (view.rebuilding, self.last_restored) {
+            (Some((rebuild, member, _)), Some(restored)) if restored == (rebuild, member) => {
+                1 << member
+            }
+            _ => 0,
         }
+    }
+
+    /// The failed members of a `Reply` sent with `view` that the grant must take first:
+    /// those this AMF has not taken (less [`Amf::lagging_rebuild_member`]), and a member
+    /// that a rebuild the sender saw end brought back and that failed again there (this
+    /// AMF may take that rebuild's end before the grant: it must take the failure after
+    /// it too). A member failed both here and at the sender otherwise failed before any
+    /// rebuild of it that can end here before the grant (such a rebuild must pass the
+    /// stripe, which waits for this acquire): no `MemberFailed` of it comes once this
+    /// AMF takes that end, so the grant must not wait for one.
+    pub(super) fn failures_to_take(&self, failed_members: u32, view: RebuildView) -> u32 {
+        let failed_again = match (view.restored, view.rebuilding) {
+            (Some((_, member)), rebuilding)
+                if member < 32
+                    && rebuilding.is_none_or(|(_, following, _)| following != member) =>
+            {
+                failed_members & (1 << member)
+            }
+            _ => 0,
+        };
+        failed_members & !self.lagging_rebuild_member(view) & (!self.failed_members | failed_again)
     }
 
     /// Grants may have waited for what just changed.
