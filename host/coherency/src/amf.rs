@@ -69,6 +69,13 @@ pub enum Mutation {
     /// Simulator only: a dead AMF's issued member writes may land after its death is
     /// announced (nothing fenced it).
     UnfencedDeath,
+    /// The rebuild's driver ends each rebuilt op at once (answering what it owes on the
+    /// stripe) instead of holding it until its batch's `RebuildProgress` is ordered: the
+    /// next owner may write the rebuilt stripe degraded, before the checkpoint passes it.
+    ReleaseRebuiltBeforeProgress,
+    /// A grant does not wait for a rebuild's progress that a replier had taken and this
+    /// AMF has not: it may write degraded a stripe the replier rebuilt or wrote whole.
+    GrantIgnoresRebuildProgress,
 }
 
 /// What an AMF is and what it serves.
@@ -1739,6 +1746,12 @@ impl Amf {
         if member >= 32 {
             return;
         }
+        if self
+            .last_restored
+            .is_some_and(|(_, restored)| restored == member)
+        {
+            self.last_restored = None;
+        }
         let rebuilding = self
             .rebuild_progress()
             .is_some_and(|(rebuilding, _)| rebuilding == member);
@@ -1748,6 +1761,13 @@ impl Amf {
             return;
         }
         self.failed_members |= 1 << member;
+        for acquiring in self
+            .stripes
+            .values_mut()
+            .filter_map(|state| state.acquiring.as_mut())
+        {
+            acquiring.failed_members &= !(1 << member);
+        }
         let waiting: Vec<u64> = self
             .ops
             .iter()
@@ -2037,9 +2057,9 @@ impl Amf {
             } => self.rebuild_begun(from, op_id, member, replacement),
             Message::RebuildProgress {
                 rebuild,
+                member,
                 next_stripe,
-                ..
-            } => self.rebuild_progressed(rebuild, next_stripe),
+            } => self.rebuild_progressed(rebuild, member, next_stripe),
             _ => {}
         }
         Ok(())
@@ -2133,8 +2153,11 @@ impl Amf {
         else {
             return Err(DecodeError::UnexpectedUnicast);
         };
-        let rebuilds_awaited = self.rebuilds_to_await(stripe, membership, failed_members);
-        let failed_members = self.failures_to_take(failed_members, membership);
+        // The grant waits to take the failures it has not (`member_failed` clears each as
+        // it is taken: a rebuild ending here later does not make it news again).
+        let failed_members =
+            failed_members & !self.failed_members & !self.lagging_rebuild_member(membership);
+        let rebuilds_awaited = self.rebuilds_to_await(stripe, membership);
         let Some(acquiring) = self
             .stripes
             .get_mut(&stripe)

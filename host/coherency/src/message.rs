@@ -88,8 +88,8 @@ pub struct RebuildId {
 pub struct RebuildView {
     /// The rebuild it follows: (rebuild, member, first stripe not yet rebuilt).
     pub rebuilding: Option<(RebuildId, u32, u64)>,
-    /// The rebuild it last saw bring `member` back into service: (rebuild, member). The
-    /// member may have failed again since (the `Reply`'s failed members tell).
+    /// The rebuild it last saw bring `member` back into service, if that member has not
+    /// failed since: (rebuild, member).
     pub restored: Option<(RebuildId, u32)>,
 }
 

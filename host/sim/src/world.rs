@@ -1439,6 +1439,15 @@ impl World {
             let Job::Write { plan, request, .. } = job else {
                 continue;
             };
+            // A rebuild's or a scrub's writes have no record a survivor completes: they
+            // could land after a restart that never takes their owner's `MEMBER_DOWN`
+            // (nothing fences them then), over newer writes. Lost with their AMF.
+            if matches!(
+                request,
+                MemberRequest::Rebuild { .. } | MemberRequest::Scrub { .. }
+            ) {
+                continue;
+            }
             let writes: Vec<MemberWrite> = match (plan, &request) {
                 (Some(plan), _) => plan.into(),
                 (

@@ -20,7 +20,7 @@
 //! from the checkpoint everyone shares (the dead driver's announced progress is
 //! delivered to every survivor before its death).
 
-use super::{Amf, OpKind, OpState};
+use super::{Amf, Mutation, OpKind, OpState};
 use crate::message::{Message, RebuildId, RebuildView};
 use std::collections::BTreeSet;
 
@@ -193,12 +193,28 @@ impl Amf {
     }
 
     /// `RebuildProgress` is ordered: stripes below `next_stripe` are rebuilt.
-    pub(super) fn rebuild_progressed(&mut self, rebuild_id: RebuildId, next_stripe: u64) {
+    pub(super) fn rebuild_progressed(
+        &mut self,
+        rebuild_id: RebuildId,
+        member: u32,
+        next_stripe: u64,
+    ) {
         let Some(rebuild) = self
             .rebuild
             .as_mut()
             .filter(|rebuild| rebuild.id == rebuild_id)
         else {
+            // The end of a rebuild this AMF did not follow, having the member in service
+            // already (it did not know it failed): the member is in service everywhere
+            // now, and a `Reply` still naming it failed under that rebuild is lagging
+            // (relaying its failure would fail the rebuilt member again).
+            if next_stripe >= self.config.stripe_count
+                && member < 32
+                && self.failed_members & (1 << member) == 0
+                && self.rebuilds_over.contains(&rebuild_id)
+            {
+                self.last_restored = Some((rebuild_id, member));
+            }
             return;
         };
         if next_stripe <= rebuild.next_stripe {
@@ -367,6 +383,9 @@ impl Amf {
             };
             self.broadcast(&message);
         }
+        if self.config.mutation == Mutation::ReleaseRebuiltBeforeProgress {
+            self.finish_op(key);
+        }
     }
 
     /// Ends the rebuilt ops below `next_stripe`: their stripes answer what they owe.
@@ -385,14 +404,11 @@ impl Amf {
     /// The rebuilds of a `Reply`'s sender that this AMF's grant of `stripe` must wait for:
     /// the sender used the member on the stripe (the checkpoint had passed it, or the
     /// rebuild was over) where this AMF still plans around it. The sender took that in
-    /// the order before it answered, so this AMF takes it too, soon. A restored member the sender has failed again since is not waited for: the sender
-    /// plans around it.
-    pub(super) fn rebuilds_to_await(
-        &self,
-        stripe: u64,
-        view: RebuildView,
-        failed_members: u32,
-    ) -> Vec<AwaitedRebuild> {
+    /// the order before it answered, so this AMF takes it too, soon.
+    pub(super) fn rebuilds_to_await(&self, stripe: u64, view: RebuildView) -> Vec<AwaitedRebuild> {
+        if self.config.mutation == Mutation::GrantIgnoresRebuildProgress {
+            return Vec::new();
+        }
         let mine = self.failed_for(stripe);
         let mut awaited = Vec::new();
         if let Some((rebuild, member, next_stripe)) = view.rebuilding
@@ -400,10 +416,7 @@ impl Amf {
         {
             awaited.push((rebuild, member));
         }
-        if let Some(restored) = view.restored
-            && restored.1 < 32
-            && failed_members & (1 << restored.1) == 0
-        {
+        if let Some(restored) = view.restored {
             awaited.push(restored);
         }
         awaited.retain(|&(_, member)| member < 32);
@@ -421,27 +434,6 @@ impl Amf {
             }
             _ => 0,
         }
-    }
-
-    /// The failed members of a `Reply` sent with `view` that the grant must take first:
-    /// those this AMF has not taken (less [`Amf::lagging_rebuild_member`]), and a member
-    /// that a rebuild the sender saw end brought back and that failed again there (this
-    /// AMF may take that rebuild's end before the grant: it must take the failure after
-    /// it too). A member failed both here and at the sender otherwise failed before any
-    /// rebuild of it that can end here before the grant (such a rebuild must pass the
-    /// stripe, which waits for this acquire): no `MemberFailed` of it comes once this
-    /// AMF takes that end, so the grant must not wait for one.
-    pub(super) fn failures_to_take(&self, failed_members: u32, view: RebuildView) -> u32 {
-        let failed_again = match (view.restored, view.rebuilding) {
-            (Some((_, member)), rebuilding)
-                if member < 32
-                    && rebuilding.is_none_or(|(_, following, _)| following != member) =>
-            {
-                failed_members & (1 << member)
-            }
-            _ => 0,
-        };
-        failed_members & !self.lagging_rebuild_member(view) & (!self.failed_members | failed_again)
     }
 
     /// Grants may have waited for what just changed.
