@@ -494,6 +494,11 @@ struct Acquiring {
     failed_members: u32,
     /// Rebuild progress the repliers had taken on this stripe: the grant waits for it too.
     rebuilds_awaited: Vec<AwaitedRebuild>,
+    /// Members this AMF had in service and took failed after this acquire was ordered.
+    /// A rebuild of one that a replier names (answering this acquire, it lagged behind
+    /// that failure) ended before it, or the failure stopped it: none is waited for. A
+    /// port that joined after that rebuild ended would never see it end.
+    failed_since_ordered: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -1180,6 +1185,7 @@ impl Amf {
             forwarded: BTreeMap::new(),
             failed_members: 0,
             rebuilds_awaited: Vec::new(),
+            failed_since_ordered: 0,
         });
         self.ops.get_mut(&key).expect("queued op").caused_acquire = true;
         self.counters.broadcasts += 1;
@@ -1760,6 +1766,7 @@ impl Amf {
         } else if self.failed_members & (1 << member) != 0 {
             return;
         }
+        let in_service = self.failed_members & (1 << member) == 0;
         self.failed_members |= 1 << member;
         for acquiring in self
             .stripes
@@ -1767,6 +1774,12 @@ impl Amf {
             .filter_map(|state| state.acquiring.as_mut())
         {
             acquiring.failed_members &= !(1 << member);
+            if in_service && acquiring.ordered {
+                acquiring.failed_since_ordered |= 1 << member;
+                acquiring
+                    .rebuilds_awaited
+                    .retain(|&(_, awaited)| awaited != member);
+            }
         }
         let waiting: Vec<u64> = self
             .ops
@@ -2175,7 +2188,12 @@ impl Amf {
         }
         acquiring.replied.insert(from);
         acquiring.failed_members |= failed_members;
-        acquiring.rebuilds_awaited.extend(rebuilds_awaited);
+        let failed_since_ordered = acquiring.failed_since_ordered;
+        acquiring.rebuilds_awaited.extend(
+            rebuilds_awaited
+                .into_iter()
+                .filter(|&(_, member)| failed_since_ordered & (1 << member) == 0),
+        );
         if !data.is_empty() {
             self.counters.forwards += 1;
             cache_blocks(&mut acquiring.forwarded, first_block, &data);

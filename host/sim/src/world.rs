@@ -458,7 +458,7 @@ impl World {
         // protected only by its record and its parity until then, and losing a member
         // before the replay is the write hole's double fault (docs/PROTOCOL.md).
         if self.faults
-            && self.members.lost().count() < self.swarm.member_failures
+            && self.lost_anywhere().count_ones() < self.swarm.member_failures
             && !self.recovery_pending()
         {
             actions.push((Action::FailMember, 1));
@@ -735,6 +735,7 @@ impl World {
         if self.faults {
             self.side_actions();
         }
+        self.check_replacement_in_service();
         self.check_ownership()
     }
 
@@ -801,13 +802,11 @@ impl World {
         let failed_everywhere = amfs
             .iter()
             .fold(u32::MAX, |failed, amf| failed & amf.failed_members());
-        let mut planned_around = failed_everywhere & self.members.lost().bits();
+        // Also a member the model has in service that the AMFs failed again.
+        let mut planned_around = failed_everywhere;
         for node in &self.nodes {
             for job in &node.jobs {
-                planned_around &= match job {
-                    Job::Read { failed_members, .. } => *failed_members,
-                    Job::Write { request, .. } => request.failed_members(),
-                };
+                planned_around &= job_failed_members(job);
             }
         }
         for zombie in &self.zombies {
@@ -821,14 +820,22 @@ impl World {
     }
 
     /// The replacement under way is back in service once no live AMF has its member
-    /// failed any more: each took the `RebuildProgress` at the last stripe.
+    /// failed any more (each took the `RebuildProgress` at the last stripe) and no
+    /// member I/O planned around it is left (with another member failed next, it would
+    /// need more than the parity).
     fn check_replacement_in_service(&mut self) {
         let Some(member) = self.members.replacing else {
             return;
         };
         let in_service = self.nodes.iter().all(|node| {
             node.amf.as_ref().is_none_or(|amf| {
-                amf.failed_members() & (1 << member) == 0 && amf.rebuild_progress().is_none()
+                amf.failed_members() & (1 << member) == 0
+                    && amf.rebuild_progress().is_none()
+                    && !amf.has_output()
+                    && node
+                        .jobs
+                        .iter()
+                        .all(|job| job_failed_members(job) & (1 << member) == 0)
             })
         });
         if in_service {
@@ -842,11 +849,6 @@ impl World {
     fn membership(&mut self, port: u8, change: MembershipEvent) {
         self.trace(|| format!("amf{port} reports {change:?}"));
         match change {
-            MembershipEvent::RebuildProgress { next_stripe, .. }
-                if next_stripe >= self.swarm.stripes =>
-            {
-                self.check_replacement_in_service();
-            }
             MembershipEvent::RebuildStopped { .. } => self.counters.rebuilds_stopped += 1,
             // Refused where two begin at once: the driver begins again after a join
             // while the simulator begins one (at this AMF or another).
@@ -894,13 +896,25 @@ impl World {
 }
 
 impl World {
+    /// The members lost, or failed at some live AMF (a joiner that relays a lagging
+    /// `Reply`'s failure of a member a rebuild just put back fails it again): a further
+    /// failure must stay within what the level survives for every AMF.
+    fn lost_anywhere(&self) -> u32 {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.amf.as_ref())
+            .fold(self.members.lost().bits(), |lost, amf| {
+                lost | amf.failed_members()
+            })
+    }
+
     /// A member is lost. Half the time it dies at once (known below the AMFs, out of
     /// band: only in runs without AMF crashes); otherwise its I/O starts failing, for
     /// every AMF or (half of those) for one AMF only, a path failure the others do not
     /// see: either way the AMFs discover it through their own member I/O and order it.
     fn fail_member(&mut self) {
         let member = self.below(u64::from(self.members.geometry.members())) as u32;
-        if self.members.lost().contains(member) {
+        if self.lost_anywhere() & (1 << member) != 0 {
             return;
         }
         if self.swarm.crash_per_mille == 0 && self.chance(500) {
@@ -918,6 +932,14 @@ impl World {
             self.members.start_erroring(member);
             self.counters.member_errors += 1;
         }
+    }
+}
+
+/// The members a job's I/O was planned around.
+fn job_failed_members(job: &Job) -> u32 {
+    match job {
+        Job::Read { failed_members, .. } => *failed_members,
+        Job::Write { request, .. } => request.failed_members(),
     }
 }
 
@@ -1572,7 +1594,6 @@ impl World {
                 add_counters(&mut self.counters.protocol, amf.counters());
             }
         }
-        self.check_replacement_in_service();
         let stale = self.members.stale_rebuilt_chunks();
         if !stale.is_empty() {
             return Err(format!(
