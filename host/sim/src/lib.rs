@@ -13,9 +13,17 @@
 //! Checked after every step: at most one exclusive owner per stripe and no copy beside it.
 //! Checked at every read completion: per-sector linearizability (never stale, never torn;
 //! hosts write whole blocks and sub-block patches of 512-byte sectors).
-//! Checked once faults stop: every outstanding request completes within a bounded number
-//! of steps; then parity matches data on every stripe, and every block at rest holds a
-//! value a read may return (no acknowledged write lost).
+//! Checked once faults stop: every outstanding request completes and every online rebuild
+//! ends within a bounded number of steps; then a member rebuilt online holds on every
+//! stripe what reconstruction from the others gives, parity matches data on every stripe
+//! (before the simulator replaces the members still lost, if none is; and after), and
+//! every block at rest holds a value a read may return (no acknowledged write lost).
+//!
+//! Online rebuilds: once a member's failure is ordered at every live AMF, a random AMF
+//! begins rebuilding it onto a fresh replacement (garbage until written), which every plan
+//! leaving the member out reads and writes; the member is back in service in the model
+//! once no live AMF has it failed. Host scrubs (check or repair) of random stripes must
+//! find parity matching data wherever they can check it (no member planned around).
 #![forbid(unsafe_code)]
 
 mod history;

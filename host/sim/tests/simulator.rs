@@ -53,6 +53,12 @@ fn two_thousand_seeds_with_faults() {
         summary.totals.large_requests_completed > 500,
         "hosts read and write more than a stripe at once"
     );
+    assert!(
+        summary.totals.rebuilds_completed > 100,
+        "failed members are rebuilt online"
+    );
+    assert!(summary.totals.rebuilds_stopped > 100, "joins stop rebuilds");
+    assert!(summary.totals.scrubs_completed > 500, "hosts scrub stripes");
 }
 
 #[test]
