@@ -6,7 +6,7 @@ use amf_coherency::{
     Amf, Config, Counters, Event, MemberOutcome, MemberRequest, MembershipEvent, Mode, Mutation,
     Request, Sram, Transmit, id_incarnation,
 };
-use amf_raid::{Level, MemberWrite};
+use amf_raid::{Level, MemberSet, MemberWrite};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use shared_regs::intent::INTENT_HEADER_BYTES;
@@ -1593,6 +1593,13 @@ impl World {
             if let Some(amf) = &node.amf {
                 add_counters(&mut self.counters.protocol, amf.counters());
             }
+        }
+        // A member the AMFs failed again after its rebuild (a joiner relayed a lagging
+        // `Reply`'s failure of it) goes stale while they plan around it: lost, as far as
+        // the checks go.
+        let failed_again = self.lost_anywhere() & !self.members.lost().bits();
+        for member in MemberSet::from_bits(failed_again).iter() {
+            self.members.failed.insert(member);
         }
         let stale = self.members.stale_rebuilt_chunks();
         if !stale.is_empty() {
