@@ -75,6 +75,8 @@ enum MutationArg {
     AdmitJoinerDuringFence,
     PatchOutsideOwnership,
     UnfencedDeath,
+    ReleaseRebuiltBeforeProgress,
+    GrantIgnoresRebuildProgress,
 }
 
 /// Parses `A..B` with `A < B`.
@@ -120,6 +122,8 @@ fn options(args: &SimArgs) -> SimOptions {
             MutationArg::AdmitJoinerDuringFence => Mutation::AdmitJoinerDuringFence,
             MutationArg::PatchOutsideOwnership => Mutation::PatchOutsideOwnership,
             MutationArg::UnfencedDeath => Mutation::UnfencedDeath,
+            MutationArg::ReleaseRebuiltBeforeProgress => Mutation::ReleaseRebuiltBeforeProgress,
+            MutationArg::GrantIgnoresRebuildProgress => Mutation::GrantIgnoresRebuildProgress,
         },
     }
 }

@@ -69,6 +69,13 @@ pub enum Mutation {
     /// Simulator only: a dead AMF's issued member writes may land after its death is
     /// announced (nothing fenced it).
     UnfencedDeath,
+    /// The rebuild's driver ends each rebuilt op at once (answering what it owes on the
+    /// stripe) instead of holding it until its batch's `RebuildProgress` is ordered: the
+    /// next owner may write the rebuilt stripe degraded, before the checkpoint passes it.
+    ReleaseRebuiltBeforeProgress,
+    /// A grant does not wait for a rebuild's progress that a replier had taken and this
+    /// AMF has not: it may write degraded a stripe the replier rebuilt or wrote whole.
+    GrantIgnoresRebuildProgress,
 }
 
 /// What an AMF is and what it serves.
@@ -487,6 +494,11 @@ struct Acquiring {
     failed_members: u32,
     /// Rebuild progress the repliers had taken on this stripe: the grant waits for it too.
     rebuilds_awaited: Vec<AwaitedRebuild>,
+    /// Members this AMF had in service and took failed after this acquire was ordered.
+    /// A rebuild of one that a replier names (answering this acquire, it lagged behind
+    /// that failure) ended before it, or the failure stopped it: none is waited for. A
+    /// port that joined after that rebuild ended would never see it end.
+    failed_since_ordered: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -1173,6 +1185,7 @@ impl Amf {
             forwarded: BTreeMap::new(),
             failed_members: 0,
             rebuilds_awaited: Vec::new(),
+            failed_since_ordered: 0,
         });
         self.ops.get_mut(&key).expect("queued op").caused_acquire = true;
         self.counters.broadcasts += 1;
@@ -1753,7 +1766,21 @@ impl Amf {
         } else if self.failed_members & (1 << member) != 0 {
             return;
         }
+        let in_service = self.failed_members & (1 << member) == 0;
         self.failed_members |= 1 << member;
+        for acquiring in self
+            .stripes
+            .values_mut()
+            .filter_map(|state| state.acquiring.as_mut())
+        {
+            acquiring.failed_members &= !(1 << member);
+            if in_service && acquiring.ordered {
+                acquiring.failed_since_ordered |= 1 << member;
+                acquiring
+                    .rebuilds_awaited
+                    .retain(|&(_, awaited)| awaited != member);
+            }
+        }
         let waiting: Vec<u64> = self
             .ops
             .iter()
@@ -2043,9 +2070,9 @@ impl Amf {
             } => self.rebuild_begun(from, op_id, member, replacement),
             Message::RebuildProgress {
                 rebuild,
+                member,
                 next_stripe,
-                ..
-            } => self.rebuild_progressed(rebuild, next_stripe),
+            } => self.rebuild_progressed(rebuild, member, next_stripe),
             _ => {}
         }
         Ok(())
@@ -2139,7 +2166,10 @@ impl Amf {
         else {
             return Err(DecodeError::UnexpectedUnicast);
         };
-        let failed_members = failed_members & !self.lagging_rebuild_member(membership);
+        // The grant waits to take the failures it has not (`member_failed` clears each as
+        // it is taken: a rebuild ending here later does not make it news again).
+        let failed_members =
+            failed_members & !self.failed_members & !self.lagging_rebuild_member(membership);
         let rebuilds_awaited = self.rebuilds_to_await(stripe, membership);
         let Some(acquiring) = self
             .stripes
@@ -2158,7 +2188,12 @@ impl Amf {
         }
         acquiring.replied.insert(from);
         acquiring.failed_members |= failed_members;
-        acquiring.rebuilds_awaited.extend(rebuilds_awaited);
+        let failed_since_ordered = acquiring.failed_since_ordered;
+        acquiring.rebuilds_awaited.extend(
+            rebuilds_awaited
+                .into_iter()
+                .filter(|&(_, member)| failed_since_ordered & (1 << member) == 0),
+        );
         if !data.is_empty() {
             self.counters.forwards += 1;
             cache_blocks(&mut acquiring.forwarded, first_block, &data);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use amf_coherency::{
     Amf, Config, Event, MemberOutcome, MemberRequest, MembershipEvent, Message, Mode, Mutation,
-    RebuildRefusal, Request, Sram, Transmit,
+    RebuildId, RebuildRefusal, RebuildView, Request, Sram, Transmit,
 };
 
 const BLOCK: usize = 4096;
@@ -789,4 +789,77 @@ fn a_scrub_holds_its_stripe_and_completes() {
         .iter()
         .filter(|(_, request)| matches!(request, MemberRequest::Scrub { .. }));
     assert_eq!(scrubs.count(), 2);
+}
+
+/// Seed 2376 of the simulator: a peer's `Reply` named member 1 failed, which this AMF had
+/// not taken yet; it took the `MemberFailed`, then a rebuild put the member back before
+/// the last `Reply` came. The grant then waited for a `MemberFailed` that never comes:
+/// the failure it waited for was taken already.
+#[test]
+fn a_failure_taken_for_a_grant_is_not_awaited_again_once_a_rebuild_restores_it() {
+    let mut config = config(0);
+    config.live_ports = vec![0, 1, 2];
+    let mut sram = VecSram(vec![0; config.sram_bytes() as usize]);
+    let mut amf = Amf::new(config, &mut sram);
+    let read = Request::Read {
+        first_block: 0,
+        block_count: 1,
+    };
+    amf.handle_request(1, 1, read).unwrap();
+    let Some(Transmit::Broadcast { payload }) = amf.poll_transmit() else {
+        panic!("the read's acquire");
+    };
+    let Ok(Message::Acquire { acquire_id, .. }) = Message::decode(&payload) else {
+        panic!("an acquire");
+    };
+    amf.handle_broadcast(2, 0, &payload, &mut sram).unwrap();
+    let reply = |failed_members, membership| {
+        Message::Reply {
+            stripe: 0,
+            acquire_id,
+            first_block: 0,
+            failed_members,
+            membership,
+            data: Vec::new(),
+        }
+        .encode()
+    };
+    amf.handle_unicast(3, 2, &reply(0b10, RebuildView::default()))
+        .unwrap();
+    let member_failed = Message::MemberFailed { member: 1 }.encode();
+    amf.handle_broadcast(4, 2, &member_failed, &mut sram)
+        .unwrap();
+    let begin = Message::RebuildBegin {
+        op_id: 7,
+        member: 1,
+        replacement: b"/new".to_vec(),
+    };
+    amf.handle_broadcast(5, 1, &begin.encode(), &mut sram)
+        .unwrap();
+    let rebuild = RebuildId { port: 1, op_id: 7 };
+    let progress = Message::RebuildProgress {
+        rebuild,
+        member: 1,
+        next_stripe: 4,
+    };
+    amf.handle_broadcast(6, 1, &progress.encode(), &mut sram)
+        .unwrap();
+    assert_eq!(amf.failed_members(), 0, "member 1 back in service");
+    let restored = RebuildView {
+        rebuilding: None,
+        restored: Some((rebuild, 1)),
+    };
+    amf.handle_unicast(7, 1, &reply(0, restored)).unwrap();
+    let member_io = std::iter::from_fn(|| amf.poll_member_io()).next();
+    assert!(
+        matches!(
+            member_io,
+            Some(MemberRequest::Read {
+                stripe: 0,
+                failed_members: 0,
+                ..
+            })
+        ),
+        "granted, the read goes to the members: {member_io:?}"
+    );
 }

@@ -13,9 +13,17 @@
 //! Checked after every step: at most one exclusive owner per stripe and no copy beside it.
 //! Checked at every read completion: per-sector linearizability (never stale, never torn;
 //! hosts write whole blocks and sub-block patches of 512-byte sectors).
-//! Checked once faults stop: every outstanding request completes within a bounded number
-//! of steps; then parity matches data on every stripe, and every block at rest holds a
-//! value a read may return (no acknowledged write lost).
+//! Checked once faults stop: every outstanding request completes and every online rebuild
+//! ends within a bounded number of steps; then a member rebuilt online holds on every
+//! stripe what reconstruction from the others gives, parity matches data on every stripe
+//! (before the simulator replaces the members still lost, if none is; and after), and
+//! every block at rest holds a value a read may return (no acknowledged write lost).
+//!
+//! Online rebuilds: once a member's failure is ordered at every live AMF, a random AMF
+//! begins rebuilding it onto a fresh replacement (garbage until written), which every plan
+//! leaving the member out reads and writes; the member is back in service in the model
+//! once no live AMF has it failed. Host scrubs (check or repair) of random stripes must
+//! find parity matching data wherever they can check it (no member planned around).
 #![forbid(unsafe_code)]
 
 mod history;
@@ -208,7 +216,10 @@ impl SimSummary {
              operations failed beyond the parity {}\n\
              crashes while degraded {}, degraded writes recorded whole-stripe {}\n\
              AMFs restarted while survivors completed their writes (joins held until \
-             recovered, as seen by each survivor) {}\n",
+             recovered, as seen by each survivor) {}\n\
+             online rebuilds begun {} (refused {}), stopped (per AMF) {}, completed {}, \
+             stripes rebuilt {}; \
+             scrubs completed {}, stripes scrubbed {}\n",
             self.seeds,
             self.elapsed_ms,
             self.failures.len(),
@@ -240,6 +251,13 @@ impl SimSummary {
             self.totals.degraded_crashes,
             protocol.widened,
             protocol.joins_during_fence,
+            self.totals.rebuilds_begun,
+            self.totals.rebuilds_refused,
+            self.totals.rebuilds_stopped,
+            self.totals.rebuilds_completed,
+            protocol.stripes_rebuilt,
+            self.totals.scrubs_completed,
+            protocol.stripes_scrubbed,
         );
         for failure in &self.failures {
             text += &format!(
@@ -309,4 +327,9 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.zombie_writes += run.zombie_writes;
     total.path_failures += run.path_failures;
     total.degraded_crashes += run.degraded_crashes;
+    total.rebuilds_begun += run.rebuilds_begun;
+    total.rebuilds_refused += run.rebuilds_refused;
+    total.rebuilds_stopped += run.rebuilds_stopped;
+    total.rebuilds_completed += run.rebuilds_completed;
+    total.scrubs_completed += run.scrubs_completed;
 }

@@ -21,6 +21,13 @@ pub struct Members {
     /// Per AMF port: members whose I/O fails for that AMF only (a path failure), while
     /// the others still reach them.
     pub unreachable: Vec<MemberSet>,
+    /// The failed member whose slot holds a fresh replacement under an online rebuild:
+    /// still failed (lost) until every AMF has it back in service, but read and written
+    /// by every plan whose failed members leave it out.
+    pub replacing: Option<u32>,
+    /// Members rebuilt online and back in service: each chunk of theirs must equal what
+    /// reconstruction from the other members gives.
+    pub rebuilt: MemberSet,
 }
 
 impl Members {
@@ -40,6 +47,8 @@ impl Members {
             failed: MemberSet::new(),
             erroring: MemberSet::new(),
             unreachable: vec![MemberSet::new(); usize::from(ports)],
+            replacing: None,
+            rebuilt: MemberSet::new(),
         }
     }
 
@@ -74,10 +83,12 @@ impl Members {
         self.data[member as usize].fill(0xEE);
     }
 
-    /// The members a plan runs degraded around: the dead ones and those `known` failed.
+    /// The members a plan runs degraded around: the dead ones (but a replacement) and
+    /// those `known` failed.
     fn degraded(&self, known: u32) -> MemberSet {
         self.failed
             .iter()
+            .filter(|&member| Some(member) != self.replacing)
             .chain(MemberSet::from_bits(known).iter())
             .collect()
     }
@@ -115,31 +126,111 @@ impl Members {
         self.data[member as usize].fill(0xEE);
     }
 
+    /// Failed `member` (dead or failing I/O) gets a fresh replacement, which holds
+    /// garbage until it is rebuilt or written (also in place of one whose rebuild
+    /// stopped).
+    pub fn start_replacement(&mut self, member: u32) {
+        assert!(self.replacing.is_none_or(|replacing| replacing == member));
+        self.erroring.remove(member);
+        for set in &mut self.unreachable {
+            set.remove(member);
+        }
+        self.failed.insert(member);
+        self.data[member as usize].fill(0xEE);
+        self.replacing = Some(member);
+    }
+
+    /// The replacement under way is back in service at every AMF.
+    pub fn replacement_in_service(&mut self) {
+        let member = self.replacing.take().expect("a replacement");
+        self.failed.remove(member);
+        self.rebuilt.insert(member);
+    }
+
+    /// The write that puts `member`'s chunk of `stripe`, reconstructed by AMF `port`
+    /// from the other members (degraded around `known` too), on its replacement;
+    /// `Err(member)` if a read met a member erroring for `port`.
+    pub fn plan_rebuild(
+        &self,
+        stripe: u64,
+        member: u32,
+        known: u32,
+        port: u8,
+    ) -> Result<MemberWrite, u32> {
+        let chunk = self.geometry.chunk_bytes();
+        let plan = self
+            .geometry
+            .plan_rebuild(stripe, member, Columns::new(0, chunk), self.degraded(known))
+            .expect("within what the level survives");
+        let buffers = self.gather(plan.reads(), port)?;
+        let mut bytes = vec![0; chunk as usize];
+        plan.execute(&buffers, &mut bytes)
+            .expect("buffers fit the plan");
+        let io = plan.write();
+        assert_eq!(io.member, member);
+        Ok(MemberWrite { io, bytes })
+    }
+
     /// Replacements for the failed members, rebuilt stripe by stripe from the others.
     pub fn rebuild(&mut self) {
         // Erroring members are replaced like dead ones.
         self.failed = self.lost();
-        let chunk = self.geometry.chunk_bytes();
+        self.replacing = None;
         for member in self.failed.iter() {
             for stripe in 0..self.geometry.stripe_count() {
-                let plan = self
-                    .geometry
-                    .plan_rebuild(stripe, member, Columns::new(0, chunk), self.failed)
-                    .expect("within what the level survives");
-                let buffers: Vec<&[u8]> = plan.reads().iter().map(|io| self.read_io(io)).collect();
-                let mut out = vec![0; chunk as usize];
-                plan.execute(&buffers, &mut out)
-                    .expect("buffers fit the plan");
-                let target = plan.write();
-                assert_eq!(target.member, member);
-                self.data[member as usize][target.member_offset as usize..][..chunk as usize]
-                    .copy_from_slice(&out);
+                let write = self
+                    .plan_rebuild(stripe, member, 0, 0)
+                    .expect("failed members are not read");
+                self.write_io(&write);
             }
         }
         // Rebuild each from the survivors only, then let them all serve again.
         self.failed = MemberSet::new();
         self.erroring = MemberSet::new();
         self.unreachable.fill(MemberSet::new());
+    }
+
+    /// Stripes where a member rebuilt online (and not lost since) holds other than what
+    /// reconstruction from the other members gives, as (member, stripe); none is checked
+    /// where the lost members leave nothing to reconstruct it from.
+    pub fn stale_rebuilt_chunks(&self) -> Vec<(u32, u64)> {
+        let lost = self.lost();
+        if lost.count() >= self.geometry.level().parity_count() {
+            return Vec::new();
+        }
+        let mut stale = Vec::new();
+        for member in self.rebuilt.iter().filter(|&member| !lost.contains(member)) {
+            for stripe in 0..self.geometry.stripe_count() {
+                let write = self
+                    .plan_rebuild(stripe, member, lost.bits(), 0)
+                    .expect("lost members are not read");
+                if self.read_io(&write.io) != write.bytes.as_slice() {
+                    stale.push((member, stripe));
+                }
+            }
+        }
+        stale
+    }
+
+    /// Whether `stripe`'s parity matches its data as AMF `port` reads it, planning
+    /// around `known`: `Ok(None)` if a member is planned around (nothing to check it
+    /// against), `Err(member)` if a read met a member erroring for `port`.
+    pub fn scrub(&self, stripe: u64, known: u32, port: u8) -> Result<Option<bool>, u32> {
+        if !self.degraded(known).is_empty() {
+            return Ok(None);
+        }
+        let offset = self.geometry.stripe_member_offset(stripe);
+        let length = self.geometry.chunk_bytes();
+        let reads: Vec<MemberIo> = (0..self.geometry.members())
+            .map(|member| MemberIo {
+                member,
+                role: self.geometry.role(stripe, member),
+                member_offset: offset,
+                length,
+            })
+            .collect();
+        let buffers = self.gather(&reads, port)?;
+        Ok(Some(self.consistent(stripe, &buffers)))
     }
 
     fn read_io(&self, io: &MemberIo) -> &[u8] {
@@ -156,13 +247,17 @@ impl Members {
         if self.erroring_for(port).contains(write.io.member) {
             return Some(write.io.member);
         }
-        if self.failed.contains(write.io.member) {
+        if self.failed.contains(write.io.member) && self.replacing != Some(write.io.member) {
             return None;
         }
+        self.write_io(write);
+        None
+    }
+
+    fn write_io(&mut self, write: &MemberWrite) {
         let start = write.io.member_offset as usize;
         self.data[write.io.member as usize][start..start + write.bytes.len()]
             .copy_from_slice(&write.bytes);
-        None
     }
 
     /// Blocks `first_block ..` of `stripe`'s data, with no member erroring.
@@ -250,15 +345,19 @@ impl Members {
                 .iter()
                 .map(|member| &member[offset..offset + chunk])
                 .collect();
-            let check = self
-                .geometry
-                .check_parity(&mut HostParity, stripe, &buffers)
-                .expect("buffers fit");
-            if !check.is_consistent() {
+            if !self.consistent(stripe, &buffers) {
                 bad.push(stripe);
             }
         }
         bad
+    }
+
+    /// Whether `buffers` (every member's chunk of `stripe`) hold parity matching data.
+    fn consistent(&self, stripe: u64, buffers: &[&[u8]]) -> bool {
+        self.geometry
+            .check_parity(&mut HostParity, stripe, buffers)
+            .expect("buffers fit")
+            .is_consistent()
     }
 }
 

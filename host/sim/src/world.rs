@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use amf_coherency::{
-    Amf, Config, Counters, Event, MemberOutcome, MemberRequest, Mode, Mutation, Request, Sram,
-    Transmit, id_incarnation,
+    Amf, Config, Counters, Event, MemberOutcome, MemberRequest, MembershipEvent, Mode, Mutation,
+    Request, Sram, Transmit, id_incarnation,
 };
-use amf_raid::{Level, MemberWrite};
+use amf_raid::{Level, MemberSet, MemberWrite};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use shared_regs::intent::INTENT_HEADER_BYTES;
@@ -24,6 +24,11 @@ const REQUESTS_OUTSTANDING_MAX: usize = 8;
 const ZOMBIE_DELAY_STEPS_MAX: u64 = 300;
 /// Steps the liveness phase may take once faults stop.
 const LIVENESS_STEPS_MAX: u64 = 200_000;
+/// Chance per step, once a member's failure is ordered at every live AMF, that one
+/// begins rebuilding it online.
+const REBUILD_START_PER_MILLE: u32 = 20;
+/// The path every AMF opens for a replacement.
+const REPLACEMENT_PATH: &[u8] = b"/sim/replacement";
 
 /// A card's SRAM, kept by the simulator: it outlives its AMF's crashes.
 #[derive(Debug)]
@@ -102,6 +107,7 @@ struct Pending {
     block_count: u32,
     write: bool,
     patch: bool,
+    scrub: bool,
 }
 
 /// The swarm this seed picked.
@@ -116,6 +122,10 @@ pub struct Swarm {
     pub corrupt_per_mille: u32,
     /// Members that fail during the run (up to what the level survives).
     pub member_failures: u32,
+    /// Failed members are rebuilt online onto fresh replacements.
+    pub rebuilds: bool,
+    /// Chance per step of a host scrub (check or repair) of a random stripe.
+    pub scrub_per_mille: u32,
     pub safety_steps: u64,
 }
 
@@ -144,10 +154,22 @@ pub struct RunCounters {
     pub zombie_writes: u64,
     /// AMF crashes while a member was failed or failing I/O (the degraded write hole).
     pub degraded_crashes: u64,
+    /// Online rebuilds begun by the simulator, refused (another had begun first),
+    /// stopped (each AMF counts its own), and completed (back in service at every live
+    /// AMF).
+    pub rebuilds_begun: u64,
+    pub rebuilds_refused: u64,
+    pub rebuilds_stopped: u64,
+    pub rebuilds_completed: u64,
+    /// Host scrubs completed (checks and repairs).
+    pub scrubs_completed: u64,
 }
 
 pub struct World {
     rng: ChaCha8Rng,
+    /// Draws for rebuilds and scrubs only, apart from `rng`: a seed that runs neither
+    /// makes the same draws as before they existed.
+    side_rng: ChaCha8Rng,
     options: SimOptions,
     pub swarm: Swarm,
     members: Members,
@@ -220,6 +242,8 @@ pub(crate) fn add_counters(total: &mut Counters, more: Counters) {
     total.ops_failed += more.ops_failed;
     total.widened += more.widened;
     total.joins_during_fence += more.joins_during_fence;
+    total.stripes_rebuilt += more.stripes_rebuilt;
+    total.stripes_scrubbed += more.stripes_scrubbed;
 }
 
 impl World {
@@ -237,6 +261,8 @@ impl World {
             crash_per_mille: if faulty { 2 + rng.next_u32() % 10 } else { 0 },
             corrupt_per_mille: if faulty && amfs >= 3 { 500 } else { 0 },
             member_failures: 0,
+            rebuilds: false,
+            scrub_per_mille: 0,
             safety_steps: options
                 .steps
                 .unwrap_or(300 + u64::from(rng.next_u32() % 900)),
@@ -251,9 +277,16 @@ impl World {
                 swarm.corrupt_per_mille = 0;
             }
         }
+        let mut side_rng = ChaCha8Rng::seed_from_u64(seed);
+        side_rng.set_stream(1);
+        swarm.rebuilds = swarm.member_failures > 0 && side_rng.next_u32() % 4 != 0;
+        if faulty && side_rng.next_u32().is_multiple_of(3) {
+            swarm.scrub_per_mille = 5 + side_rng.next_u32() % 20;
+        }
         let members = Members::new(level, members, chunk_bytes, swarm.stripes, amfs);
         let mut world = World {
             rng,
+            side_rng,
             options: options.clone(),
             members,
             nodes: Vec::new(),
@@ -338,8 +371,14 @@ impl World {
                 break;
             }
             if self.now >= deadline {
+                let rebuilds: Vec<Option<(u32, u64)>> = self
+                    .nodes
+                    .iter()
+                    .filter_map(|node| node.amf.as_ref().map(Amf::rebuild_progress))
+                    .collect();
                 return Err(format!(
-                    "liveness: {} requests still outstanding {LIVENESS_STEPS_MAX} steps after faults stopped",
+                    "liveness: {} requests still outstanding {LIVENESS_STEPS_MAX} steps after faults stopped \
+                     (rebuild (member, next stripe) at each live AMF: {rebuilds:?})",
                     self.pending
                         .values()
                         .filter(|pending| self.live(pending.port))
@@ -359,7 +398,10 @@ impl World {
             && self.nodes.iter().all(|node| {
                 node.cursor == self.log.len()
                     && node.jobs.is_empty()
-                    && node.amf.as_ref().is_some_and(Amf::is_quiet)
+                    && node
+                        .amf
+                        .as_ref()
+                        .is_some_and(|amf| amf.is_quiet() && amf.rebuild_progress().is_none())
             })
     }
 }
@@ -416,7 +458,7 @@ impl World {
         // protected only by its record and its parity until then, and losing a member
         // before the replay is the write hole's double fault (docs/PROTOCOL.md).
         if self.faults
-            && self.members.lost().count() < self.swarm.member_failures
+            && self.lost_anywhere().count_ones() < self.swarm.member_failures
             && !self.recovery_pending()
         {
             actions.push((Action::FailMember, 1));
@@ -537,15 +579,16 @@ impl World {
     /// every AMF that took such a member dies, nobody remembers it (the failed set lives
     /// only in memory), and a restarted AMF that still reaches the member reads its stale
     /// contents: a known limit (docs/PROTOCOL.md "Known limits", member I/O errors;
-    /// `amf sim --crash-last-failure-knower` lets it in). So while a path failure lasts,
-    /// the simulator crashes an AMF only if another live AMF has taken every member it
-    /// has.
+    /// `amf sim --crash-last-failure-knower` lets it in). The same holds for a member
+    /// under rebuild, whose replacement holds garbage above the checkpoint. So while a
+    /// path failure lasts or a replacement is not in service everywhere, the simulator
+    /// crashes an AMF only if another live AMF has taken every member it has.
     fn failures_known_elsewhere(&self, victim: u8) -> bool {
         let known = self.nodes[victim as usize]
             .amf
             .as_ref()
             .map_or(0, |amf| amf.failed_members());
-        !self.path_failed()
+        !(self.path_failed() || self.members.replacing.is_some())
             || known == 0
             || self.nodes.iter().enumerate().any(|(port, node)| {
                 port != victim as usize
@@ -683,24 +726,195 @@ impl World {
             Action::Broadcast(port) => self.deliver_broadcast(port)?,
             Action::Pair(from, to) => self.deliver_pair(from, to),
             Action::Drain(port) => self.drain(port)?,
-            Action::Job(port, index) => self.run_job(port, index),
+            Action::Job(port, index) => self.run_job(port, index)?,
             Action::Crash(port) => self.crash(port),
             Action::Restart(port) => self.restart(port),
             Action::Zombie => self.land_zombie(),
             Action::FailMember => self.fail_member(),
         }
+        if self.faults {
+            self.side_actions();
+        }
+        self.check_replacement_in_service();
         self.check_ownership()
+    }
+
+    /// Rebuilds and scrubs, besides the step's action and drawn from `side_rng`.
+    fn side_actions(&mut self) {
+        if self.swarm.rebuilds && self.side_rng.next_u32() % 1000 < REBUILD_START_PER_MILLE {
+            self.start_rebuild();
+        }
+        if self.side_rng.next_u32() % 1000 < self.swarm.scrub_per_mille {
+            self.new_scrub();
+        }
+    }
+
+    /// Once a member's failure is ordered at every live AMF and no rebuild runs or is
+    /// on its way, a random live AMF begins rebuilding it onto a fresh replacement. No
+    /// I/O planned with the member in service (a zombie write, a job planned before its
+    /// failure was ordered) may then still reach the replacement.
+    fn start_rebuild(&mut self) {
+        let Some(member) = self.rebuildable_member() else {
+            return;
+        };
+        let live: Vec<u8> = self.log_live.clone();
+        let port = live[self.side_rng.next_u32() as usize % live.len()];
+        self.members.start_replacement(member);
+        self.counters.rebuilds_begun += 1;
+        self.trace(|| format!("amf{port} STARTS REBUILDING member {member}"));
+        let now = self.now;
+        self.nodes[port as usize]
+            .amf
+            .as_mut()
+            .expect("live")
+            .start_rebuild(now, member, REPLACEMENT_PATH.to_vec())
+            .expect("the member is failed at every live AMF and no rebuild runs");
+    }
+
+    /// A member that may be rebuilt now (see [`World::start_rebuild`]).
+    fn rebuildable_member(&self) -> Option<u32> {
+        let amfs: Vec<&Amf> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.amf.as_ref())
+            .collect();
+        // Member I/O an AMF has not handed out yet may be planned with the member in
+        // service (granted before the failure was ordered there).
+        if amfs
+            .iter()
+            .any(|amf| amf.rebuild_progress().is_some() || amf.has_output())
+        {
+            return None;
+        }
+        let oldest_cursor = self
+            .nodes
+            .iter()
+            .filter(|node| node.amf.is_some())
+            .map(|node| node.cursor)
+            .min()?;
+        let begin_on_its_way = self.log[oldest_cursor..].iter().any(|entry| {
+            matches!(entry, LogEntry::Payload(_, payload)
+                if matches!(amf_coherency::Message::decode(payload), Ok(amf_coherency::Message::RebuildBegin { .. })))
+        });
+        if begin_on_its_way {
+            return None;
+        }
+        let failed_everywhere = amfs
+            .iter()
+            .fold(u32::MAX, |failed, amf| failed & amf.failed_members());
+        // Also a member the model has in service that the AMFs failed again.
+        let mut planned_around = failed_everywhere;
+        for node in &self.nodes {
+            for job in &node.jobs {
+                planned_around &= job_failed_members(job);
+            }
+        }
+        for zombie in &self.zombies {
+            planned_around &= !(1 << zombie.write.io.member);
+        }
+        if let Some(replacing) = self.members.replacing {
+            // A replacement whose rebuild stopped is begun again, and no other.
+            planned_around &= 1 << replacing;
+        }
+        (planned_around != 0).then(|| planned_around.trailing_zeros())
+    }
+
+    /// The replacement under way is back in service once no live AMF has its member
+    /// failed any more (each took the `RebuildProgress` at the last stripe) and no
+    /// member I/O planned around it is left (with another member failed next, it would
+    /// need more than the parity).
+    fn check_replacement_in_service(&mut self) {
+        let Some(member) = self.members.replacing else {
+            return;
+        };
+        let in_service = self.nodes.iter().all(|node| {
+            node.amf.as_ref().is_none_or(|amf| {
+                amf.failed_members() & (1 << member) == 0
+                    && amf.rebuild_progress().is_none()
+                    && !amf.has_output()
+                    && node
+                        .jobs
+                        .iter()
+                        .all(|job| job_failed_members(job) & (1 << member) == 0)
+            })
+        });
+        if in_service {
+            self.trace(|| format!("member {member} back in service at every live AMF"));
+            self.members.replacement_in_service();
+            self.counters.rebuilds_completed += 1;
+        }
+    }
+
+    /// What a membership event of AMF `port` changes in the world.
+    fn membership(&mut self, port: u8, change: MembershipEvent) {
+        self.trace(|| format!("amf{port} reports {change:?}"));
+        match change {
+            MembershipEvent::RebuildStopped { .. } => self.counters.rebuilds_stopped += 1,
+            // Refused where two begin at once: the driver begins again after a join
+            // while the simulator begins one (at this AMF or another).
+            MembershipEvent::RebuildRefused { .. } => self.counters.rebuilds_refused += 1,
+            _ => {}
+        }
+    }
+
+    /// A host scrub of a random stripe through a random live AMF: a check, or a repair.
+    fn new_scrub(&mut self) {
+        let outstanding = self
+            .pending
+            .values()
+            .filter(|pending| self.live(pending.port))
+            .count();
+        let port = (self.side_rng.next_u32() % u32::from(self.swarm.amfs)) as u8;
+        if outstanding >= REQUESTS_OUTSTANDING_MAX || !self.live(port) {
+            return;
+        }
+        let stripe = self.side_rng.next_u64() % self.swarm.stripes;
+        let repair = self.side_rng.next_u32().is_multiple_of(2);
+        let id = self.next_request;
+        self.next_request += 1;
+        self.trace(|| {
+            format!("host -> amf{port}: request {id} scrub stripe {stripe} (repair: {repair})")
+        });
+        let now = self.now;
+        let amf = self.nodes[port as usize].amf.as_mut().expect("live");
+        amf.handle_request(now, id, Request::Scrub { stripe, repair })
+            .expect("the simulator sends valid requests");
+        let block_count = self.members.stripe_data_blocks();
+        self.pending.insert(
+            id,
+            Pending {
+                port,
+                invoked: now,
+                first_block: stripe * u64::from(block_count),
+                block_count,
+                write: false,
+                patch: false,
+                scrub: true,
+            },
+        );
     }
 }
 
 impl World {
+    /// The members lost, or failed at some live AMF (a joiner that relays a lagging
+    /// `Reply`'s failure of a member a rebuild just put back fails it again): a further
+    /// failure must stay within what the level survives for every AMF.
+    fn lost_anywhere(&self) -> u32 {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.amf.as_ref())
+            .fold(self.members.lost().bits(), |lost, amf| {
+                lost | amf.failed_members()
+            })
+    }
+
     /// A member is lost. Half the time it dies at once (known below the AMFs, out of
     /// band: only in runs without AMF crashes); otherwise its I/O starts failing, for
     /// every AMF or (half of those) for one AMF only, a path failure the others do not
     /// see: either way the AMFs discover it through their own member I/O and order it.
     fn fail_member(&mut self) {
         let member = self.below(u64::from(self.members.geometry.members())) as u32;
-        if self.members.lost().contains(member) {
+        if self.lost_anywhere() & (1 << member) != 0 {
             return;
         }
         if self.swarm.crash_per_mille == 0 && self.chance(500) {
@@ -718,6 +932,14 @@ impl World {
             self.members.start_erroring(member);
             self.counters.member_errors += 1;
         }
+    }
+}
+
+/// The members a job's I/O was planned around.
+fn job_failed_members(job: &Job) -> u32 {
+    match job {
+        Job::Read { failed_members, .. } => *failed_members,
+        Job::Write { request, .. } => request.failed_members(),
     }
 }
 
@@ -825,6 +1047,7 @@ impl World {
                 block_count,
                 write,
                 patch,
+                scrub: false,
             },
         );
     }
@@ -992,19 +1215,15 @@ impl World {
                                 block_count,
                                 failed_members,
                             },
-                            MemberRequest::Write { io, .. } | MemberRequest::Replay { io, .. } => {
-                                Job::Write {
-                                    io,
-                                    plan: None,
-                                    request,
-                                    error: None,
-                                }
-                            }
-                            MemberRequest::Rebuild { .. } | MemberRequest::Scrub { .. } => {
-                                return Err(format!(
-                                    "amf{port} issued {request:?}, but the simulator starts no rebuild or scrub"
-                                ));
-                            }
+                            MemberRequest::Write { io, .. }
+                            | MemberRequest::Replay { io, .. }
+                            | MemberRequest::Rebuild { io, .. }
+                            | MemberRequest::Scrub { io, .. } => Job::Write {
+                                io,
+                                plan: None,
+                                request,
+                                error: None,
+                            },
                         };
                         node.jobs.push(job);
                         return Ok(());
@@ -1059,9 +1278,8 @@ impl World {
                 ));
             }
             Event::Membership(change) => {
-                return Err(format!(
-                    "amf{port} reported {change:?}, but the simulator starts no rebuild"
-                ));
+                self.membership(port, change);
+                return Ok(());
             }
         };
         let pending = self.pending.remove(&id).expect("a request we sent");
@@ -1070,6 +1288,10 @@ impl World {
         self.counters.large_requests_completed +=
             u64::from(pending.block_count > self.members.stripe_data_blocks());
         self.trace(|| format!("host <- amf{port}: request {id} done"));
+        if pending.scrub {
+            self.counters.scrubs_completed += 1;
+            return Ok(());
+        }
         if pending.write {
             assert!(data.is_none());
             self.counters.writes_completed += 1;
@@ -1087,7 +1309,7 @@ impl World {
             .map_err(|error| format!("read {id} via amf{port}: {error}"))
     }
 
-    fn run_job(&mut self, port: u8, index: usize) {
+    fn run_job(&mut self, port: u8, index: usize) -> Result<(), String> {
         let now = self.now;
         let node = &mut self.nodes[port as usize];
         match &mut node.jobs[index] {
@@ -1129,6 +1351,18 @@ impl World {
                 error,
             } => {
                 if plan.is_none() {
+                    if let MemberRequest::Scrub {
+                        stripe,
+                        failed_members,
+                        ..
+                    } = request
+                        && self.members.scrub(*stripe, *failed_members, port) == Ok(Some(false))
+                    {
+                        return Err(format!(
+                            "amf{port}'s scrub of stripe {stripe} found parity not matching data, \
+                             though it holds the stripe"
+                        ));
+                    }
                     match plan_member_writes(&self.members, request, port) {
                         Ok(writes) => *plan = Some(writes.into()),
                         // A read of the plan failed: nothing was written.
@@ -1154,7 +1388,7 @@ impl World {
                             if failed.is_some() { ": I/O error" } else { "" }
                         );
                     }
-                    return;
+                    return Ok(());
                 }
                 let (io, outcome) = match *error {
                     None => (*io, MemberOutcome::Written),
@@ -1167,6 +1401,7 @@ impl World {
                     .handle_member_completion(now, io, outcome);
             }
         }
+        Ok(())
     }
 
     fn crash(&mut self, port: u8) {
@@ -1226,6 +1461,15 @@ impl World {
             let Job::Write { plan, request, .. } = job else {
                 continue;
             };
+            // A rebuild's or a scrub's writes have no record a survivor completes: they
+            // could land after a restart that never takes their owner's `MEMBER_DOWN`
+            // (nothing fences them then), over newer writes. Lost with their AMF.
+            if matches!(
+                request,
+                MemberRequest::Rebuild { .. } | MemberRequest::Scrub { .. }
+            ) {
+                continue;
+            }
             let writes: Vec<MemberWrite> = match (plan, &request) {
                 (Some(plan), _) => plan.into(),
                 (
@@ -1350,6 +1594,28 @@ impl World {
                 add_counters(&mut self.counters.protocol, amf.counters());
             }
         }
+        // A member the AMFs failed again after its rebuild (a joiner relayed a lagging
+        // `Reply`'s failure of it) goes stale while they plan around it: lost, as far as
+        // the checks go.
+        let failed_again = self.lost_anywhere() & !self.members.lost().bits();
+        for member in MemberSet::from_bits(failed_again).iter() {
+            self.members.failed.insert(member);
+        }
+        let stale = self.members.stale_rebuilt_chunks();
+        if !stale.is_empty() {
+            return Err(format!(
+                "members rebuilt online hold other than their reconstruction from the others \
+                 at (member, stripe) {stale:?}"
+            ));
+        }
+        if self.members.lost().is_empty() {
+            let bad = self.members.inconsistent_stripes();
+            if !bad.is_empty() {
+                return Err(format!(
+                    "parity does not match the data of stripes {bad:?}, every member in service"
+                ));
+            }
+        }
         // Replacements for failed members, rebuilt from the survivors, before checking.
         self.members.rebuild();
         let bad = self.members.inconsistent_stripes();
@@ -1399,8 +1665,8 @@ impl World {
     }
 }
 
-/// The member writes of AMF `port`'s write or replay, planned from the members as they
-/// are now; `Err(member)` if its reads met a member erroring for `port` (nothing written
+/// The member writes of AMF `port`'s write, replay, rebuild or scrub, planned from the
+/// members as they are now; `Err(member)` if its reads met a member erroring for `port` (nothing written
 /// then).
 fn plan_member_writes(
     members: &Members,
@@ -1422,10 +1688,27 @@ fn plan_member_writes(
             failed_members,
             ..
         } => members.plan_replay(*stripe, *first_block, data, *failed_members, port),
+        MemberRequest::Rebuild {
+            stripe,
+            member,
+            failed_members,
+            ..
+        } => Ok(vec![members.plan_rebuild(
+            *stripe,
+            *member,
+            *failed_members,
+            port,
+        )?]),
+        // A repair rewrites the stripe whole with fresh parity (its data is unchanged);
+        // a check writes nothing.
+        MemberRequest::Scrub {
+            stripe,
+            repair: true,
+            failed_members,
+            ..
+        } => members.plan_replay(*stripe, 0, &[], *failed_members, port),
+        MemberRequest::Scrub { repair: false, .. } => Ok(Vec::new()),
         MemberRequest::Read { .. } => unreachable!("reads are read jobs"),
-        MemberRequest::Rebuild { .. } | MemberRequest::Scrub { .. } => {
-            unreachable!("the simulator starts no rebuild or scrub")
-        }
     }
 }
 

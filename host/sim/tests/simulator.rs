@@ -53,6 +53,12 @@ fn two_thousand_seeds_with_faults() {
         summary.totals.large_requests_completed > 500,
         "hosts read and write more than a stripe at once"
     );
+    assert!(
+        summary.totals.rebuilds_completed > 100,
+        "failed members are rebuilt online"
+    );
+    assert!(summary.totals.rebuilds_stopped > 100, "joins stop rebuilds");
+    assert!(summary.totals.scrubs_completed > 500, "hosts scrub stripes");
 }
 
 #[test]
@@ -131,6 +137,23 @@ fn member_writes_of_an_unfenced_dead_amf_are_caught() {
     first_failure(Mutation::UnfencedDeath, 0..300);
 }
 
+/// The driver answers an acquire of a rebuilt stripe before its `RebuildProgress` is
+/// ordered: the next owner writes it degraded, leaving the replacement stale below the
+/// checkpoint. First caught by seed 13 (a read of the stale replacement).
+#[test]
+fn releasing_a_rebuilt_stripe_before_its_progress_is_caught() {
+    first_failure(Mutation::ReleaseRebuiltBeforeProgress, 0..300);
+}
+
+/// A grant does not wait for the `RebuildProgress` its replier had taken: the grantee
+/// writes a stripe the checkpoint has passed degraded. Rarer: the write must be issued
+/// before the grantee takes that progress (a degraded write that reads its stripe
+/// first is usually issued after it). First caught by seed 471.
+#[test]
+fn a_grant_ignoring_a_replier_s_rebuild_progress_is_caught() {
+    first_failure(Mutation::GrantIgnoresRebuildProgress, 0..2000);
+}
+
 #[test]
 fn the_product_default_geometry_passes() {
     let options = SimOptions {
@@ -190,6 +213,27 @@ fn a_grant_waits_for_the_replier_s_failed_members() {
 #[test]
 fn a_record_landing_after_its_retire_is_never_replayed() {
     amf_sim::replay(17535, &SimOptions::default(), false).expect("seed 17535");
+}
+
+/// A port that joined after a rebuild ended, then took the rebuilt member failed again,
+/// got a `Reply` from a peer that had not taken that failure yet, naming the rebuild as
+/// the one that restored the member: its grant waited for the end of a rebuild it would
+/// never see, and every stripe behind it hung (seed 10560; seed 12158 with two AMFs;
+/// seed 30177 of the product's default geometry). A rebuild a replier names is no
+/// longer waited for once the member failed anew after the acquire was ordered.
+#[test]
+fn a_joiner_does_not_wait_for_a_rebuild_that_ended_before_it_joined() {
+    amf_sim::replay(10560, &SimOptions::default(), false).expect("seed 10560");
+    let two = SimOptions {
+        amfs: Some(2),
+        ..SimOptions::default()
+    };
+    amf_sim::replay(12158, &two, false).expect("seed 12158");
+    let product_default = SimOptions {
+        geometry: GeometryChoice::ProductDefault,
+        ..SimOptions::default()
+    };
+    amf_sim::replay(30177, &product_default, false).expect("seed 30177");
 }
 
 /// A known limit kept visible: the failed members live only in the AMFs' memory, so
