@@ -36,8 +36,7 @@
 
 use crate::codec::OwnedFrame;
 use shared_regs::fabric::{
-    FrameError, JoinPayload, MessageKind, PORT_BROADCAST, REFUSAL_TEXT_BYTES_MAX, RefusalReason,
-    WelcomePayload,
+    JoinPayload, MessageKind, PORT_BROADCAST, REFUSAL_TEXT_BYTES_MAX, RefusalReason, WelcomePayload,
 };
 use shared_regs::limits::FABRIC_PORTS_MAX;
 use std::collections::{BTreeMap, VecDeque};
@@ -56,7 +55,7 @@ pub const FENCE_RETRY_MS_FIRST: u64 = 250;
 pub const FENCE_RETRY_MS_MAX: u64 = 8_000;
 
 /// How the arbiter judges liveness and which array it serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArbiterConfig {
     /// The array every port must serve; `None`: the first joiner's.
     pub array_uuid: Option<[u8; 16]>,
@@ -110,7 +109,7 @@ pub enum Output {
 }
 
 /// One link's state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Link {
     port: Option<u8>,
     last_heard_ms: u64,
@@ -119,7 +118,7 @@ struct Link {
 }
 
 /// A port whose link ended and whose peer is not yet fenced.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Fencing {
     link: LinkId,
     attempts: u32,
@@ -127,8 +126,10 @@ struct Fencing {
     retry_at_ms: Option<u64>,
 }
 
-/// The arbiter; see the [module docs](self).
-#[derive(Debug)]
+/// The arbiter; see the [module docs](self). Its state (outputs not yet taken aside)
+/// serializes, so that a replicated fabric ([`crate::replica`]) can hand a copy to a
+/// joining replica.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Arbiter {
     config: ArbiterConfig,
     array_uuid: Option<[u8; 16]>,
@@ -143,6 +144,7 @@ pub struct Arbiter {
     broadcast_sequence: u64,
     /// Last point-to-point sequence of each port since it joined.
     sent_sequence: [u64; PORTS],
+    #[serde(skip)]
     outputs: VecDeque<Output>,
 }
 
@@ -210,6 +212,21 @@ impl Arbiter {
     /// Links open (joined or not).
     pub fn link_count(&self) -> usize {
         self.links.len()
+    }
+
+    /// Links open (joined or not), in id order.
+    pub fn link_ids(&self) -> Vec<LinkId> {
+        self.links.keys().copied().collect()
+    }
+
+    /// Whether `link` is open, or its port waits for its fence.
+    pub fn knows_link(&self, link: LinkId) -> bool {
+        self.links.contains_key(&link) || self.fencing_links().contains(&link)
+    }
+
+    /// The heartbeat and liveness rules.
+    pub fn config(&self) -> &ArbiterConfig {
+        &self.config
     }
 
     /// The next thing to do, in order.
@@ -309,8 +326,8 @@ impl Arbiter {
         }
     }
 
-    /// The bytes on `link` are not a frame; the link is refused.
-    pub fn handle_malformed(&mut self, _now_ms: u64, link: LinkId, error: FrameError) {
+    /// The bytes on `link` are not a frame (`error` says why); the link is refused.
+    pub fn handle_malformed(&mut self, _now_ms: u64, link: LinkId, error: impl fmt::Display) {
         if self.links.contains_key(&link) {
             self.refuse(link, RefusalReason::Malformed, error.to_string());
         }
@@ -594,6 +611,7 @@ pub fn refusal(port: u8, reason: RefusalReason, detail: &str) -> OwnedFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared_regs::fabric::FrameError;
 
     const ARRAY: [u8; 16] = [0xA5; 16];
 

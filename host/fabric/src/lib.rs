@@ -37,6 +37,7 @@ pub mod arbiter;
 pub mod client;
 pub mod codec;
 pub mod fence;
+pub mod replica;
 pub mod server;
 
 pub use address::{Address, AddressError};

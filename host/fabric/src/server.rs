@@ -18,6 +18,7 @@ use crate::address::Address;
 use crate::arbiter::{Arbiter, ArbiterConfig, LinkId, Output};
 use crate::codec::{FrameDecoder, OwnedFrame};
 use crate::fence::{self, FenceAgent, Peer};
+use crate::replica::{self, Delivery, Input, Member, Replica, ReplicaOutput};
 use shared_regs::fabric::FrameError;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -183,8 +184,65 @@ struct LinkTasks {
 /// Runs the fabric on `listener` until `shutdown` resolves; then refuses every link
 /// (`ShuttingDown`) and waits briefly for them to take their last frames.
 pub async fn serve(listener: Listener, config: ServerConfig, shutdown: impl Future<Output = ()>) {
+    serve_ordered(listener, config, None, shutdown).await;
+}
+
+/// A group-communication system a replicated fabric multicasts through (corosync's CPG in
+/// `amf-corosync`): agreed-order delivery to every member, the sender included, and
+/// membership changes in the same order ([`replica`]).
+pub trait Group: Send + Sync + std::fmt::Debug {
+    /// Multicasts `bytes` in agreed order; an error is logged (the group's own loss is
+    /// reported as [`GroupEvent::Detached`]).
+    fn multicast(&self, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// What the group tells the fabric.
+#[derive(Debug)]
+pub enum GroupEvent {
+    /// This process is in the group (quorate) as `Member`; deliveries follow.
+    Joined(Member),
+    /// A delivery, in the group's order.
+    Delivered(Delivery),
+    /// This process is out of the group (quorum lost, the group daemon gone): every local
+    /// link is closed, so that its AMF fences itself, until the next `Joined`.
+    Detached(String),
+}
+
+/// The group a replicated fabric runs on, and how long a machine that left it takes at
+/// most to cut its AMFs off.
+#[derive(Debug)]
+pub struct GroupLink {
+    /// Multicasts.
+    pub group: Arc<dyn Group>,
+    /// What the group delivers.
+    pub events: mpsc::Receiver<GroupEvent>,
+    /// The self-fence bound: how long the leader waits before it declares a departed
+    /// machine's ports fenced.
+    pub self_fence_ms: u64,
+}
+
+/// Runs the fabric on `listener`, replicated over `group` when one is given (see
+/// [`replica`]), else alone, until `shutdown` resolves.
+pub async fn serve_ordered(
+    listener: Listener,
+    config: ServerConfig,
+    group: Option<GroupLink>,
+    shutdown: impl Future<Output = ()>,
+) {
     let interval = Duration::from_millis(u64::from(config.arbiter.heartbeat_interval_ms));
-    let mut shell = Shell::new(config);
+    let (mut group_events, core) = match group {
+        None => (None, Core::Local(Arbiter::new(config.arbiter))),
+        Some(link) => (
+            Some(link.events),
+            Core::Replicated(Replicated {
+                replica: None,
+                group: link.group,
+                self_fence_ms: link.self_fence_ms,
+                remote_fences: BTreeMap::new(),
+            }),
+        ),
+    };
+    let mut shell = Shell::new(config, core);
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
     let mut tick = tokio::time::interval(interval);
@@ -202,20 +260,54 @@ pub async fn serve(listener: Listener, config: ServerConfig, shutdown: impl Futu
                 }
             },
             Some(event) = events.recv() => shell.apply(now_ms(), event),
-            _ = tick.tick() => shell.arbiter.handle_tick(now_ms()),
+            Some(event) = next_group_event(&mut group_events) => shell.group_event(event),
+            _ = tick.tick() => shell.tick(now_ms()),
         }
         shell.run_outputs(now_ms());
     }
-    shell.arbiter.shutdown();
+    shell.shutdown();
     shell.run_outputs(now_ms());
     shell.drain().await;
 }
 
-/// The arbiter and the links' tasks.
+async fn next_group_event(events: &mut Option<mpsc::Receiver<GroupEvent>>) -> Option<GroupEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Who orders the arbiter's inputs: this process alone, or the group.
+#[derive(Debug)]
+enum Core {
+    Local(Arbiter),
+    Replicated(Replicated),
+}
+
+#[derive(Debug)]
+struct Replicated {
+    /// `None` while out of the group.
+    replica: Option<Replica>,
+    group: Arc<dyn Group>,
+    self_fence_ms: u64,
+    /// Ports of departed machines the leader declares fenced at the deadline.
+    remote_fences: BTreeMap<u8, Instant>,
+}
+
+impl Core {
+    fn arbiter(&self) -> Option<&Arbiter> {
+        match self {
+            Self::Local(arbiter) => Some(arbiter),
+            Self::Replicated(replicated) => replicated.replica.as_ref()?.arbiter(),
+        }
+    }
+}
+
+/// The arbiter (or its replica) and the links' tasks.
 #[derive(Debug)]
 struct Shell {
     config: ServerConfig,
-    arbiter: Arbiter,
+    core: Core,
     links: BTreeMap<LinkId, LinkTasks>,
     /// Peers of links that ended since the arbiter's outputs were last run: those it
     /// asks to fence move to `fencing`, the others are forgotten.
@@ -230,10 +322,10 @@ struct Shell {
 }
 
 impl Shell {
-    fn new(config: ServerConfig) -> Self {
+    fn new(config: ServerConfig, core: Core) -> Self {
         let (events_sender, events) = mpsc::channel(EVENTS_MAX);
         Self {
-            arbiter: Arbiter::new(config.arbiter),
+            core,
             fence: Arc::new(config.fence.clone()),
             config,
             links: BTreeMap::new(),
@@ -259,16 +351,25 @@ impl Shell {
             );
             return;
         }
-        let link = self.next_link;
+        let counter = self.next_link;
         self.next_link += 1;
+        let link = match &self.core {
+            Core::Local(_) => counter,
+            Core::Replicated(Replicated {
+                replica: Some(replica),
+                ..
+            }) if replica.is_synced() => replica::link_id(replica.me(), counter),
+            Core::Replicated(_) => {
+                tracing::info!(%peer, "connection closed: this fabric is not in its group (yet)");
+                return;
+            }
+        };
         let (queue, outgoing) = mpsc::channel(self.config.link_queue_frames_max);
         self.writers
             .push(tokio::spawn(write_link(link, writer, outgoing)));
         let reader = tokio::spawn(read_link(link, reader, self.events_sender.clone()));
-        self.arbiter.handle_connect(now_ms, link);
-        if let Err(why) = self.fence.check(&peer) {
-            self.arbiter.handle_unfenceable(now_ms, link, why);
-        }
+        let unfenceable = self.fence.check(&peer).err();
+        self.input(now_ms, Input::Connect { link, unfenceable });
         tracing::debug!(link, %peer, "link accepted");
         let peer = Arc::new(peer);
         self.links.insert(
@@ -318,58 +419,189 @@ impl Shell {
         });
     }
 
-    fn fenced(&mut self, now_ms: u64, port: u8, outcome: Result<(), String>) {
-        match outcome {
-            Ok(()) => {
-                self.arbiter.handle_fenced(now_ms, port);
-                self.forget_fenced();
-            }
-            Err(error) => self.arbiter.handle_fence_failed(now_ms, port, &error),
+    /// Drops the peers of links the arbiter no longer knows or fences.
+    fn forget_fenced(&mut self) {
+        let Some(arbiter) = self.core.arbiter() else {
+            return;
+        };
+        let fencing = arbiter.fencing_links();
+        self.fencing.retain(|link, _| fencing.contains(link));
+        self.ended.retain(|&link, _| arbiter.knows_link(link));
+    }
+
+    /// Applies what happened on a link at once, or proposes it to the group.
+    fn input(&mut self, now_ms: u64, input: Input) {
+        match &mut self.core {
+            Core::Local(arbiter) => replica::apply_input(arbiter, now_ms, input),
+            Core::Replicated(Replicated {
+                replica: Some(replica),
+                ..
+            }) => replica.propose(input),
+            // Out of the group: every link was closed, what is left of them is moot.
+            Core::Replicated(_) => {}
         }
     }
 
-    /// Drops the peers of links the arbiter no longer fences.
-    fn forget_fenced(&mut self) {
-        let fencing = self.arbiter.fencing_links();
-        self.fencing.retain(|link, _| fencing.contains(link));
+    fn apply(&mut self, now_ms: u64, event: Event) {
+        match (event, &mut self.core) {
+            // The common case, without re-encoding the frame.
+            (Event::Frame(link, frame), Core::Local(arbiter)) => {
+                arbiter.handle_frame(now_ms, link, frame);
+            }
+            (Event::Frame(link, frame), _) => {
+                let bytes = frame.encode();
+                self.input(now_ms, Input::Frame { link, bytes });
+            }
+            (Event::Malformed(link, error), _) => {
+                let error = error.to_string();
+                self.input(now_ms, Input::Malformed { link, error });
+            }
+            (Event::Closed(link), _) => {
+                self.end_link(link);
+                self.input(now_ms, Input::Closed { link });
+            }
+            (Event::Fenced(port, outcome), _) => {
+                let error = outcome.err();
+                self.input(now_ms, Input::Fenced { port, error });
+            }
+        }
     }
 
-    fn apply(&mut self, now_ms: u64, event: Event) {
-        match event {
-            Event::Frame(link, frame) => self.arbiter.handle_frame(now_ms, link, frame),
-            Event::Malformed(link, error) => self.arbiter.handle_malformed(now_ms, link, error),
-            Event::Closed(link) => {
-                self.end_link(link);
-                self.arbiter.handle_closed(now_ms, link);
+    fn tick(&mut self, now_ms: u64) {
+        match &mut self.core {
+            Core::Local(arbiter) => arbiter.handle_tick(now_ms),
+            Core::Replicated(replicated) => {
+                let Some(replica) = replicated.replica.as_mut() else {
+                    return;
+                };
+                replica.tick();
+                if !replica.is_leader() {
+                    return;
+                }
+                let now = Instant::now();
+                let due: Vec<u8> = replicated
+                    .remote_fences
+                    .iter()
+                    .filter(|(_, deadline)| **deadline <= now)
+                    .map(|(&port, _)| port)
+                    .collect();
+                for port in due {
+                    replicated.remote_fences.remove(&port);
+                    tracing::warn!(
+                        port,
+                        "the port's machine left the group and the self-fence bound passed: fenced"
+                    );
+                    replica.propose(Input::Fenced { port, error: None });
+                }
             }
-            Event::Fenced(port, outcome) => self.fenced(now_ms, port, outcome),
+        }
+    }
+
+    fn group_event(&mut self, event: GroupEvent) {
+        let Core::Replicated(replicated) = &mut self.core else {
+            return;
+        };
+        match event {
+            GroupEvent::Joined(me) => match Replica::new(me, self.config.arbiter) {
+                Ok(replica) => {
+                    tracing::info!(%me, "in the fabric's group: waiting for its state");
+                    replicated.replica = Some(replica);
+                }
+                Err(error) => tracing::error!(%error, "cannot serve in the group"),
+            },
+            GroupEvent::Delivered(delivery) => {
+                if let Some(replica) = replicated.replica.as_mut() {
+                    replica.deliver(delivery);
+                }
+            }
+            GroupEvent::Detached(reason) => {
+                tracing::warn!(%reason, links = self.links.len(), "out of the fabric's group: closing every link here");
+                replicated.replica = None;
+                replicated.remote_fences.clear();
+                let links: Vec<LinkId> = self.links.keys().copied().collect();
+                for link in links {
+                    self.end_link(link);
+                }
+                self.ended.clear();
+                self.fencing.clear();
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        match &mut self.core {
+            Core::Local(arbiter) => arbiter.shutdown(),
+            Core::Replicated(_) => {
+                self.group_event(GroupEvent::Detached("the fabric is shutting down".into()))
+            }
         }
     }
 
     fn run_outputs(&mut self, now_ms: u64) {
-        while let Some(output) = self.arbiter.poll_output() {
-            match output {
-                Output::Send { link, bytes } => self.send(now_ms, link, bytes),
-                Output::Close {
-                    link,
-                    reason,
-                    detail,
-                } => {
-                    tracing::warn!(link, ?reason, %detail, "link closed");
-                    self.end_link(link);
+        loop {
+            let output = match &mut self.core {
+                Core::Local(arbiter) => arbiter.poll_output(),
+                Core::Replicated(replicated) => {
+                    let Some(output) = replicated.replica.as_mut().and_then(Replica::poll_output)
+                    else {
+                        break;
+                    };
+                    match output {
+                        ReplicaOutput::Arbiter(output) => Some(output),
+                        ReplicaOutput::Multicast(bytes) => {
+                            if let Err(error) = replicated.group.multicast(&bytes) {
+                                tracing::warn!(%error, "multicast to the fabric's group failed");
+                            }
+                            continue;
+                        }
+                        ReplicaOutput::RemoteFence { port, link } => {
+                            let deadline =
+                                Instant::now() + Duration::from_millis(replicated.self_fence_ms);
+                            if !replicated.remote_fences.contains_key(&port) {
+                                tracing::warn!(
+                                    port,
+                                    link,
+                                    wait_ms = replicated.self_fence_ms,
+                                    "the port's machine left the group: waiting out its self-fence bound"
+                                );
+                            }
+                            replicated.remote_fences.entry(port).or_insert(deadline);
+                            continue;
+                        }
+                        ReplicaOutput::Synced => {
+                            tracing::info!("holding the fabric's state: taking links");
+                            continue;
+                        }
+                    }
                 }
-                Output::Fence {
-                    port,
-                    link,
-                    attempt,
-                } => self.start_fence(port, link, attempt),
-                Output::Left { link, port } => {
-                    tracing::info!(link, port, "port left cleanly: not fenced");
-                    self.end_link(link);
-                }
+            };
+            let Some(output) = output else { break };
+            self.perform(now_ms, output);
+        }
+        self.forget_fenced();
+    }
+
+    fn perform(&mut self, now_ms: u64, output: Output) {
+        match output {
+            Output::Send { link, bytes } => self.send(now_ms, link, bytes),
+            Output::Close {
+                link,
+                reason,
+                detail,
+            } => {
+                tracing::warn!(link, ?reason, %detail, "link closed");
+                self.end_link(link);
+            }
+            Output::Fence {
+                port,
+                link,
+                attempt,
+            } => self.start_fence(port, link, attempt),
+            Output::Left { link, port } => {
+                tracing::info!(link, port, "port left cleanly: not fenced");
+                self.end_link(link);
             }
         }
-        self.ended.clear();
     }
 
     fn send(&mut self, now_ms: u64, link: LinkId, bytes: Arc<[u8]>) {
@@ -377,7 +609,7 @@ impl Shell {
             return;
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = tasks.queue.try_send(bytes) {
-            self.arbiter.handle_overloaded(now_ms, link);
+            self.input(now_ms, Input::Overloaded { link });
         }
         // A closed queue: the writer met an error; the reader reports the end.
     }
