@@ -10,6 +10,11 @@
 //! (`--fence`, `docs/PROTOCOL.md` "Fencing"): by default its process is killed; with
 //! `--fence command --fence-command CMD` an external agent does it. Failed fences are
 //! logged at `error` and retried.
+//!
+//! With `--corosync GROUP` the fabric spans machines: one `amf fabric` per machine, each a
+//! replica of the arbiter fed in the agreed order of corosync CPG group `GROUP`
+//! (`amf_corosync`, `docs/PROTOCOL.md` "Fabric on corosync"); each machine's AMFs connect
+//! to their own machine's fabric.
 
 use amf_fabric::fence::COMMAND_TIMEOUT_MS_DEFAULT;
 use amf_fabric::{Address, ArbiterConfig, FenceAgent, ServerConfig, server};
@@ -48,7 +53,20 @@ pub struct FabricArgs {
     /// How long one run of --fence-command may take before it is killed and retried.
     #[arg(long, value_name = "MS", default_value_t = COMMAND_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
     fence_timeout_ms: u64,
+    /// Span machines: replicate this fabric over corosync's CPG group GROUP (one `amf
+    /// fabric --corosync GROUP` per machine, each machine's AMFs on its own).
+    #[arg(long, value_name = "GROUP")]
+    corosync: Option<String>,
+    /// With --corosync: how long a machine that left the group (a partition's minority, a
+    /// crash) takes at most to cut its AMFs off; the others wait this long before they
+    /// take over its writes. Must exceed the time corosync takes to see the partition on
+    /// the minority's side (its token timeout) plus an AMF's self-fence.
+    #[arg(long, value_name = "MS", default_value_t = SELF_FENCE_MS_DEFAULT, requires = "corosync")]
+    self_fence_ms: u64,
 }
+
+/// `--self-fence-ms`'s default: corosync's default token timeout (3 s) plus margin.
+pub const SELF_FENCE_MS_DEFAULT: u64 = 5_000;
 
 /// `--fence`'s values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -103,7 +121,19 @@ pub fn run(args: &FabricArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let bound = listener.local_address()?;
         tracing::info!(%bound, "fabric listening");
         crate::cli::emit(&format!("amf fabric: listening on {bound}\n"))?;
-        server::serve(listener, config, shutdown).await;
+        let group = match &args.corosync {
+            None => None,
+            Some(name) => {
+                let (sender, events) = tokio::sync::mpsc::channel(4096);
+                let group = amf_corosync::start(name.clone(), sender)?;
+                Some(server::GroupLink {
+                    group: std::sync::Arc::new(group),
+                    events,
+                    self_fence_ms: args.self_fence_ms,
+                })
+            }
+        };
+        server::serve_ordered(listener, config, group, shutdown).await;
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -219,6 +219,11 @@ impl Arbiter {
         self.links.keys().copied().collect()
     }
 
+    /// The port `link` joined as, if it did.
+    pub fn port_of(&self, link: LinkId) -> Option<u8> {
+        self.links.get(&link)?.port
+    }
+
     /// Whether `link` is open, or its port waits for its fence.
     pub fn knows_link(&self, link: LinkId) -> bool {
         self.links.contains_key(&link) || self.fencing_links().contains(&link)

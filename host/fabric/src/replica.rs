@@ -395,6 +395,10 @@ pub struct Replica {
     config: ArbiterConfig,
     phase: Phase,
     outputs: VecDeque<ReplicaOutput>,
+    /// This replica's last `Tick` is not delivered yet: while the group re-forms it
+    /// delivers nothing, and a burst of queued ticks afterwards would age every other
+    /// machine's links at once.
+    tick_in_flight: bool,
 }
 
 impl Replica {
@@ -409,6 +413,7 @@ impl Replica {
             config,
             phase: Phase::Waiting(Waiting::default()),
             outputs: VecDeque::new(),
+            tick_in_flight: false,
         })
     }
 
@@ -458,7 +463,8 @@ impl Replica {
 
     /// One heartbeat interval passed on this machine's clock: the leader says so.
     pub fn tick(&mut self) {
-        if self.is_leader() {
+        if self.is_leader() && !self.tick_in_flight {
+            self.tick_in_flight = true;
             self.multicast(&Message::Tick);
         }
     }
@@ -575,7 +581,12 @@ impl Replica {
                 joined,
             } => self.membership_changed(members, &left, &joined),
             Delivery::Message { from, bytes } => match Message::parse(&bytes) {
-                Ok(message) => self.apply(message),
+                Ok(message) => {
+                    if message == Message::Tick && from == self.me {
+                        self.tick_in_flight = false;
+                    }
+                    self.apply(message);
+                }
                 Err(error) => {
                     tracing::warn!(%from, %error, "ignored a group message that is not ours")
                 }

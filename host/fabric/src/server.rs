@@ -19,7 +19,7 @@ use crate::arbiter::{Arbiter, ArbiterConfig, LinkId, Output};
 use crate::codec::{FrameDecoder, OwnedFrame};
 use crate::fence::{self, FenceAgent, Peer};
 use crate::replica::{self, Delivery, Input, Member, Replica, ReplicaOutput};
-use shared_regs::fabric::FrameError;
+use shared_regs::fabric::{FrameError, MessageKind, PORT_BROADCAST};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -475,6 +475,23 @@ impl Shell {
                     return;
                 };
                 replica.tick();
+                // The group stops delivering while it re-forms (a partition, a machine
+                // lost: seconds), and with it the arbiter's beats; this machine's AMFs
+                // must not take that for this fabric's death.
+                if let Some(arbiter) = replica.arbiter() {
+                    for (&link, tasks) in &self.links {
+                        if let Some(port) = arbiter.port_of(link) {
+                            let beat = OwnedFrame::new(
+                                MessageKind::Heartbeat,
+                                port,
+                                PORT_BROADCAST,
+                                0,
+                                vec![],
+                            );
+                            let _ = tasks.queue.try_send(beat.encode().into());
+                        }
+                    }
+                }
                 if !replica.is_leader() {
                     return;
                 }
