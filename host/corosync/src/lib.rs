@@ -27,8 +27,6 @@ use tokio::sync::mpsc;
 
 /// Wait between two attempts to reach corosync or quorum.
 const RETRY_MS: u64 = 200;
-/// How long a multicast may wait out corosync's flow control.
-const MULTICAST_RETRY_MS_MAX: u64 = 2_000;
 
 thread_local! {
     /// What the callbacks of the current `dispatch` delivered.
@@ -74,11 +72,18 @@ fn on_membership(
     DELIVERED.with(|delivered| delivered.borrow_mut().push(delivery));
 }
 
-/// The CPG group the fabric multicasts through.
-#[derive(Clone, Debug, Default)]
+/// The CPG group the fabric multicasts through: proposals wait in a queue for a sender
+/// thread of their own, which rides out corosync's flow control.
+#[derive(Debug)]
 pub struct CorosyncGroup {
-    /// The joined handle; `None` while out of the group.
-    handle: Arc<Mutex<Option<Handle>>>,
+    queue: Mutex<std::sync::mpsc::Sender<(u64, Vec<u8>)>>,
+}
+
+/// The joined handle and its membership's epoch; no handle while out of the group.
+#[derive(Debug, Default)]
+struct Joined {
+    handle: Option<Handle>,
+    epoch: u64,
 }
 
 /// `cpg::Handle` has no `Debug`.
@@ -91,20 +96,33 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Group for CorosyncGroup {
-    fn multicast(&self, bytes: &[u8]) -> Result<(), String> {
-        let guard = self.handle.lock().map_err(|_| "poisoned".to_string())?;
-        let Some(Handle(handle)) = guard.as_ref() else {
-            return Err("out of the group".into());
-        };
-        let mut waited_ms = 0;
+    fn multicast(&self, epoch: u64, bytes: Vec<u8>) {
+        if let Ok(queue) = self.queue.lock() {
+            // The sender thread lives as long as the process.
+            let _ = queue.send((epoch, bytes));
+        }
+    }
+}
+
+/// Sends what is queued, in order, while its epoch is the joined one's.
+fn send_queued(joined: &Mutex<Joined>, queue: &std::sync::mpsc::Receiver<(u64, Vec<u8>)>) {
+    while let Ok((epoch, bytes)) = queue.recv() {
         loop {
-            match cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, bytes) {
-                Ok(()) => return Ok(()),
-                Err(CsError::CsErrTryAgain) if waited_ms < MULTICAST_RETRY_MS_MAX => {
+            let Ok(guard) = joined.lock() else { return };
+            let Some(Handle(handle)) = guard.handle.as_ref().filter(|_| guard.epoch == epoch)
+            else {
+                break;
+            };
+            match cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, &bytes) {
+                Ok(()) => break,
+                Err(CsError::CsErrTryAgain) => {
+                    drop(guard);
                     std::thread::sleep(Duration::from_millis(1));
-                    waited_ms += 1;
                 }
-                Err(error) => return Err(format!("cpg_mcast_joined: {error}")),
+                Err(error) => {
+                    tracing::warn!(%error, "cpg_mcast_joined failed: the message is lost with this membership");
+                    break;
+                }
             }
         }
     }
@@ -113,23 +131,29 @@ impl Group for CorosyncGroup {
 /// Joins CPG group `name` (whenever quorate) on a thread of its own, for ever; what it
 /// delivers goes to `events`. The returned group multicasts.
 pub fn start(name: String, events: mpsc::Sender<GroupEvent>) -> std::io::Result<CorosyncGroup> {
-    let group = CorosyncGroup::default();
-    let handle = Arc::clone(&group.handle);
+    let (queue, queued) = std::sync::mpsc::channel();
+    let joined = Arc::new(Mutex::new(Joined::default()));
+    let sender_joined = Arc::clone(&joined);
+    std::thread::Builder::new()
+        .name("amf-corosync-tx".into())
+        .spawn(move || send_queued(&sender_joined, &queued))?;
     std::thread::Builder::new()
         .name("amf-corosync".into())
-        .spawn(move || run(&name, &handle, &events))?;
-    Ok(group)
+        .spawn(move || run(&name, &joined, &events))?;
+    Ok(CorosyncGroup {
+        queue: Mutex::new(queue),
+    })
 }
 
-fn run(name: &str, shared: &Mutex<Option<Handle>>, events: &mpsc::Sender<GroupEvent>) {
+fn run(name: &str, shared: &Mutex<Joined>, events: &mpsc::Sender<GroupEvent>) {
     let mut said = String::new();
     loop {
         let reason = match serve_once(name, shared, events) {
             Ok(reason) => reason,
             Err(reason) => reason,
         };
-        if let Ok(mut handle) = shared.lock() {
-            *handle = None;
+        if let Ok(mut joined) = shared.lock() {
+            joined.handle = None;
         }
         if events
             .blocking_send(GroupEvent::Detached(reason.clone()))
@@ -149,7 +173,7 @@ fn run(name: &str, shared: &Mutex<Option<Handle>>, events: &mpsc::Sender<GroupEv
 /// it ended.
 fn serve_once(
     name: &str,
-    shared: &Mutex<Option<Handle>>,
+    shared: &Mutex<Joined>,
     events: &mpsc::Sender<GroupEvent>,
 ) -> Result<String, String> {
     let quorum_model = quorum::ModelData::ModelV1(quorum::Model1Data {
@@ -181,8 +205,16 @@ fn serve_once(
     cpg::join(&handle, name).map_err(|error| format!("cpg_join {name}: {error}"))?;
     let me = member(nodeid, std::process::id());
     tracing::info!(%me, group = name, "joined the fabric's CPG group");
-    *shared.lock().map_err(|_| "poisoned")? = Some(Handle(handle.clone()));
-    if events.blocking_send(GroupEvent::Joined(me)).is_err() {
+    let epoch = {
+        let mut joined = shared.lock().map_err(|_| "poisoned")?;
+        joined.epoch += 1;
+        joined.handle = Some(Handle(handle.clone()));
+        joined.epoch
+    };
+    if events
+        .blocking_send(GroupEvent::Joined { me, epoch })
+        .is_err()
+    {
         return Err("the fabric stopped".into());
     }
     loop {

@@ -191,16 +191,19 @@ pub async fn serve(listener: Listener, config: ServerConfig, shutdown: impl Futu
 /// `amf-corosync`): agreed-order delivery to every member, the sender included, and
 /// membership changes in the same order ([`replica`]).
 pub trait Group: Send + Sync + std::fmt::Debug {
-    /// Multicasts `bytes` in agreed order; an error is logged (the group's own loss is
-    /// reported as [`GroupEvent::Detached`]).
-    fn multicast(&self, bytes: &[u8]) -> Result<(), String>;
+    /// Queues `bytes` for multicast in agreed order, without blocking (the fabric's loop
+    /// must go on beating its links while the group re-forms). `epoch` is the one of the
+    /// [`GroupEvent::Joined`] the proposal belongs to: what is still queued from an
+    /// earlier membership is dropped, never sent into a later one.
+    fn multicast(&self, epoch: u64, bytes: Vec<u8>);
 }
 
 /// What the group tells the fabric.
 #[derive(Debug)]
 pub enum GroupEvent {
-    /// This process is in the group (quorate) as `Member`; deliveries follow.
-    Joined(Member),
+    /// This process is in the group (quorate) as `me`, for the `epoch`-th time;
+    /// deliveries follow.
+    Joined { me: Member, epoch: u64 },
     /// A delivery, in the group's order.
     Delivered(Delivery),
     /// This process is out of the group (quorum lost, the group daemon gone): every local
@@ -236,6 +239,7 @@ pub async fn serve_ordered(
             Some(link.events),
             Core::Replicated(Replicated {
                 replica: None,
+                epoch: 0,
                 group: link.group,
                 self_fence_ms: link.self_fence_ms,
                 remote_fences: BTreeMap::new(),
@@ -289,6 +293,8 @@ struct Replicated {
     /// `None` while out of the group.
     replica: Option<Replica>,
     group: Arc<dyn Group>,
+    /// The membership `replica` belongs to.
+    epoch: u64,
     self_fence_ms: u64,
     /// Ports of departed machines the leader declares fenced at the deadline.
     remote_fences: BTreeMap<u8, Instant>,
@@ -519,10 +525,11 @@ impl Shell {
             return;
         };
         match event {
-            GroupEvent::Joined(me) => match Replica::new(me, self.config.arbiter) {
+            GroupEvent::Joined { me, epoch } => match Replica::new(me, self.config.arbiter) {
                 Ok(replica) => {
-                    tracing::info!(%me, "in the fabric's group: waiting for its state");
+                    tracing::info!(%me, epoch, "in the fabric's group: waiting for its state");
                     replicated.replica = Some(replica);
+                    replicated.epoch = epoch;
                 }
                 Err(error) => tracing::error!(%error, "cannot serve in the group"),
             },
@@ -566,9 +573,7 @@ impl Shell {
                     match output {
                         ReplicaOutput::Arbiter(output) => Some(output),
                         ReplicaOutput::Multicast(bytes) => {
-                            if let Err(error) = replicated.group.multicast(&bytes) {
-                                tracing::warn!(%error, "multicast to the fabric's group failed");
-                            }
+                            replicated.group.multicast(replicated.epoch, bytes);
                             continue;
                         }
                         ReplicaOutput::RemoteFence { port, link } => {
