@@ -77,6 +77,7 @@ enum MutationArg {
     UnfencedDeath,
     ReleaseRebuiltBeforeProgress,
     GrantIgnoresRebuildProgress,
+    UnfencedRejoin,
 }
 
 /// Parses `A..B` with `A < B`.
@@ -124,6 +125,7 @@ fn options(args: &SimArgs) -> SimOptions {
             MutationArg::UnfencedDeath => Mutation::UnfencedDeath,
             MutationArg::ReleaseRebuiltBeforeProgress => Mutation::ReleaseRebuiltBeforeProgress,
             MutationArg::GrantIgnoresRebuildProgress => Mutation::GrantIgnoresRebuildProgress,
+            MutationArg::UnfencedRejoin => Mutation::UnfencedRejoin,
         },
     }
 }

@@ -219,7 +219,9 @@ impl SimSummary {
              recovered, as seen by each survivor) {}\n\
              online rebuilds begun {} (refused {}), stopped (per AMF) {}, completed {}, \
              stripes rebuilt {}; \
-             scrubs completed {}, stripes scrubbed {}\n",
+             scrubs completed {}, stripes scrubbed {}\n\
+             fabric restarts {}, rejoins as a new incarnation {}, requests held and \
+             resubmitted {}, member writes issued before the link loss landing before the rejoin {}\n",
             self.seeds,
             self.elapsed_ms,
             self.failures.len(),
@@ -258,6 +260,10 @@ impl SimSummary {
             protocol.stripes_rebuilt,
             self.totals.scrubs_completed,
             protocol.stripes_scrubbed,
+            self.totals.fabric_restarts,
+            self.totals.rejoins,
+            self.totals.requests_resubmitted,
+            self.totals.fenced_writes,
         );
         for failure in &self.failures {
             text += &format!(
@@ -332,4 +338,8 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.rebuilds_stopped += run.rebuilds_stopped;
     total.rebuilds_completed += run.rebuilds_completed;
     total.scrubs_completed += run.scrubs_completed;
+    total.fabric_restarts += run.fabric_restarts;
+    total.rejoins += run.rejoins;
+    total.requests_resubmitted += run.requests_resubmitted;
+    total.fenced_writes += run.fenced_writes;
 }
