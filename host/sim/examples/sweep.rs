@@ -1,6 +1,6 @@
 //! A seed sweep without the `amf` binary (which needs every host crate to build):
 //! `cargo run -p amf-sim --release --example sweep -- 0..100000 [any|small|product-default]
-//! [--wide-stripe-write-hole] [--crash-last-failure-knower] [--unfenced-rejoin]`
+//! [--wide-stripe-write-hole] [--crash-last-failure-knower] [--late-fenced-writes] [--unfenced-rejoin]`
 //! (a single seed instead of a range: replay it with a trace).
 //! `scripts/sim-sweep` (through `amf sim`) is the usual way.
 
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     };
     let wide_stripe_write_hole = flag(&mut args, "--wide-stripe-write-hole");
     let crash_last_failure_knower = flag(&mut args, "--crash-last-failure-knower");
+    let late_fenced_writes = flag(&mut args, "--late-fenced-writes");
     // The mutation `amf sim --mutation unfenced-rejoin` runs.
     let mutation = if flag(&mut args, "--unfenced-rejoin") {
         Mutation::UnfencedRejoin
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
             geometry: geometry(args.get(1).map(String::as_str)).unwrap_or_default(),
             wide_stripe_write_hole,
             crash_last_failure_knower,
+            late_fenced_writes,
             mutation,
             ..SimOptions::default()
         };
@@ -47,7 +49,7 @@ fn main() -> ExitCode {
     else {
         eprintln!(
             "usage: sweep A..B|SEED [any|small|product-default] [--wide-stripe-write-hole] \
-             [--crash-last-failure-knower] [--unfenced-rejoin]"
+             [--crash-last-failure-knower] [--late-fenced-writes] [--unfenced-rejoin]"
         );
         return ExitCode::from(2);
     };
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         geometry,
         wide_stripe_write_hole,
         crash_last_failure_knower,
+        late_fenced_writes,
         mutation,
         ..SimOptions::default()
     };

@@ -89,6 +89,13 @@ pub struct SimOptions {
     /// stale contents: a known limit (docs/PROTOCOL.md "Known limits", member I/O
     /// errors), off in CI until the failed members persist (the array's metadata).
     pub crash_last_failure_knower: bool,
+    /// After a fabric restart, let the member writes an AMF issued before it lost its
+    /// link land until it rejoins, also after another AMF rejoined and wrote the stripe
+    /// (the real shell's fence waits for them before its own rejoin only). They then
+    /// overwrite newer data, or leave a resynced stripe's parity stale with no record
+    /// naming it: a known limit (docs/PROTOCOL.md "Known limits"), off in CI, which
+    /// assumes every AMF fenced before the first one rejoins.
+    pub late_fenced_writes: bool,
     #[doc(hidden)]
     pub mutation: Mutation,
 }
@@ -103,6 +110,7 @@ impl Default for SimOptions {
             geometry: GeometryChoice::Any,
             wide_stripe_write_hole: false,
             crash_last_failure_knower: false,
+            late_fenced_writes: false,
             mutation: Mutation::None,
         }
     }
@@ -137,6 +145,9 @@ impl SimOptions {
         }
         if self.crash_last_failure_knower {
             command += " --crash-last-failure-knower";
+        }
+        if self.late_fenced_writes {
+            command += " --late-fenced-writes";
         }
         if self.mutation != Mutation::None {
             command += &format!(

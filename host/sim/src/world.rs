@@ -1750,14 +1750,20 @@ impl World {
                 .all(|zombie| zombie.fence != Fence::Rejoin)
     }
 
-    /// Whether `port`, away, has fenced itself: its workers' restart has waited for every
-    /// member write it had issued (`Mutation::UnfencedRejoin`: it does not wait).
+    /// Whether `port`, away, may rejoin: every AMF that lost its link with it has fenced
+    /// itself (its workers' restart waited for every member write it had issued). An
+    /// AMF's own fence precedes its own rejoin; that every other one's does too is a
+    /// timing assumption (all links die at one instant and each AMF fences at once,
+    /// while a rejoin waits for a new fabric and a retry), not a guarantee: with
+    /// `SimOptions::late_fenced_writes` a peer's old write may land after this one
+    /// rejoined and wrote the stripe (docs/PROTOCOL.md "Known limits").
+    /// `Mutation::UnfencedRejoin`: nobody waits.
     fn rejoin_fenced(&self, port: u8) -> bool {
         self.options.mutation == Mutation::UnfencedRejoin
-            || self
-                .zombies
-                .iter()
-                .all(|zombie| zombie.owner != port || zombie.fence != Fence::Rejoin)
+            || self.zombies.iter().all(|zombie| {
+                zombie.fence != Fence::Rejoin
+                    || (self.options.late_fenced_writes && zombie.owner != port)
+            })
     }
 
     /// The fabric process is killed and restarted: every link dies at the same instant,
