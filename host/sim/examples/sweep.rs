@@ -79,6 +79,7 @@ fn geometry(name: Option<&str>) -> Option<GeometryChoice> {
         None | Some("any") => Some(GeometryChoice::Any),
         Some("small") => Some(GeometryChoice::Small),
         Some("product-default") => Some(GeometryChoice::ProductDefault),
+        Some("wide") => Some(GeometryChoice::Wide),
         Some(_) => None,
     }
 }

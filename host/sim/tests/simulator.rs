@@ -201,7 +201,8 @@ fn the_wide_stripe_write_hole_is_still_open() {
         wide_stripe_write_hole: true,
         ..SimOptions::default()
     };
-    known_gap_still_open(&options, 150..300);
+    // Seed 12 (seeds 150..300 before fabric restarts changed the runs' draws).
+    known_gap_still_open(&options, 0..20);
 }
 
 /// A restarted AMF starts knowing no failed member; it learns them from its peers'
