@@ -6,7 +6,9 @@
 //! the hosts' workload, every delivery order the fabric's guarantees allow, member write
 //! interleavings, AMF crashes (including between the member writes of one stripe, whose
 //! issued member writes may land after the crash but before the fabric announces it:
-//! fencing) and restarts, and corrupted intent records in a survivor's SRAM. The coherency core
+//! fencing) and restarts, fabric restarts (every link lost at once, in-flight fabric state
+//! dropped; each AMF fences, holds its requests, rejoins as a new incarnation in a random
+//! order and resubmits them), and corrupted intent records in a survivor's SRAM. The coherency core
 //! (`amf-coherency`) runs unchanged; members are memory driven through the RAID core's
 //! plans (`amf-raid`) with `amf_parity::HostParity`.
 //!
