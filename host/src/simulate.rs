@@ -43,6 +43,10 @@ pub struct SimArgs {
     /// (nobody then remembers it: a known limit, docs/PROTOCOL.md).
     #[arg(long)]
     crash_last_failure_knower: bool,
+    /// Also let an AMF's member writes issued before a fabric restart land after another
+    /// AMF rejoined (a known limit, docs/PROTOCOL.md).
+    #[arg(long)]
+    late_fenced_writes: bool,
     /// Break the protocol on purpose, to see the checkers catch it (for testing the
     /// simulator itself).
     #[arg(long, value_enum, default_value = "none", hide = true)]
@@ -77,6 +81,7 @@ enum MutationArg {
     UnfencedDeath,
     ReleaseRebuiltBeforeProgress,
     GrantIgnoresRebuildProgress,
+    UnfencedRejoin,
 }
 
 /// Parses `A..B` with `A < B`.
@@ -112,6 +117,7 @@ fn options(args: &SimArgs) -> SimOptions {
         },
         wide_stripe_write_hole: args.wide_stripe_write_hole,
         crash_last_failure_knower: args.crash_last_failure_knower,
+        late_fenced_writes: args.late_fenced_writes,
         mutation: match args.mutation {
             MutationArg::None => Mutation::None,
             MutationArg::SkipInvalidate => Mutation::SkipInvalidate,
@@ -124,6 +130,7 @@ fn options(args: &SimArgs) -> SimOptions {
             MutationArg::UnfencedDeath => Mutation::UnfencedDeath,
             MutationArg::ReleaseRebuiltBeforeProgress => Mutation::ReleaseRebuiltBeforeProgress,
             MutationArg::GrantIgnoresRebuildProgress => Mutation::GrantIgnoresRebuildProgress,
+            MutationArg::UnfencedRejoin => Mutation::UnfencedRejoin,
         },
     }
 }

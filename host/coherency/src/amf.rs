@@ -76,6 +76,10 @@ pub enum Mutation {
     /// A grant does not wait for a rebuild's progress that a replier had taken and this
     /// AMF has not: it may write degraded a stripe the replier rebuilt or wrote whole.
     GrantIgnoresRebuildProgress,
+    /// Simulator only: an AMF that lost its fabric link does not fence itself, so a
+    /// member write its old incarnation had issued lands after its new incarnation
+    /// rejoined (after the stripe was resynced).
+    UnfencedRejoin,
 }
 
 /// What an AMF is and what it serves.
@@ -600,6 +604,11 @@ pub struct Amf {
     /// a `MemberFailed` of our own (once each): a port that joined after the original
     /// was ordered never receives it, and waits for ours instead.
     failures_relayed: u32,
+    /// Failed members this AMF started with (its volume's, `Config::failed_members`)
+    /// and has not taken a `MemberFailed` of since: news to the order, maybe stale (a
+    /// port back from a fabric restart while a peer rebuilt the member). See
+    /// [`Amf::reorder_failures`].
+    failures_unordered: u32,
     /// The online rebuild this AMF follows (see `rebuild.rs`).
     rebuild: Option<Rebuild>,
     /// The last rebuild that brought its member back into service here, until that
@@ -632,6 +641,7 @@ impl Amf {
         Amf {
             live: config.live_ports.clone(),
             failed_members: config.failed_members,
+            failures_unordered: config.failed_members,
             slots: vec![None; config.intent_slots as usize],
             slot_waiters: VecDeque::new(),
             retired: BTreeMap::new(),
@@ -764,6 +774,14 @@ impl Amf {
     /// the fabric meanwhile).
     pub fn recovering(&self) -> bool {
         !self.dead.is_empty()
+    }
+
+    /// Whether a resync of a previous incarnation's records (at the welcome) is still to
+    /// finish.
+    pub fn resyncing(&self) -> bool {
+        self.ops
+            .values()
+            .any(|op| matches!(op.kind, OpKind::Resync { .. }))
     }
 
     /// Dead owners' records this AMF holds and has not seen retired: (owner, stripe,
@@ -1763,10 +1781,19 @@ impl Amf {
             .is_some_and(|(rebuilding, _)| rebuilding == member);
         if rebuilding {
             self.stop_rebuild("the replacement failed");
-        } else if self.failed_members & (1 << member) != 0 {
+        }
+        self.failures_unordered &= self.failed_members;
+        if !rebuilding
+            && self.failed_members & (1 << member) != 0
+            && self.failures_unordered & (1 << member) == 0
+        {
             return;
         }
-        let in_service = self.failed_members & (1 << member) == 0;
+        // A failure this AMF started with is ordered now: like one taken anew, it
+        // supersedes the rebuilds a replier named as having put the member back.
+        let in_service = self.failed_members & (1 << member) == 0
+            || self.failures_unordered & (1 << member) != 0;
+        self.failures_unordered &= !(1 << member);
         self.failed_members |= 1 << member;
         for acquiring in self
             .stripes
@@ -1805,6 +1832,25 @@ impl Amf {
         self.failures_relayed |= unknown;
         for member in 0..32 {
             if unknown & (1 << member) != 0 {
+                self.broadcast(&Message::MemberFailed { member });
+            }
+        }
+    }
+
+    /// A `Reply`'s sender has in service a member this AMF started with failed and has not
+    /// seen ordered failed (a port back from a fabric restart, whose volume kept the
+    /// failure, while a peer rebuilt the member): broadcast a `MemberFailed` of it, once.
+    /// Without it, the grant waited for the end of the rebuild that put the member back,
+    /// ordered before this port joined (it never comes: every stripe hung), and this AMF
+    /// would write degraded around a member its peers read. Ordered, the failure is
+    /// everyone's (the member is rebuilt again).
+    fn reorder_failures(&mut self, replier_failed: u32) {
+        // One it has seen rebuilt since is no longer its volume's word.
+        self.failures_unordered &= self.failed_members;
+        let stale = self.failures_unordered & !replier_failed & !self.failures_relayed;
+        self.failures_relayed |= stale;
+        for member in 0..32 {
+            if stale & (1 << member) != 0 {
                 self.broadcast(&Message::MemberFailed { member });
             }
         }
@@ -2168,6 +2214,7 @@ impl Amf {
         };
         // The grant waits to take the failures it has not (`member_failed` clears each as
         // it is taken: a rebuild ending here later does not make it news again).
+        self.reorder_failures(failed_members);
         let failed_members =
             failed_members & !self.failed_members & !self.lagging_rebuild_member(membership);
         let rebuilds_awaited = self.rebuilds_to_await(stripe, membership);

@@ -6,7 +6,9 @@
 //! the hosts' workload, every delivery order the fabric's guarantees allow, member write
 //! interleavings, AMF crashes (including between the member writes of one stripe, whose
 //! issued member writes may land after the crash but before the fabric announces it:
-//! fencing) and restarts, and corrupted intent records in a survivor's SRAM. The coherency core
+//! fencing) and restarts, fabric restarts (every link lost at once, in-flight fabric state
+//! dropped; each AMF fences, holds its requests, rejoins as a new incarnation in a random
+//! order and resubmits them), and corrupted intent records in a survivor's SRAM. The coherency core
 //! (`amf-coherency`) runs unchanged; members are memory driven through the RAID core's
 //! plans (`amf-raid`) with `amf_parity::HostParity`.
 //!
@@ -89,6 +91,13 @@ pub struct SimOptions {
     /// stale contents: a known limit (docs/PROTOCOL.md "Known limits", member I/O
     /// errors), off in CI until the failed members persist (the array's metadata).
     pub crash_last_failure_knower: bool,
+    /// After a fabric restart, let the member writes an AMF issued before it lost its
+    /// link land until it rejoins, also after another AMF rejoined and wrote the stripe
+    /// (the real shell's fence waits for them before its own rejoin only). They then
+    /// overwrite newer data, or leave a resynced stripe's parity stale with no record
+    /// naming it: a known limit (docs/PROTOCOL.md "Known limits"), off in CI, which
+    /// assumes every AMF fenced before the first one rejoins.
+    pub late_fenced_writes: bool,
     #[doc(hidden)]
     pub mutation: Mutation,
 }
@@ -103,6 +112,7 @@ impl Default for SimOptions {
             geometry: GeometryChoice::Any,
             wide_stripe_write_hole: false,
             crash_last_failure_knower: false,
+            late_fenced_writes: false,
             mutation: Mutation::None,
         }
     }
@@ -137,6 +147,9 @@ impl SimOptions {
         }
         if self.crash_last_failure_knower {
             command += " --crash-last-failure-knower";
+        }
+        if self.late_fenced_writes {
+            command += " --late-fenced-writes";
         }
         if self.mutation != Mutation::None {
             command += &format!(
@@ -219,7 +232,9 @@ impl SimSummary {
              recovered, as seen by each survivor) {}\n\
              online rebuilds begun {} (refused {}), stopped (per AMF) {}, completed {}, \
              stripes rebuilt {}; \
-             scrubs completed {}, stripes scrubbed {}\n",
+             scrubs completed {}, stripes scrubbed {}\n\
+             fabric restarts {}, rejoins as a new incarnation {}, requests held and \
+             resubmitted {}, member writes issued before the link loss landing before the rejoin {}\n",
             self.seeds,
             self.elapsed_ms,
             self.failures.len(),
@@ -258,6 +273,10 @@ impl SimSummary {
             protocol.stripes_rebuilt,
             self.totals.scrubs_completed,
             protocol.stripes_scrubbed,
+            self.totals.fabric_restarts,
+            self.totals.rejoins,
+            self.totals.requests_resubmitted,
+            self.totals.fenced_writes,
         );
         for failure in &self.failures {
             text += &format!(
@@ -332,4 +351,8 @@ fn add_run(total: &mut RunCounters, run: &RunCounters) {
     total.rebuilds_stopped += run.rebuilds_stopped;
     total.rebuilds_completed += run.rebuilds_completed;
     total.scrubs_completed += run.scrubs_completed;
+    total.fabric_restarts += run.fabric_restarts;
+    total.rejoins += run.rejoins;
+    total.requests_resubmitted += run.requests_resubmitted;
+    total.fenced_writes += run.fenced_writes;
 }

@@ -27,6 +27,11 @@ const LIVENESS_STEPS_MAX: u64 = 200_000;
 /// Chance per step, once a member's failure is ordered at every live AMF, that one
 /// begins rebuilding it online.
 const REBUILD_START_PER_MILLE: u32 = 20;
+/// Most steps after a fabric restart before the new fabric takes joins, and most steps
+/// after that before each AMF that lost its link rejoins (each draws its own: a random
+/// order).
+const FABRIC_BACK_STEPS_MAX: u64 = 150;
+const REJOIN_DELAY_STEPS_MAX: u64 = 250;
 /// The path every AMF opens for a replacement.
 const REPLACEMENT_PATH: &[u8] = b"/sim/replacement";
 
@@ -83,11 +88,35 @@ enum Job {
 #[derive(Debug)]
 struct Zombie {
     owner: u8,
-    /// Index in the log of its owner's `MEMBER_DOWN`.
-    member_down: usize,
+    fence: Fence,
     /// Not before this step: a paused process resumes late.
     due: u64,
     write: MemberWrite,
+}
+
+/// What a zombie member write must land before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fence {
+    /// A crashed AMF's: its owner's `MEMBER_DOWN`, at this index of the log.
+    MemberDown(usize),
+    /// Issued by an AMF before it lost its fabric link (a fabric restart): its owner
+    /// fences itself, and its member workers' restart waits for them, before it rejoins
+    /// (`Mutation::UnfencedRejoin`: they land only after it rejoined).
+    Rejoin,
+}
+
+/// An AMF whose fabric link died with the fabric (`World::fabric_restart`): fenced, its
+/// card dropped, its requests held, trying the fabric again.
+#[derive(Debug)]
+struct Away {
+    /// Not before this step does it rejoin.
+    rejoin_due: u64,
+    /// The members its volume has failed (the old core's, adopted at once by the shell):
+    /// the new incarnation starts with them.
+    failed_members: u32,
+    /// Its requests that were pending or came while away, oldest first: resubmitted with
+    /// the same ids once it rejoined.
+    held: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -97,6 +126,7 @@ struct Node {
     incarnation: u32,
     cursor: usize,
     jobs: Vec<Job>,
+    away: Option<Away>,
 }
 
 #[derive(Debug)]
@@ -108,6 +138,10 @@ struct Pending {
     write: bool,
     patch: bool,
     scrub: bool,
+    /// What the host asked, for a resubmission after a fabric restart.
+    request: Request,
+    /// Its AMF crashed: the host saw its connection close, nobody resubmits it.
+    orphaned: bool,
 }
 
 /// The swarm this seed picked.
@@ -126,6 +160,8 @@ pub struct Swarm {
     pub rebuilds: bool,
     /// Chance per step of a host scrub (check or repair) of a random stripe.
     pub scrub_per_mille: u32,
+    /// Chance per step of a fabric restart (every link dies at once).
+    pub fabric_restart_per_mille: u32,
     pub safety_steps: u64,
 }
 
@@ -163,6 +199,14 @@ pub struct RunCounters {
     pub rebuilds_completed: u64,
     /// Host scrubs completed (checks and repairs).
     pub scrubs_completed: u64,
+    /// Fabric restarts (every link lost at once), rejoins of an AMF that lost its link
+    /// (as a new incarnation), requests held meanwhile and resubmitted with their ids,
+    /// and member writes issued before the link loss that landed before their AMF
+    /// rejoined.
+    pub fabric_restarts: u64,
+    pub rejoins: u64,
+    pub requests_resubmitted: u64,
+    pub fenced_writes: u64,
 }
 
 pub struct World {
@@ -170,6 +214,11 @@ pub struct World {
     /// Draws for rebuilds and scrubs only, apart from `rng`: a seed that runs neither
     /// makes the same draws as before they existed.
     side_rng: ChaCha8Rng,
+    /// Draws for fabric restarts' timing only (stream 2), so a seed's other draws stay
+    /// those it made before fabric restarts existed until its first one.
+    fabric_rng: ChaCha8Rng,
+    /// The step from which the fabric takes joins (a restarted fabric comes back late).
+    fabric_back: u64,
     options: SimOptions,
     pub swarm: Swarm,
     members: Members,
@@ -263,6 +312,7 @@ impl World {
             member_failures: 0,
             rebuilds: false,
             scrub_per_mille: 0,
+            fabric_restart_per_mille: 0,
             safety_steps: options
                 .steps
                 .unwrap_or(300 + u64::from(rng.next_u32() % 900)),
@@ -283,10 +333,17 @@ impl World {
         if faulty && side_rng.next_u32().is_multiple_of(3) {
             swarm.scrub_per_mille = 5 + side_rng.next_u32() % 20;
         }
+        let mut fabric_rng = ChaCha8Rng::seed_from_u64(seed);
+        fabric_rng.set_stream(2);
+        if faulty && fabric_rng.next_u32().is_multiple_of(3) {
+            swarm.fabric_restart_per_mille = 1 + fabric_rng.next_u32() % 4;
+        }
         let members = Members::new(level, members, chunk_bytes, swarm.stripes, amfs);
         let mut world = World {
             rng,
             side_rng,
+            fabric_rng,
+            fabric_back: 0,
             options: options.clone(),
             members,
             nodes: Vec::new(),
@@ -314,6 +371,7 @@ impl World {
                 incarnation: 0,
                 cursor: 0,
                 jobs: Vec::new(),
+                away: None,
             });
         }
         if trace {
@@ -356,6 +414,11 @@ impl World {
 
     fn live(&self, port: u8) -> bool {
         self.nodes[port as usize].amf.is_some()
+    }
+
+    /// Whether `port` lost its fabric link and has not rejoined yet.
+    fn away(&self, port: u8) -> bool {
+        self.nodes[port as usize].away.is_some()
     }
 
     /// Runs the safety phase, then the liveness phase and the final checks.
@@ -417,6 +480,8 @@ enum Action {
     Restart(u8),
     FailMember,
     Zombie,
+    FabricRestart,
+    Rejoin(u8),
 }
 
 impl World {
@@ -427,7 +492,7 @@ impl World {
         let outstanding = self
             .pending
             .values()
-            .filter(|pending| self.live(pending.port))
+            .filter(|pending| self.live(pending.port) || self.away(pending.port))
             .count();
         if self.faults && outstanding < REQUESTS_OUTSTANDING_MAX {
             actions.push((Action::NewRequest, 3));
@@ -436,9 +501,17 @@ impl World {
         for (index, node) in self.nodes.iter().enumerate() {
             let port = index as u8;
             let Some(amf) = &node.amf else {
-                // Also while the survivors complete its writes: the core holds a port
-                // that joins during the fence until the fence ends.
-                actions.push((Action::Restart(port), if self.faults { 2 } else { 50 }));
+                if self.now < self.fabric_back {
+                    // Nothing joins a fabric that is not back yet.
+                } else if let Some(away) = &node.away {
+                    if self.now >= away.rejoin_due && self.rejoin_fenced(port) {
+                        actions.push((Action::Rejoin(port), if self.faults { 20 } else { 50 }));
+                    }
+                } else {
+                    // Also while the survivors complete its writes: the core holds a port
+                    // that joins during the fence until the fence ends.
+                    actions.push((Action::Restart(port), if self.faults { 2 } else { 50 }));
+                }
                 continue;
             };
             if node.cursor < self.log.len() && self.deliverable(port) {
@@ -460,6 +533,7 @@ impl World {
         if self.faults
             && self.lost_anywhere().count_ones() < self.swarm.member_failures
             && !self.recovery_pending()
+            && self.fabric_settled()
         {
             actions.push((Action::FailMember, 1));
         }
@@ -485,7 +559,7 @@ impl World {
                     || self
                         .zombies
                         .iter()
-                        .all(|zombie| zombie.member_down != cursor);
+                        .all(|zombie| zombie.fence != Fence::MemberDown(cursor));
                 fenced
                     && self
                         .pairs
@@ -707,7 +781,15 @@ impl World {
         self.now += 1;
         self.counters.steps += 1;
         let crash_now = self.chance(self.swarm.crash_per_mille);
-        let actions = self.actions(crash_now);
+        let mut actions = self.actions(crash_now);
+        if self.swarm.fabric_restart_per_mille > 0
+            && self.faults
+            && self.fabric_rng.next_u32() % 1000 < self.swarm.fabric_restart_per_mille
+            && self.fabric_restart_allowed()
+        {
+            // Chosen at once: its chance is the swarm's rate, not a weight among others.
+            actions = vec![(Action::FabricRestart, 1)];
+        }
         let total: u64 = actions.iter().map(|(_, weight)| u64::from(*weight)).sum();
         if total == 0 {
             return Ok(());
@@ -731,6 +813,8 @@ impl World {
             Action::Restart(port) => self.restart(port),
             Action::Zombie => self.land_zombie(),
             Action::FailMember => self.fail_member(),
+            Action::FabricRestart => self.fabric_restart(),
+            Action::Rejoin(port) => self.rejoin(port),
         }
         if self.faults {
             self.side_actions();
@@ -799,9 +883,15 @@ impl World {
         if begin_on_its_way {
             return None;
         }
+        // An AMF away (fabric restart) rejoins with the failures its volume took.
         let failed_everywhere = amfs
             .iter()
-            .fold(u32::MAX, |failed, amf| failed & amf.failed_members());
+            .fold(u32::MAX, |failed, amf| failed & amf.failed_members())
+            & self
+                .nodes
+                .iter()
+                .filter_map(|node| node.away.as_ref())
+                .fold(u32::MAX, |failed, away| failed & away.failed_members);
         // Also a member the model has in service that the AMFs failed again.
         let mut planned_around = failed_everywhere;
         for node in &self.nodes {
@@ -828,15 +918,18 @@ impl World {
             return;
         };
         let in_service = self.nodes.iter().all(|node| {
-            node.amf.as_ref().is_none_or(|amf| {
-                amf.failed_members() & (1 << member) == 0
-                    && amf.rebuild_progress().is_none()
-                    && !amf.has_output()
-                    && node
-                        .jobs
-                        .iter()
-                        .all(|job| job_failed_members(job) & (1 << member) == 0)
-            })
+            node.away
+                .as_ref()
+                .is_none_or(|away| away.failed_members & (1 << member) == 0)
+                && node.amf.as_ref().is_none_or(|amf| {
+                    amf.failed_members() & (1 << member) == 0
+                        && amf.rebuild_progress().is_none()
+                        && !amf.has_output()
+                        && node
+                            .jobs
+                            .iter()
+                            .all(|job| job_failed_members(job) & (1 << member) == 0)
+                })
         });
         if in_service {
             self.trace(|| format!("member {member} back in service at every live AMF"));
@@ -890,6 +983,8 @@ impl World {
                 write: false,
                 patch: false,
                 scrub: true,
+                request: Request::Scrub { stripe, repair },
+                orphaned: false,
             },
         );
     }
@@ -900,10 +995,15 @@ impl World {
     /// `Reply`'s failure of a member a rebuild just put back fails it again): a further
     /// failure must stay within what the level survives for every AMF.
     fn lost_anywhere(&self) -> u32 {
+        let away = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.away.as_ref())
+            .fold(0, |lost, away| lost | away.failed_members);
         self.nodes
             .iter()
             .filter_map(|node| node.amf.as_ref())
-            .fold(self.members.lost().bits(), |lost, amf| {
+            .fold(self.members.lost().bits() | away, |lost, amf| {
                 lost | amf.failed_members()
             })
     }
@@ -997,7 +1097,8 @@ impl World {
                 (port, self.below(stripe_blocks), 1)
             }
         };
-        if !self.live(port) {
+        // An AMF away from the fabric holds its host's requests.
+        if !self.live(port) && !self.away(port) {
             return;
         }
         let write = self.chance(if self.options.workload == Workload::Mixed {
@@ -1035,9 +1136,14 @@ impl World {
         };
         self.trace(|| format!("host -> amf{port}: request {id} {description}"));
         let now = self.now;
-        let amf = self.nodes[port as usize].amf.as_mut().expect("live");
-        amf.handle_request(now, id, request)
-            .expect("the simulator sends valid requests");
+        let node = &mut self.nodes[port as usize];
+        if let Some(away) = node.away.as_mut() {
+            away.held.push(id);
+        } else {
+            let amf = node.amf.as_mut().expect("live");
+            amf.handle_request(now, id, request.clone())
+                .expect("the simulator sends valid requests");
+        }
         self.pending.insert(
             id,
             Pending {
@@ -1048,6 +1154,8 @@ impl World {
                 write,
                 patch,
                 scrub: false,
+                request,
+                orphaned: false,
             },
         );
     }
@@ -1311,6 +1419,7 @@ impl World {
 
     fn run_job(&mut self, port: u8, index: usize) -> Result<(), String> {
         let now = self.now;
+        let settled = self.fabric_settled();
         let node = &mut self.nodes[port as usize];
         match &mut node.jobs[index] {
             Job::Read {
@@ -1351,11 +1460,15 @@ impl World {
                 error,
             } => {
                 if plan.is_none() {
+                    // A stripe an AMF away since a fabric restart tore (its record is
+                    // in its own SRAM and in peers away with it) stays inconsistent
+                    // until it rejoins and resyncs it.
                     if let MemberRequest::Scrub {
                         stripe,
                         failed_members,
                         ..
                     } = request
+                        && settled
                         && self.members.scrub(*stripe, *failed_members, port) == Ok(Some(false))
                     {
                         return Err(format!(
@@ -1430,7 +1543,13 @@ impl World {
         let amf = node.amf.take().expect("live");
         add_counters(&mut self.counters.protocol, amf.counters());
         let jobs = std::mem::take(&mut node.jobs);
-        self.keep_zombies(port, jobs);
+        for pending in self.pending.values_mut() {
+            if pending.port == port {
+                pending.orphaned = true;
+            }
+        }
+        let member_down = self.log.len();
+        self.keep_zombies(port, jobs, Fence::MemberDown(member_down));
         self.counters.crashes += 1;
         if !self.members.lost().is_empty() {
             self.counters.degraded_crashes += 1;
@@ -1452,10 +1571,9 @@ impl World {
     /// applied: the rest of a started plan, or all of one not started if it was made
     /// knowing every member lost now (else it is dropped whole: a plan torn around a
     /// member unknown to its writer is the double fault `torn_writes_degraded` keeps
-    /// out). Issued before the crash, they may still land; the others never reach their
-    /// member. `owner`'s `MEMBER_DOWN` is the next log entry.
-    fn keep_zombies(&mut self, owner: u8, jobs: Vec<Job>) {
-        let member_down = self.log.len();
+    /// out). Issued before the crash (or the link loss), they may still land, before
+    /// `fence`; the others never reach their member.
+    fn keep_zombies(&mut self, owner: u8, jobs: Vec<Job>, fence: Fence) {
         let lost = self.members.lost().bits();
         for job in jobs {
             let Job::Write { plan, request, .. } = job else {
@@ -1483,10 +1601,14 @@ impl World {
             };
             for write in writes {
                 if self.chance(500) {
-                    let due = self.now + self.below(ZOMBIE_DELAY_STEPS_MAX);
+                    let mut due = self.now + self.below(ZOMBIE_DELAY_STEPS_MAX);
+                    if fence == Fence::Rejoin && self.options.mutation == Mutation::UnfencedRejoin {
+                        // Issued once its AMF has rejoined (see `World::rejoin`).
+                        due = u64::MAX;
+                    }
                     self.zombies.push(Zombie {
                         owner,
-                        member_down,
+                        fence,
                         due,
                         write,
                     });
@@ -1504,10 +1626,19 @@ impl World {
         let index = due[self.below(due.len() as u64) as usize];
         let zombie = self.zombies.swap_remove(index);
         let failed = self.members.apply(&zombie.write, zombie.owner);
-        self.counters.zombie_writes += 1;
+        if zombie.fence == Fence::Rejoin {
+            self.counters.fenced_writes += 1;
+        } else {
+            self.counters.zombie_writes += 1;
+        }
         self.trace(|| {
             format!(
-                "ZOMBIE write of dead amf{}: member {} {:?} at {}{}",
+                "ZOMBIE write of {} amf{}: member {} {:?} at {}{}",
+                if zombie.fence == Fence::Rejoin {
+                    "old incarnation of"
+                } else {
+                    "dead"
+                },
                 zombie.owner,
                 zombie.write.io.member,
                 zombie.write.io.role,
@@ -1550,6 +1681,175 @@ impl World {
         node.cursor = cursor;
         node.amf = Some(Amf::new(config, &mut node.sram));
         self.trace(|| format!("RESTART amf{port} (incarnation {incarnation})"));
+    }
+
+    /// Whether a fabric restart may be injected now. Not while a crash's recovery is
+    /// pending or a dead AMF's member writes may still land (the restarted fabric would
+    /// resync, parity only, what the survivors were to complete with the records' data,
+    /// and nothing would order the dead AMF's fence before the joins). Not while a member
+    /// is lost, failed somewhere or being rebuilt if any stripe write is in flight: a
+    /// write torn by the fence on a degraded stripe is only resynced, which cannot repair
+    /// it (the degraded write hole of a cluster that stops at once, docs/PROTOCOL.md
+    /// "Known limits").
+    fn fabric_restart_allowed(&self) -> bool {
+        let crash_zombies = self
+            .zombies
+            .iter()
+            .any(|zombie| matches!(zombie.fence, Fence::MemberDown(_)));
+        let degraded =
+            self.lost_anywhere() != 0 || self.members.replacing.is_some() || self.path_failed();
+        let writing = self.nodes.iter().any(|node| {
+            node.jobs.iter().any(|job| {
+                matches!(
+                    job,
+                    Job::Write {
+                        request: MemberRequest::Write { .. } | MemberRequest::Replay { .. },
+                        ..
+                    }
+                )
+            })
+        });
+        self.nodes.iter().any(|node| node.amf.is_some())
+            && self.recovery_settled()
+            && !crash_zombies
+            && !(degraded && writing)
+            && (self.options.crash_last_failure_knower || self.failures_agree())
+    }
+
+    /// Whether any AMF may be the first back on the new fabric (alone, with no peer's
+    /// `Reply` to learn failures from) without reading a member another AMF had failed:
+    /// while a path failure lasts or a replacement is not in service everywhere, every
+    /// AMF must know the same failed members, and none be down (a restarted process
+    /// starts knowing none). The gap of [`World::failures_known_elsewhere`].
+    fn failures_agree(&self) -> bool {
+        if !(self.path_failed() || self.members.replacing.is_some()) {
+            return true;
+        }
+        let mut known = self.nodes.iter().map(|node| match (&node.amf, &node.away) {
+            (Some(amf), _) => Some(amf.failed_members()),
+            (None, Some(away)) => Some(away.failed_members),
+            (None, None) => None,
+        });
+        let Some(Some(first)) = known.next() else {
+            return false;
+        };
+        known.all(|failed| failed == Some(first))
+    }
+
+    /// Whether every AMF is back from the last fabric restart, every member write its
+    /// old incarnations issued has landed, and every resync of their records is done:
+    /// until then a stripe may hold parity a late member write left stale, so losing a
+    /// member meanwhile is the write hole's double fault (as before a replay).
+    fn fabric_settled(&self) -> bool {
+        self.nodes
+            .iter()
+            .all(|node| node.away.is_none() && node.amf.as_ref().is_none_or(|amf| !amf.resyncing()))
+            && self
+                .zombies
+                .iter()
+                .all(|zombie| zombie.fence != Fence::Rejoin)
+    }
+
+    /// Whether `port`, away, may rejoin: every AMF that lost its link with it has fenced
+    /// itself (its workers' restart waited for every member write it had issued). An
+    /// AMF's own fence precedes its own rejoin; that every other one's does too is a
+    /// timing assumption (all links die at one instant and each AMF fences at once,
+    /// while a rejoin waits for a new fabric and a retry), not a guarantee: with
+    /// `SimOptions::late_fenced_writes` a peer's old write may land after this one
+    /// rejoined and wrote the stripe (docs/PROTOCOL.md "Known limits").
+    /// `Mutation::UnfencedRejoin`: nobody waits.
+    fn rejoin_fenced(&self, port: u8) -> bool {
+        self.options.mutation == Mutation::UnfencedRejoin
+            || self.zombies.iter().all(|zombie| {
+                zombie.fence != Fence::Rejoin
+                    || (self.options.late_fenced_writes && zombie.owner != port)
+            })
+    }
+
+    /// The fabric process is killed and restarted: every link dies at the same instant,
+    /// and the new fabric remembers nothing (queued broadcasts, SRAM writes and acks in
+    /// flight are gone; its join order is the order of the rejoins). Each live AMF fences
+    /// itself (no further member write of its incarnation; those issued may land before
+    /// it rejoins), drops its core and card (its SRAM survives), holds its requests, and
+    /// rejoins after a random delay as a new incarnation (`World::rejoin`). Crashed AMFs
+    /// restart onto the new fabric.
+    fn fabric_restart(&mut self) {
+        self.counters.fabric_restarts += 1;
+        self.fabric_back = self.now + 1 + self.fabric_rng.next_u64() % FABRIC_BACK_STEPS_MAX;
+        self.trace(|| format!("FABRIC RESTART (back at step {})", self.fabric_back));
+        for port in 0..self.nodes.len() as u8 {
+            let rejoin_due = self.fabric_back + self.fabric_rng.next_u64() % REJOIN_DELAY_STEPS_MAX;
+            let node = &mut self.nodes[port as usize];
+            if let Some(away) = node.away.as_mut() {
+                away.rejoin_due = rejoin_due;
+                continue;
+            }
+            let Some(amf) = node.amf.take() else {
+                continue;
+            };
+            add_counters(&mut self.counters.protocol, amf.counters());
+            let jobs = std::mem::take(&mut node.jobs);
+            let held: Vec<u64> = self
+                .pending
+                .iter()
+                .filter(|(_, pending)| pending.port == port && !pending.orphaned)
+                .map(|(&id, _)| id)
+                .collect();
+            self.nodes[port as usize].away = Some(Away {
+                rejoin_due,
+                failed_members: amf.failed_members(),
+                held,
+            });
+            self.keep_zombies(port, jobs, Fence::Rejoin);
+        }
+        for queue in self.pairs.values_mut() {
+            queue.clear();
+        }
+        self.log_live.clear();
+        let end = self.log.len();
+        for node in &mut self.nodes {
+            node.cursor = end;
+        }
+    }
+
+    /// `port`, away since a fabric restart, joins the new fabric as a new incarnation
+    /// (its core starts at the welcome and resyncs what its SRAM's records name), is
+    /// unfenced, and resubmits its held requests with their ids, oldest first.
+    fn rejoin(&mut self, port: u8) {
+        let away = self.nodes[port as usize].away.take().expect("away");
+        self.log.push(LogEntry::MemberUp(port));
+        self.log_live.push(port);
+        let incarnation = self.nodes[port as usize].incarnation + 1;
+        let mut config = self.config(port, incarnation);
+        config.failed_members = away.failed_members;
+        let cursor = self.log.len();
+        let now = self.now;
+        let node = &mut self.nodes[port as usize];
+        node.incarnation = incarnation;
+        node.cursor = cursor;
+        let mut amf = Amf::new(config, &mut node.sram);
+        for &id in &away.held {
+            let request = self.pending[&id].request.clone();
+            amf.handle_request(now, id, request)
+                .expect("the simulator sends valid requests");
+        }
+        self.nodes[port as usize].amf = Some(amf);
+        self.counters.rejoins += 1;
+        self.counters.requests_resubmitted += away.held.len() as u64;
+        if self.options.mutation == Mutation::UnfencedRejoin {
+            for index in 0..self.zombies.len() {
+                if self.zombies[index].owner == port && self.zombies[index].fence == Fence::Rejoin {
+                    self.zombies[index].due = now + self.below(ZOMBIE_DELAY_STEPS_MAX);
+                }
+            }
+        }
+        self.trace(|| {
+            format!(
+                "REJOIN amf{port} (incarnation {incarnation}, failed members {:#b}, {} requests resubmitted)",
+                away.failed_members,
+                away.held.len()
+            )
+        });
     }
 
     /// At most one exclusive holder per stripe, and none beside it holding a copy.

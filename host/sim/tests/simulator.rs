@@ -59,6 +59,22 @@ fn two_thousand_seeds_with_faults() {
     );
     assert!(summary.totals.rebuilds_stopped > 100, "joins stop rebuilds");
     assert!(summary.totals.scrubs_completed > 500, "hosts scrub stripes");
+    assert!(
+        summary.totals.fabric_restarts > 100,
+        "the fabric restarts (every link lost at once)"
+    );
+    assert!(
+        summary.totals.rejoins > 200,
+        "AMFs rejoin as new incarnations"
+    );
+    assert!(
+        summary.totals.requests_resubmitted > 500,
+        "held requests are resubmitted with their ids"
+    );
+    assert!(
+        summary.totals.fenced_writes > 50,
+        "member writes issued before the link loss land before the rejoin"
+    );
 }
 
 #[test]
@@ -154,6 +170,15 @@ fn a_grant_ignoring_a_replier_s_rebuild_progress_is_caught() {
     first_failure(Mutation::GrantIgnoresRebuildProgress, 0..2000);
 }
 
+/// An AMF that lost its fabric link does not fence itself: a member write of its old
+/// incarnation lands after it rejoined and resynced the stripe. First caught by seed 55
+/// (parity not matching data at rest), which passes unmutated.
+#[test]
+fn a_rejoin_without_the_fence_is_caught() {
+    let seed = first_failure(Mutation::UnfencedRejoin, 0..300);
+    amf_sim::replay(seed, &SimOptions::default(), false).expect("passes unmutated");
+}
+
 #[test]
 fn the_product_default_geometry_passes() {
     let options = SimOptions {
@@ -176,7 +201,8 @@ fn the_wide_stripe_write_hole_is_still_open() {
         wide_stripe_write_hole: true,
         ..SimOptions::default()
     };
-    known_gap_still_open(&options, 150..300);
+    // Seed 12 (seeds 150..300 before fabric restarts changed the runs' draws).
+    known_gap_still_open(&options, 0..20);
 }
 
 /// A restarted AMF starts knowing no failed member; it learns them from its peers'
@@ -249,6 +275,32 @@ fn crashing_the_last_failure_knower_still_reads_stale_data() {
         ..SimOptions::default()
     };
     known_gap_still_open(&options, 1600..1700);
+}
+
+/// Seed 464 (RAID-6, 3 AMFs, a fabric restart while member 5 failed for AMF 1 only):
+/// AMF 0 rejoined first and rebuilt member 5 alone; AMF 1 rejoined with member 5 failed
+/// (its volume's) and got `Reply`s naming the rebuild that had put the member back,
+/// ended before it joined: every grant waited for that rebuild's end, and every request
+/// hung. A port that starts with a member failed that a replier has in service now
+/// orders the failure (`MemberFailed`), and its grant goes on once that is ordered.
+#[test]
+fn a_rejoin_with_a_member_its_peers_rebuilt_meanwhile_does_not_hang() {
+    amf_sim::replay(464, &SimOptions::default(), false).expect("seed 464");
+}
+
+/// A known limit kept visible: after a fabric restart the shell's fence waits for an
+/// AMF's issued member writes before its own rejoin only; one landing after another AMF
+/// rejoined and wrote the stripe loses that write or leaves the stripe's parity stale
+/// with no record naming it (docs/PROTOCOL.md "Known limits"). CI assumes every AMF
+/// fences before the first rejoin (`SimOptions::late_fenced_writes` off); once the
+/// protocol closes the gap this test fails: then turn the option on and delete this.
+#[test]
+fn a_late_fenced_write_after_another_rejoin_still_breaks_the_stripe() {
+    let options = SimOptions {
+        late_fenced_writes: true,
+        ..SimOptions::default()
+    };
+    known_gap_still_open(&options, 390..440);
 }
 
 /// Asserts that some seed of `seeds` still fails with a known gap's fault let in.
