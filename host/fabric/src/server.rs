@@ -234,16 +234,16 @@ pub async fn serve_ordered(
 ) {
     let interval = Duration::from_millis(u64::from(config.arbiter.heartbeat_interval_ms));
     let (mut group_events, core) = match group {
-        None => (None, Core::Local(Arbiter::new(config.arbiter))),
+        None => (None, Core::Local(Box::new(Arbiter::new(config.arbiter)))),
         Some(link) => (
             Some(link.events),
-            Core::Replicated(Replicated {
+            Core::Replicated(Box::new(Replicated {
                 replica: None,
                 epoch: 0,
                 group: link.group,
                 self_fence_ms: link.self_fence_ms,
                 remote_fences: BTreeMap::new(),
-            }),
+            })),
         ),
     };
     let mut shell = Shell::new(config, core);
@@ -284,8 +284,8 @@ async fn next_group_event(events: &mut Option<mpsc::Receiver<GroupEvent>>) -> Op
 /// Who orders the arbiter's inputs: this process alone, or the group.
 #[derive(Debug)]
 enum Core {
-    Local(Arbiter),
-    Replicated(Replicated),
+    Local(Box<Arbiter>),
+    Replicated(Box<Replicated>),
 }
 
 #[derive(Debug)]
@@ -361,10 +361,12 @@ impl Shell {
         self.next_link += 1;
         let link = match &self.core {
             Core::Local(_) => counter,
-            Core::Replicated(Replicated {
-                replica: Some(replica),
-                ..
-            }) if replica.is_synced() => replica::link_id(replica.me(), counter),
+            Core::Replicated(replicated)
+                if replicated.replica.as_ref().is_some_and(Replica::is_synced) =>
+            {
+                let me = replicated.replica.as_ref().expect("checked").me();
+                replica::link_id(me, counter)
+            }
             Core::Replicated(_) => {
                 tracing::info!(%peer, "connection closed: this fabric is not in its group (yet)");
                 return;
@@ -439,12 +441,12 @@ impl Shell {
     fn input(&mut self, now_ms: u64, input: Input) {
         match &mut self.core {
             Core::Local(arbiter) => replica::apply_input(arbiter, now_ms, input),
-            Core::Replicated(Replicated {
-                replica: Some(replica),
-                ..
-            }) => replica.propose(input),
-            // Out of the group: every link was closed, what is left of them is moot.
-            Core::Replicated(_) => {}
+            // Out of the group, every link was closed: what is left of them is moot.
+            Core::Replicated(replicated) => {
+                if let Some(replica) = replicated.replica.as_mut() {
+                    replica.propose(input);
+                }
+            }
         }
     }
 
