@@ -7,10 +7,10 @@
 
 use crate::format::{MemberState, Superblock, SuperblockError};
 use amf_raid::{Geometry, GeometryError};
-use shared_regs::limits::SUPERBLOCK_BYTES;
+use shared_regs::limits::{BLOCK_BYTES, SUPERBLOCK_BYTES};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,6 +70,11 @@ pub enum ArrayError {
         index: u32,
         other: PathBuf,
     },
+    /// The member's file system refuses `O_DIRECT`.
+    #[error(
+        "{path}: its file system refuses O_DIRECT; use --member-io page-cache if every AMF runs on this host"
+    )]
+    DirectRefused { path: PathBuf },
     /// Nothing to open.
     #[error("{path}: no member files found (expected {MEMBER_FILE_PREFIX}NN{MEMBER_FILE_SUFFIX})")]
     NoMembers { path: PathBuf },
@@ -146,6 +151,24 @@ pub fn member_file_name(directory: &Path, index: u32) -> PathBuf {
     ))
 }
 
+/// How a member's data and superblock reach its device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MemberCaching {
+    /// Through this host's page cache. Right while every process that opens the members
+    /// runs on one kernel: a file has one page cache per host, so all of them see each
+    /// other's writes (`amf serve`, `amf up`).
+    #[default]
+    PageCache,
+    /// `O_DIRECT`, around the page cache: AMFs on several hosts share the devices (a
+    /// shared LUN, multipath), and a page cached here would hide a peer's newer write.
+    /// I/O goes through [`DIRECT_ALIGN_BYTES`]-aligned bounce buffers.
+    Direct,
+}
+
+/// Alignment of direct member I/O (offset, length and buffer address): the largest
+/// logical block size of a disk (4Kn), so every device and file system takes it.
+pub const DIRECT_ALIGN_BYTES: u64 = BLOCK_BYTES as u64;
+
 /// One opened member device.
 #[derive(Debug)]
 pub struct Member {
@@ -153,18 +176,44 @@ pub struct Member {
     pub path: PathBuf,
     /// Its superblock.
     pub superblock: Superblock,
+    /// Whether its I/O goes around the page cache.
+    pub caching: MemberCaching,
     file: File,
 }
 
 impl Member {
-    /// Opens `path` read-write (or read-only) and reads its superblock.
+    /// Opens `path` read-write (or read-only) through the page cache and reads its
+    /// superblock.
     pub fn open(path: &Path, writable: bool) -> Result<Member, ArrayError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
+        Self::open_with(path, writable, MemberCaching::PageCache)
+    }
+
+    /// Opens `path` read-write (or read-only) with `caching` and reads its superblock. A
+    /// file system that refuses `O_DIRECT` (tmpfs) is an error that names the way out.
+    pub fn open_with(
+        path: &Path,
+        writable: bool,
+        caching: MemberCaching,
+    ) -> Result<Member, ArrayError> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(writable);
+        if caching == MemberCaching::Direct {
+            options.custom_flags(libc::O_DIRECT);
+        }
+        let file = options
             .open(path)
-            .map_err(io_error(path))?;
-        let superblock = read_superblock(&file, path)?;
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::EINVAL) if caching == MemberCaching::Direct => {
+                    ArrayError::DirectRefused {
+                        path: path.to_path_buf(),
+                    }
+                }
+                _ => io_error(path)(source),
+            })?;
+        let superblock = match caching {
+            MemberCaching::PageCache => read_superblock(&file, path)?,
+            MemberCaching::Direct => read_superblock_direct(&file, path)?,
+        };
         let member_bytes = device_bytes(&file).map_err(io_error(path))?;
         let needed_bytes = superblock.data_offset + superblock.data_bytes;
         if member_bytes < needed_bytes {
@@ -178,6 +227,7 @@ impl Member {
         Ok(Member {
             path: path.to_path_buf(),
             superblock,
+            caching,
             file,
         })
     }
@@ -186,18 +236,22 @@ impl Member {
     pub fn read_data(&self, offset: u64, buffer: &mut [u8]) -> Result<(), ArrayError> {
         self.check_range(offset, buffer.len())?;
         let position = self.superblock.data_offset + offset;
-        self.file
-            .read_exact_at(buffer, position)
-            .map_err(io_error(&self.path))
+        let read = match self.caching {
+            MemberCaching::PageCache => self.file.read_exact_at(buffer, position),
+            MemberCaching::Direct => read_direct(&self.file, position, buffer),
+        };
+        read.map_err(io_error(&self.path))
     }
 
     /// Writes `bytes` at `offset` of the data area.
     pub fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<(), ArrayError> {
         self.check_range(offset, bytes.len())?;
         let position = self.superblock.data_offset + offset;
-        self.file
-            .write_all_at(bytes, position)
-            .map_err(io_error(&self.path))
+        let written = match self.caching {
+            MemberCaching::PageCache => self.file.write_all_at(bytes, position),
+            MemberCaching::Direct => write_direct(&self.file, position, bytes),
+        };
+        written.map_err(io_error(&self.path))
     }
 
     /// The opened device's (device, inode), to tell whether a path names it.
@@ -205,6 +259,13 @@ impl Member {
         use std::os::unix::fs::MetadataExt;
         let metadata = self.file.metadata()?;
         Ok((metadata.dev(), metadata.ino()))
+    }
+
+    /// The open descriptor, for tests that look at its flags.
+    #[cfg(test)]
+    pub(crate) fn descriptor(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
     }
 
     /// Makes written data durable.
@@ -267,6 +328,16 @@ pub fn read_superblock(file: &File, path: &Path) -> Result<Superblock, ArrayErro
     })
 }
 
+/// [`read_superblock`] of an `O_DIRECT` file: a shorter file is not a superblock.
+fn read_superblock_direct(file: &File, path: &Path) -> Result<Superblock, ArrayError> {
+    let mut bytes = vec![0u8; SUPERBLOCK_BYTES as usize];
+    read_direct(file, 0, &mut bytes).map_err(io_error(path))?;
+    Superblock::decode(&bytes).map_err(|source| ArrayError::Superblock {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn read_up_to(file: &File, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
@@ -287,6 +358,63 @@ pub fn write_superblock(
     file.write_all_at(&superblock.encode(), 0)
         .map_err(io_error(path))?;
     file.sync_data().map_err(io_error(path))
+}
+
+/// A zeroed buffer of `length` bytes whose start is [`DIRECT_ALIGN_BYTES`]-aligned, cut
+/// from a slightly larger vector (no allocator of our own, no `unsafe`).
+struct AlignedBuffer {
+    storage: Vec<u8>,
+    start: usize,
+    length: usize,
+}
+
+impl AlignedBuffer {
+    fn zeroed(length: usize) -> AlignedBuffer {
+        let align = DIRECT_ALIGN_BYTES as usize;
+        let storage = vec![0u8; length + align];
+        let start = storage.as_ptr().align_offset(align);
+        AlignedBuffer {
+            storage,
+            start,
+            length,
+        }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.length]
+    }
+}
+
+/// The aligned span around `length` bytes at `position`: its first byte's position and
+/// the offset of `position` in it, and its length.
+fn aligned_span(position: u64, length: usize) -> (u64, usize, usize) {
+    let head = (position % DIRECT_ALIGN_BYTES) as usize;
+    let begin = position - head as u64;
+    let span = (head + length).next_multiple_of(DIRECT_ALIGN_BYTES as usize);
+    (begin, head, span)
+}
+
+/// Reads `buffer` at `position` of an `O_DIRECT` file through an aligned bounce buffer
+/// covering the aligned span around it.
+fn read_direct(file: &File, position: u64, buffer: &mut [u8]) -> io::Result<()> {
+    let (begin, head, span) = aligned_span(position, buffer.len());
+    let mut bounce = AlignedBuffer::zeroed(span);
+    file.read_exact_at(bounce.bytes(), begin)?;
+    buffer.copy_from_slice(&bounce.bytes()[head..head + buffer.len()]);
+    Ok(())
+}
+
+/// Writes `bytes` at `position` of an `O_DIRECT` file. An unaligned edge is read, patched
+/// and written whole: the bytes around it lie in the same 4 KiB block, so in the same
+/// chunk, whose stripe this AMF holds while it writes (no peer writes them meanwhile).
+fn write_direct(file: &File, position: u64, bytes: &[u8]) -> io::Result<()> {
+    let (begin, head, span) = aligned_span(position, bytes.len());
+    let mut bounce = AlignedBuffer::zeroed(span);
+    if head != 0 || span != bytes.len() {
+        file.read_exact_at(bounce.bytes(), begin)?;
+    }
+    bounce.bytes()[head..head + bytes.len()].copy_from_slice(bytes);
+    file.write_all_at(bounce.bytes(), begin)
 }
 
 /// How one member slot of the array stands.
@@ -346,6 +474,8 @@ pub struct Array {
     pub geometry: Geometry,
     /// The authoritative superblock (highest generation).
     pub superblock: Superblock,
+    /// How its members' I/O meets the page cache (replacements open the same way).
+    pub caching: MemberCaching,
     members: Vec<Option<Arc<Member>>>,
     slots: Vec<SlotState>,
 }
@@ -355,10 +485,19 @@ impl Array {
     /// slot's state. An array with too many unusable members still opens (so `status` can
     /// show it); I/O paths call [`Array::check_available`].
     pub fn open(paths: &[PathBuf], writable: bool) -> Result<Array, ArrayError> {
+        Self::open_with(paths, writable, MemberCaching::PageCache)
+    }
+
+    /// [`Array::open`] with every member opened with `caching`.
+    pub fn open_with(
+        paths: &[PathBuf],
+        writable: bool,
+        caching: MemberCaching,
+    ) -> Result<Array, ArrayError> {
         reject_duplicate_paths(paths)?;
         let opened = paths
             .iter()
-            .map(|path| Member::open(path, writable))
+            .map(|path| Member::open_with(path, writable, caching))
             .collect::<Result<Vec<_>, _>>()?;
         let reference = choose_reference(&opened)?;
         let superblock = reference.superblock.clone();
@@ -374,6 +513,7 @@ impl Array {
         Ok(Array {
             geometry,
             superblock,
+            caching,
             members,
             slots,
         })

@@ -181,6 +181,9 @@ impl Cluster {
                 &fabric,
                 "--nbd",
                 "127.0.0.1:0",
+                // One host, one page cache: as under `amf up`, and as `amf serve` alone.
+                "--member-io",
+                "page-cache",
                 &directory,
             ];
             let line = processes.start(

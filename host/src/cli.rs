@@ -86,10 +86,31 @@ struct ServeArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes, requires = "id",
           default_value_t = crate::active::CACHE_BYTES_DEFAULT)]
     cache_size: u64,
+    /// How a cluster AMF's member I/O meets this host's page cache: "direct" (O_DIRECT,
+    /// for members that AMFs on other hosts share: a shared LUN, multipath) or
+    /// "page-cache" (every AMF on this host's kernel, as under `amf up`).
+    #[arg(long, value_name = "MODE", requires = "id", default_value = "direct")]
+    member_io: MemberIo,
     #[command(flatten)]
     control: ControlArgs,
     #[command(flatten)]
     members: MembersArgs,
+}
+
+/// `--member-io`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum MemberIo {
+    Direct,
+    PageCache,
+}
+
+impl From<MemberIo> for crate::array::MemberCaching {
+    fn from(mode: MemberIo) -> Self {
+        match mode {
+            MemberIo::Direct => Self::Direct,
+            MemberIo::PageCache => Self::PageCache,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -395,6 +416,7 @@ fn run_serve_cluster(
         metrics: args.metrics,
         cache_bytes_max: args.cache_size,
         control: args.control.control,
+        caching: args.member_io.into(),
     };
     crate::serve_cluster::run(&config, |address| {
         use std::io::Write;

@@ -11,7 +11,7 @@
 //! go), members are flushed.
 
 use crate::active::{ClusterConfig, ClusterStatus, ClusterVolume};
-use crate::array::member_paths;
+use crate::array::{MemberCaching, member_paths};
 use crate::block::BlockDevice;
 use crate::control;
 use crate::metrics::Metrics;
@@ -47,6 +47,8 @@ pub struct ClusterServeConfig {
     pub cache_bytes_max: u64,
     /// `--control`; `None` means `amf-N.control` beside the members.
     pub control: Option<PathBuf>,
+    /// `--member-io`: whether member I/O goes around the page cache.
+    pub caching: MemberCaching,
 }
 
 /// The control socket of AMF `port` for the members `members`.
@@ -92,7 +94,8 @@ pub fn run(
         control::bind(&control_socket)?
     };
     let _remove_socket = RemoveOnDrop(control_socket.clone());
-    let volume = Volume::open_in_cluster(&paths)?;
+    let volume = Volume::open_in_cluster(&paths, config.caching)?;
+    tracing::info!(member_io = ?config.caching, "members opened");
     let sram_path = config
         .sram_path
         .clone()

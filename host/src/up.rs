@@ -297,8 +297,19 @@ pub fn run(config: &UpConfig) -> Result<(), ServeError> {
     )?;
     for (id, address) in addresses.iter().enumerate() {
         let (id, address) = (id.to_string(), address.to_string());
+        // Every AMF of `amf up` runs on this host's kernel, so its page cache is one
+        // for all of them and member I/O may use it.
         let arguments = [
-            "serve", "--id", &id, "--fabric", &fabric, "--nbd", &address, &directory,
+            "serve",
+            "--id",
+            &id,
+            "--fabric",
+            &fabric,
+            "--nbd",
+            &address,
+            "--member-io",
+            "page-cache",
+            &directory,
         ];
         processes.start(
             &format!("AMF {id}"),

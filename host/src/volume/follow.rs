@@ -38,7 +38,7 @@ impl Volume {
     /// The fabric ordered the rebuild of `member` onto `replacement`: it takes the slot,
     /// in service below the checkpoint (stripe 0: nowhere yet).
     pub fn follow_rebuild(&self, member: u32, replacement: &Path) -> Result<(), RebuildError> {
-        let opened = Member::open(replacement, true)?;
+        let opened = Member::open_with(replacement, true, self.array.caching)?;
         let mut membership = self.membership_mut();
         if !membership.failed.contains(member) {
             return Err(RebuildError::InService { member });

@@ -29,7 +29,7 @@ pub mod locks;
 
 pub use card::{CardOpenError, CardSpec, CardSpecError, Engine, SimCardError};
 
-use crate::array::{Array, ArrayError, Member, SlotState};
+use crate::array::{Array, ArrayError, Member, MemberCaching, SlotState};
 use crate::block::{BlockDevice, BlockError, check_range};
 use crate::format::MemberState;
 use amf_parity::{HostParity, ParityEngine};
@@ -330,8 +330,13 @@ impl Volume {
     /// Opens the members at `paths` read-write for one AMF of a cluster: parity on the
     /// host, and no local journal (see `Store::Peers`): the caller's coherency core
     /// replicates each write's intent to the peers and replays a dead peer's writes.
-    pub fn open_in_cluster(paths: &[PathBuf]) -> Result<Volume, VolumeError> {
-        let array = Array::open(paths, true)?;
+    /// `caching` says whether member I/O may use this host's page cache (all AMFs on one
+    /// host) or must go around it (members shared by hosts).
+    pub fn open_in_cluster(
+        paths: &[PathBuf],
+        caching: MemberCaching,
+    ) -> Result<Volume, VolumeError> {
+        let array = Array::open_with(paths, true, caching)?;
         array.check_available()?;
         // Unused without a journal; sized as for one slot of an unbounded store.
         let layout = Layout::for_store(&array.geometry, u64::MAX, 1)

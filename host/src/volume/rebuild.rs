@@ -188,7 +188,7 @@ impl Volume {
         superblock.rebuild_next_stripe = 0;
         write_superblock(&file, path, &superblock)?;
         drop(file);
-        Member::open(path, true)
+        Member::open_with(path, true, self.array.caching)
     }
 
     /// Rebuilds up to `stripes` stripes from the checkpoint, syncs the replacement and
