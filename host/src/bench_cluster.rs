@@ -5,7 +5,9 @@
 //! frames and acquire broadcasts per stripe write, read from the AMFs' status files.
 //!
 //! Each AMF is a real `amf serve --id N --fabric` process beside a real `amf fabric`, as
-//! `amf up` starts them.
+//! `amf up` starts them. The same run adds two AMFs on disjoint halves whose fabrics are
+//! replicas over corosync (`amf fabric --corosync`, one corosync node in a network
+//! namespace of its own), when root may make one and corosync is installed.
 
 use crate::bench_nbd::{BenchError, IODEPTH, TempDir, check_tools, create_array};
 use crate::serve_cluster::{AmfReport, read_reports};
@@ -34,7 +36,7 @@ pub struct ClusterBenchOptions {
 /// One case's figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterBenchRow {
-    /// "one-amf", "two-amfs-disjoint" or "two-amfs-shared".
+    /// "one-amf", "two-amfs-disjoint", "two-amfs-shared" or "two-amfs-disjoint-corosync".
     pub case: String,
     /// AMFs written through.
     pub amfs: u32,
@@ -56,6 +58,9 @@ pub struct ClusterBenchRow {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterBenchReport {
     pub results: Vec<ClusterBenchRow>,
+    /// Why a case did not run (the corosync case needs root, `ip` and `corosync`).
+    #[serde(default)]
+    pub skipped: Vec<String>,
 }
 
 /// One fio job's figures.
@@ -100,11 +105,25 @@ pub fn run(
     cluster.stop(Ok(()))?;
     rows.push(disjoint?);
     rows.push(shared?);
+    let mut skipped = Vec::new();
+    match CorosyncHost::unavailable() {
+        Some(why) => skipped.push(format!("two-amfs-disjoint-corosync: {why}")),
+        None => {
+            progress("two AMFs on disjoint halves, each on its own fabric over corosync");
+            let host = CorosyncHost::start(&work.path)?;
+            let mut cluster = Cluster::start_on_corosync(&work.path, &members, &host)?;
+            let figures = cluster.measure(&[(0, 0, half), (1, half, half)], options.seconds);
+            rows.push(row("two-amfs-disjoint-corosync", cluster.stop(figures)?));
+        }
+    }
     let reference = rows[0].iops;
     for row in &mut rows {
         row.ratio_to_one_amf = row.iops / reference;
     }
-    Ok(ClusterBenchReport { results: rows })
+    Ok(ClusterBenchReport {
+        results: rows,
+        skipped,
+    })
 }
 
 fn row(case: &str, (clients, fabric): (Vec<FioFigures>, FabricTotals)) -> ClusterBenchRow {
@@ -125,12 +144,12 @@ fn row(case: &str, (clients, fabric): (Vec<FioFigures>, FabricTotals)) -> Cluste
 /// The table printed without `--json`.
 pub fn render_table(report: &ClusterBenchReport) -> String {
     let mut text = format!(
-        "{:<18} {:>4} {:>10} {:>8} {:>9} {:>9} {:>13} {:>12}\n",
+        "{:<27} {:>4} {:>10} {:>8} {:>9} {:>9} {:>13} {:>12}\n",
         "case", "amfs", "IOPS", "ratio", "p50 us", "p99 us", "frames/write", "bcast/write"
     );
     for row in &report.results {
         text.push_str(&format!(
-            "{:<18} {:>4} {:>10.0} {:>7.2}x {:>9.0} {:>9.0} {:>13.3} {:>12.4}\n",
+            "{:<27} {:>4} {:>10.0} {:>7.2}x {:>9.0} {:>9.0} {:>13.3} {:>12.4}\n",
             row.case,
             row.amfs,
             row.iops,
@@ -143,9 +162,128 @@ pub fn render_table(report: &ClusterBenchReport) -> String {
     }
     text.push_str(&format!(
         "4 KiB random writes, queue depth {IODEPTH} per client (fio --ioengine=nbd); \
-         RAID-6 of 6 files, one client per AMF\n"
+         RAID-6 of 6 files, one client per AMF; the corosync case: one corosync (knet on \
+         loopback, aes256) in a network namespace, an `amf fabric --corosync` per AMF\n"
     ));
+    for why in &report.skipped {
+        text.push_str(&format!("skipped {why}\n"));
+    }
     text
+}
+
+/// A corosync daemon of its own for the bench: one node on loopback in a network
+/// namespace (its IPC sockets are the namespace's, so a host's own corosync is left
+/// alone), with a /run of its own for its pid file.
+struct CorosyncHost {
+    namespace: String,
+    group: String,
+    corosync: Child,
+}
+
+impl CorosyncHost {
+    /// Why the corosync case cannot run here, if it cannot.
+    fn unavailable() -> Option<String> {
+        if !rustix::process::geteuid().is_root() {
+            return Some("needs root (a network namespace)".into());
+        }
+        ["corosync", "corosync-quorumtool", "ip", "unshare"]
+            .into_iter()
+            .find(|tool| which(tool).is_none())
+            .map(|tool| format!("{tool} is not installed"))
+    }
+
+    fn start(work: &Path) -> Result<CorosyncHost, BenchError> {
+        let tag = format!("amfbench{}", std::process::id() % 100_000);
+        let dir = work.join("corosync");
+        std::fs::create_dir_all(dir.join("run"))?;
+        let authkey = dir.join("authkey");
+        let mut key = vec![0u8; 256];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
+        std::fs::write(&authkey, key)?;
+        let conf = format!(
+            "totem {{\n  version: 2\n  cluster_name: {tag}\n  transport: knet\n  \
+             crypto_cipher: aes256\n  crypto_hash: sha256\n  keyfile: {key}\n}}\n\
+             nodelist {{\n  node {{\n    ring0_addr: 127.0.0.1\n    nodeid: 1\n  }}\n}}\n\
+             quorum {{\n  provider: corosync_votequorum\n}}\n\
+             logging {{\n  to_stderr: yes\n  to_syslog: no\n}}\n\
+             system {{\n  state_dir: {state}\n  allow_knet_handle_fallback: yes\n}}\n",
+            key = authkey.display(),
+            state = dir.display(),
+        );
+        std::fs::write(dir.join("corosync.conf"), conf)?;
+        run_tool("ip", &["netns", "add", &tag])?;
+        let host = CorosyncHost {
+            corosync: spawn_corosync(&dir, &tag)?,
+            namespace: tag.clone(),
+            group: tag,
+        };
+        run_tool("ip", &["-n", &host.namespace, "link", "set", "lo", "up"])?;
+        host.await_quorate()?;
+        Ok(host)
+    }
+
+    fn await_quorate(&self) -> Result<(), BenchError> {
+        for _ in 0..200 {
+            let output = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.namespace,
+                    "corosync-quorumtool",
+                    "-s",
+                ])
+                .output()?;
+            if String::from_utf8_lossy(&output.stdout).contains("Quorate:          Yes") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("the bench's corosync did not become quorate in 20 s".into())
+    }
+}
+
+fn spawn_corosync(dir: &Path, namespace: &str) -> Result<Child, BenchError> {
+    let script = format!(
+        "mount --bind {run} /run && exec corosync -f -c {conf}",
+        run = dir.join("run").display(),
+        conf = dir.join("corosync.conf").display()
+    );
+    let log = std::fs::File::create(dir.join("corosync.log"))?;
+    Ok(Command::new("ip")
+        .args([
+            "netns", "exec", namespace, "unshare", "--mount", "sh", "-c", &script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+impl Drop for CorosyncHost {
+    fn drop(&mut self) {
+        let _ = self.corosync.kill();
+        let _ = self.corosync.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.namespace])
+            .status();
+    }
+}
+
+fn run_tool(program: &str, arguments: &[&str]) -> Result<(), BenchError> {
+    let status = Command::new(program).args(arguments).status()?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(format!("{program} {}: {status}", arguments.join(" ")).into()),
+    }
+}
+
+/// `program`'s path on `PATH`, if any.
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    })
 }
 
 /// A fabric and `amfs` AMFs over `members`.
@@ -162,23 +300,63 @@ impl Cluster {
             "unix:{}",
             work.join(format!("fabric-{amfs}.sock")).display()
         );
-        let log = |name: String| work.join(format!("{name}.log"));
         processes.start(
             "amf fabric",
             &["fabric", "--listen", &fabric],
-            &log(format!("fabric-{amfs}")),
+            &work.join(format!("fabric-{amfs}.log")),
             "listening",
         )?;
+        let fabrics = vec![fabric; usize::from(amfs)];
+        Self::start_amfs(processes, work, members, &fabrics)
+    }
+
+    /// Two AMFs, each on a fabric of its own; the fabrics are replicas over `host`'s
+    /// corosync (as on two machines, but one corosync node between them).
+    fn start_on_corosync(
+        work: &Path,
+        members: &Path,
+        host: &CorosyncHost,
+    ) -> Result<Cluster, BenchError> {
+        let mut processes = Processes::default();
+        let amf = std::env::current_exe()?.display().to_string();
+        let mut fabrics = Vec::new();
+        for id in 0..2 {
+            let fabric = format!(
+                "unix:{}",
+                work.join(format!("corosync-{id}.sock")).display()
+            );
+            processes.start_command(
+                &format!("amf fabric --corosync ({id})"),
+                &["ip", "netns", "exec", &host.namespace, &amf, "fabric"]
+                    .into_iter()
+                    .chain(["--listen", &fabric, "--corosync", &host.group])
+                    .collect::<Vec<_>>(),
+                &work.join(format!("corosync-fabric-{id}.log")),
+                "listening",
+            )?;
+            fabrics.push(fabric);
+        }
+        Self::start_amfs(processes, work, members, &fabrics)
+    }
+
+    /// AMF N on `fabrics[N]`, each serving NBD on a free port.
+    fn start_amfs(
+        mut processes: Processes,
+        work: &Path,
+        members: &Path,
+        fabrics: &[String],
+    ) -> Result<Cluster, BenchError> {
+        let amfs = fabrics.len();
         let directory = members.display().to_string();
         let mut uris = Vec::new();
-        for id in 0..amfs {
+        for (id, fabric) in fabrics.iter().enumerate() {
             let id = id.to_string();
             let arguments = [
                 "serve",
                 "--id",
                 &id,
                 "--fabric",
-                &fabric,
+                fabric,
                 "--nbd",
                 "127.0.0.1:0",
                 // One host, one page cache: as under `amf up`, and as `amf serve` alone.
@@ -189,7 +367,7 @@ impl Cluster {
             let line = processes.start(
                 &format!("AMF {id}"),
                 &arguments,
-                &log(format!("amf-{id}-of-{amfs}")),
+                &work.join(format!("amf-{id}-of-{amfs}.log")),
                 "nbd://",
             )?;
             let uri = line.split_whitespace().last().unwrap_or_default();
@@ -353,7 +531,10 @@ mod tests {
         assert_eq!((row.latency_p50_us, row.latency_p99_us), (20.0, 50.0));
         assert_eq!(row.fabric_frames_per_write, 2.0);
         assert_eq!(row.broadcasts_per_write, 0.01);
-        let report = ClusterBenchReport { results: vec![row] };
+        let report = ClusterBenchReport {
+            results: vec![row],
+            skipped: vec!["two-amfs-disjoint-corosync: needs root".into()],
+        };
         assert!(render_table(&report).contains("two-amfs-disjoint"));
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["results"][0]["iops"], 400.0);

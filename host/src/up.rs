@@ -119,7 +119,8 @@ fn amf_addresses(base: &str) -> Result<Vec<SocketAddr>, ServeError> {
 /// A process `amf up` started, and how to start it again.
 struct Supervised {
     name: String,
-    arguments: Vec<String>,
+    /// The program and its arguments.
+    command: Vec<String>,
     log: PathBuf,
     ready: String,
     child: Child,
@@ -144,13 +145,28 @@ impl Processes {
         log: &Path,
         ready: &str,
     ) -> Result<String, ServeError> {
-        let arguments: Vec<String> = arguments.iter().map(|each| each.to_string()).collect();
+        let amf = std::env::current_exe()?.display().to_string();
+        let command: Vec<&str> = std::iter::once(amf.as_str())
+            .chain(arguments.iter().copied())
+            .collect();
+        self.start_command(name, &command, log, ready)
+    }
+
+    /// [`Processes::start`] of any program: `command` is the program and its arguments.
+    pub(crate) fn start_command(
+        &mut self,
+        name: &str,
+        command: &[&str],
+        log: &Path,
+        ready: &str,
+    ) -> Result<String, ServeError> {
+        let command: Vec<String> = command.iter().map(|each| each.to_string()).collect();
         let log_file =
             std::fs::File::create(log).map_err(|error| format!("{}: {error}", log.display()))?;
-        let (child, line) = spawn_until(name, &arguments, log_file, log, ready)?;
+        let (child, line) = spawn_until(name, &command, log_file, log, ready)?;
         self.0.push(Supervised {
             name: name.to_owned(),
-            arguments,
+            command,
             log: log.to_path_buf(),
             ready: ready.to_owned(),
             child,
@@ -187,7 +203,7 @@ impl Processes {
                 .and_then(|log_file| {
                     spawn_until(
                         &process.name,
-                        &process.arguments,
+                        &process.command,
                         log_file,
                         &process.log,
                         &process.ready,
@@ -230,16 +246,17 @@ impl Processes {
     }
 }
 
-/// Starts `amf ARGUMENTS` logging to `log_file` and waits for its first line containing
-/// `ready`: the child and that line.
+/// Starts `command` (a program and its arguments) logging to `log_file` and waits for its
+/// first line containing `ready`: the child and that line.
 fn spawn_until(
     name: &str,
-    arguments: &[String],
+    command: &[String],
     log_file: std::fs::File,
     log: &Path,
     ready: &str,
 ) -> Result<(Child, String), ServeError> {
-    let mut child = Command::new(std::env::current_exe()?)
+    let (program, arguments) = command.split_first().ok_or("an empty command")?;
+    let mut child = Command::new(program)
         .args(arguments)
         .env(
             "AMF_LOG",
